@@ -1,0 +1,40 @@
+"""Typed outputs of the AVISM model in training mode (what the losses consume).
+
+Letters: B clips, T frames per clip, fQ frame queries, cQ video queries, C hidden size,
+K classes (+1 = "no object"), Dl = frame-decoder predictions (initial queries + one per layer),
+Lf = frame-query layers handed to the video module (LAST_LAYER_NUM in training, 1 at test),
+Lv = video-decoder layers, Hm x Wm = stride-4 grid of the padded input (Hp/4, Wp/4).
+Frame-level tensors put the B*T frames clip-major: index b*T + t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass
+class FrameOutput:
+    """Per-frame Mask2Former-style predictions of the frame-level decoder."""
+
+    pred_logits: Tensor  # (Dl, B*T, fQ, K+1); index -1 = last layer
+    pred_masks: Tensor  # (Dl, B*T, fQ, Hm, Wm) mask logits
+    frame_queries: Tensor  # (Lf, B*T, fQ, C) normalised decoder outputs (object-context tokens)
+
+
+@dataclass
+class VideoOutput:
+    """Predictions of the video-level module, one track per video query."""
+
+    pred_logits: Tensor  # (Lv, Lf, B, cQ, K+1); index -1 = last video-decoder layer
+    pred_mask_embed: Tensor  # (Lv, Lf, B, cQ, C)
+    pred_masks: Tensor  # (Lv, Lf, B, cQ, T, Hm, Wm) mask logits = embed . video mask features
+    pred_fq_embed: Tensor  # (Lf, B, T, fQ, C) sim_embed_frame(frame queries)
+    pred_cq_embed: Tensor  # (Lv, Lf, B, cQ, C) sim_embed_clip(video queries)
+
+
+@dataclass
+class AVISMOutput:
+    frame: FrameOutput
+    video: VideoOutput
