@@ -15,9 +15,8 @@ import sys
 from avis.errors import AvisError
 
 # Order is the order shown by `avis --help`.
+# Each helper module appends its line here.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "avis.cli.synth",
-    "avis.cli.data",
 )
 
 
