@@ -1,0 +1,357 @@
+"""The video-level module of AVISM: window attention over the object-context tokens (frame
+queries), the audio-visual fusion encoder, and video queries that decode one track each.
+
+Parameter names follow the official ``avism_module.`` layout (``av_proj``, ``enc_self_attn``,
+``enc_ffn``, ``enc_av_cross_attn``, ``enc_av_ffn``, ``transformer_*_layers``,
+``avism_mask_features``, ``decoder_norm``, ``query_feat``, ``query_embed``, ``fq_pos``,
+``input_proj_dec``, ``class_embed``, ``mask_embed``, ``sim_embed_frame``, ``sim_embed_clip``).
+
+Letters: Lf frame-query layers handed over (3 in training, 1 at test), B clips, T frames per
+clip, Tp = T padded to a multiple of the window, W window size (frames), Nw = Tp / W windows,
+fQ frame queries, cQ video queries, C hidden size, Cm mask-embedding size, D audio size,
+K classes (+1 = "no object"), N = Lf*B sequences (index l*B + b), S = W*fQ tokens per window,
+Lv video-decoder layers, Hm x Wm the stride-4 grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avis.models.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
+
+# Additive attention logit of a blocked pair in shifted windows. The official code uses a
+# finite value (not -inf): a fully blocked row then behaves like an unmasked one instead of
+# producing NaN. Kept for parity.
+SHIFT_MASK_VALUE = -1000.0
+MASK_EMBED_LAYERS = 3
+
+
+@dataclass
+class WindowLayout:
+    """How T frames are cut into attention windows (one per clip; all clips share it)."""
+
+    num_frames: int  # T, real frames
+    window: int  # W frames per window (= Tp when windows are off)
+    num_windows: int  # Nw
+    shift: int  # frames the shifted windows roll by: ceil(W / 2)
+    padded: Tensor  # (Tp,) bool, True = padding frame
+    windowed: bool  # False when the window size is 0 (one window, no padding, no shift)
+
+    @property
+    def padded_frames(self) -> int:  # Tp
+        return self.num_windows * self.window
+
+
+def window_layout(num_frames: int, window_size: int, device: torch.device | None = None) -> WindowLayout:
+    """Pad T to a multiple of ``window_size`` (0 = a single window over all frames)."""
+    if window_size < 0:
+        raise ValueError(f"window_size must be >= 0, got {window_size}")
+    if window_size == 0:
+        padded = torch.zeros(num_frames, dtype=torch.bool, device=device)
+        return WindowLayout(num_frames, num_frames, 1, 0, padded, windowed=False)
+    num_windows = ceil(num_frames / window_size)
+    padded = torch.zeros(num_windows * window_size, dtype=torch.bool, device=device)
+    padded[num_frames:] = True
+    return WindowLayout(
+        num_frames, window_size, num_windows, ceil(window_size / 2), padded, windowed=True
+    )
+
+
+def shifted_window_blocked(layout: WindowLayout) -> Tensor:
+    """Frame-level blocked pairs of the shifted windows: (Nw, W, W) bool, True = blocked.
+
+    After rolling the frames by ``shift``, window w holds rolled positions w*W .. w*W+W-1.
+    Blocked: rows of padding query frames; in the first and last window every pair that
+    involves a padding frame; in the first window every pair that mixes the frames wrapped
+    around from the end (positions < shift) with the others.
+    """
+    nw, w, s = layout.num_windows, layout.window, layout.shift
+    rolled = torch.roll(layout.padded, s, 0).view(nw, w)
+    blocked = rolled[:, :, None].expand(nw, w, w).clone()  # query frame is padding
+    for idx in {0, nw - 1}:
+        blocked[idx] |= rolled[idx][:, None] | rolled[idx][None, :]
+    wrapped = torch.arange(w, device=rolled.device) < s
+    blocked[0] |= wrapped[:, None] != wrapped[None, :]
+    return blocked
+
+
+def _window_groups(blocked: Tensor) -> list[tuple[Tensor, Tensor]]:
+    """Group windows with identical frame masks: [(window indices, (W, W) mask)]."""
+    groups: list[tuple[Tensor, Tensor]] = []
+    remaining = torch.ones(blocked.shape[0], dtype=torch.bool, device=blocked.device)
+    while bool(remaining.any()):
+        first = int(remaining.nonzero()[0])
+        same = remaining & (blocked == blocked[first]).flatten(1).all(1)
+        groups.append((same.nonzero().flatten(), blocked[first]))
+        remaining &= ~same
+    return groups
+
+
+def _tokens_mask(frame_mask: Tensor, q_tokens: int, k_tokens: int) -> Tensor:
+    """(W, W) frame mask -> (W*q_tokens, W*k_tokens), frame-major token order."""
+    return frame_mask.repeat_interleave(q_tokens, 0).repeat_interleave(k_tokens, 1)
+
+
+def _split(x: Tensor, layout: WindowLayout) -> Tensor:
+    """(Tp, P, N, C) -> (W*P, N, Nw, C): tokens of each window, frame-major."""
+    tp, p, n, c = x.shape
+    nw, w = layout.num_windows, layout.window
+    return x.view(nw, w, p, n, c).permute(1, 2, 3, 0, 4).reshape(w * p, n, nw, c)
+
+
+def _merge(x: Tensor, layout: WindowLayout, per_frame: int) -> Tensor:
+    """Inverse of ``_split``: (W*P, N, Nw, C) -> (Tp, P, N, C)."""
+    _, n, nw, c = x.shape
+    w = layout.window
+    return x.view(w, per_frame, n, nw, c).permute(3, 0, 1, 2, 4).reshape(nw * w, per_frame, n, c)
+
+
+class VideoModule(nn.Module):
+    """Window-attention frame-token encoder + audio-visual fusion encoder + video decoder."""
+
+    def __init__(
+        self,
+        *,
+        frame_dim: int,
+        hidden_dim: int,
+        num_heads: int,
+        dim_feedforward: int,
+        num_frame_queries: int,
+        num_queries: int,
+        enc_layers: int,
+        dec_layers: int,
+        window_size: int,
+        num_classes: int,
+        audio_dim: int,
+        mask_in_dim: int,
+        mask_dim: int,
+        pre_norm: bool = False,
+        enforce_input_proj: bool = True,
+        use_sim: bool = True,
+        sim_use_clip: bool = True,
+    ) -> None:
+        super().__init__()
+        if dec_layers < 1:
+            raise ValueError(f"dec_layers must be >= 1, got {dec_layers}")
+        self.num_heads = num_heads
+        self.num_queries = num_queries
+        self.num_frame_queries = num_frame_queries
+        self.window_size = window_size
+        self.use_sim = use_sim
+        self.sim_use_clip = sim_use_clip
+
+        def attn(cls: type[nn.Module]) -> nn.Module:
+            return cls(hidden_dim, num_heads, dropout=0.0, normalize_before=pre_norm)
+
+        def ffn() -> FFNLayer:
+            return FFNLayer(hidden_dim, dim_feedforward, dropout=0.0, normalize_before=pre_norm)
+
+        self.transformer_self_attention_layers = nn.ModuleList(
+            attn(SelfAttentionLayer) for _ in range(dec_layers)
+        )
+        self.transformer_cross_attention_layers = nn.ModuleList(
+            attn(CrossAttentionLayer) for _ in range(dec_layers)
+        )
+        self.transformer_ffn_layers = nn.ModuleList(ffn() for _ in range(dec_layers))
+        self.av_proj = nn.Linear(audio_dim, hidden_dim)
+        self.enc_self_attn = nn.ModuleList(attn(SelfAttentionLayer) for _ in range(enc_layers))
+        self.enc_ffn = nn.ModuleList(ffn() for _ in range(enc_layers))
+        self.enc_av_cross_attn = nn.ModuleList(
+            attn(CrossAttentionLayer) for _ in range(enc_layers)
+        )
+        self.enc_av_ffn = nn.ModuleList(ffn() for _ in range(enc_layers))
+        self.avism_mask_features = nn.Conv2d(mask_in_dim, mask_dim, kernel_size=1)
+        nn.init.xavier_uniform_(self.avism_mask_features.weight)
+        nn.init.zeros_(self.avism_mask_features.bias)
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.fq_pos = nn.Embedding(num_frame_queries, hidden_dim)
+        if frame_dim != hidden_dim or enforce_input_proj:
+            self.input_proj_dec: nn.Module = nn.Linear(frame_dim, hidden_dim)
+        else:
+            self.input_proj_dec = nn.Identity()
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, MASK_EMBED_LAYERS)
+        if use_sim:
+            self.sim_embed_frame = nn.Linear(hidden_dim, hidden_dim)
+            if sim_use_clip:
+                self.sim_embed_clip = nn.Linear(hidden_dim, hidden_dim)
+
+    # ------------------------------------------------------------------ public API
+    def mask_features(self, stride4_map: Tensor) -> Tensor:
+        """The video module's own 1x1 conv of the pixel decoder's stride-4 map.
+
+        (BT, C_pix, Hm, Wm) -> (BT, Cm, Hm, Wm)
+        """
+        return self.avism_mask_features(stride4_map)
+
+    def forward(self, frame_queries: Tensor, audio: Tensor) -> VideoModuleOutput:
+        """frame_queries (Lf, B*T, fQ, C_frame), clip-major frames; audio (B, T, D)."""
+        lf, bt, fq, _ = frame_queries.shape
+        b, t, _ = audio.shape
+        if b * t != bt:
+            raise ValueError(
+                f"frame_queries hold {bt} frames but audio is (B={b}, T={t}, D): expected B*T = {bt}"
+            )
+        n = lf * b
+        layout = window_layout(t, self.window_size, frame_queries.device)
+        tp = layout.padded_frames
+
+        # (Lf, B*T, fQ, C) -> (T, fQ, N, C), sequence index n = l*B + b
+        frames = frame_queries.reshape(n, t, fq, -1).permute(1, 2, 0, 3)
+        frames = self.input_proj_dec(frames)
+        # one audio token per frame, shared by the Lf copies of a clip: (T, 1, N, C)
+        sound = self.av_proj(audio).repeat(lf, 1, 1).permute(1, 0, 2).unsqueeze(1)
+        pad = tp - t
+        frames = F.pad(frames, (0, 0, 0, 0, 0, 0, 0, pad))  # zero tokens for padding frames
+        sound = F.pad(sound, (0, 0, 0, 0, 0, 0, 0, pad))
+
+        frames = self._encode_frames(frames, layout)
+        sound = self._encode_audio(sound, frames, layout)
+        enc_frames = frames[:t]  # (T, fQ, N, C)
+        enc_audio = sound[:t].expand(t, fq, n, sound.shape[-1])  # constant over fQ
+
+        fused = enc_frames + enc_audio  # (T, fQ, N, C)
+        fq_embed = None
+        if self.use_sim:
+            fq_embed = self.sim_embed_frame(fused)  # (T, fQ, N, C)
+            fq_embed = fq_embed.permute(2, 0, 1, 3).reshape(lf, b, t, fq, -1)
+
+        src = fused.flatten(0, 1)  # (T*fQ, N, C)
+        decoded = self._decode(src, t)  # (Lv, cQ, N, C)
+        decoded = decoded.transpose(1, 2).reshape(decoded.shape[0], lf, b, self.num_queries, -1)
+        cq_embed = None
+        if self.use_sim and self.sim_use_clip:
+            cq_embed = self.sim_embed_clip(decoded)
+        return VideoModuleOutput(
+            pred_logits=self.class_embed(decoded),
+            pred_mask_embed=self.mask_embed(decoded),
+            pred_fq_embed=fq_embed,
+            pred_cq_embed=cq_embed,
+            enc_frame_tokens=enc_frames,
+            enc_audio_tokens=enc_audio,
+        )
+
+    # ------------------------------------------------------------------ encoders
+    def _encode_frames(self, x: Tensor, layout: WindowLayout) -> Tensor:
+        """Window self-attention over frame tokens; (Tp, fQ, N, C) -> same.
+
+        Odd layers use shifted windows at test time only (official behaviour).
+        """
+        for i, (attn, ffn) in enumerate(zip(self.enc_self_attn, self.enc_ffn)):
+            shifted = layout.windowed and not self.training and i % 2 == 1
+
+            def layer(q: Tensor, mask: Tensor | None, kpm: Tensor | None, attn=attn, ffn=ffn):
+                return ffn(attn(q, attn_mask=mask, key_padding_mask=kpm))
+
+            x = self._windowed(layer, x, None, layout, shifted)
+        return x
+
+    def _encode_audio(self, sound: Tensor, frames: Tensor, layout: WindowLayout) -> Tensor:
+        """Audio tokens cross-attend to the encoded frame tokens of their window.
+
+        sound (Tp, 1, N, C): one query per frame (the official code repeats it over the fQ
+        tokens of the frame; every copy gets the same result, so one is computed).
+        frames (Tp, fQ, N, C) keys/values. Odd layers use shifted windows in training and at
+        test time alike.
+        """
+        for i, (attn, ffn) in enumerate(zip(self.enc_av_cross_attn, self.enc_av_ffn)):
+            shifted = layout.windowed and i % 2 == 1
+
+            def layer(q: Tensor, mask: Tensor | None, kpm: Tensor | None, kv: Tensor | None = None,
+                      attn=attn, ffn=ffn):
+                return ffn(attn(q, kv, memory_mask=mask, memory_key_padding_mask=kpm))
+
+            sound = self._windowed(layer, sound, frames, layout, shifted)
+        return sound
+
+    def _windowed(
+        self, layer, q: Tensor, kv: Tensor | None, layout: WindowLayout, shifted: bool
+    ) -> Tensor:
+        """Apply ``layer`` inside (plain or shifted) windows.
+
+        q (Tp, Pq, N, C) queries; kv (Tp, Pk, N, C) keys/values or None for self-attention.
+        ``layer(q_tokens, attn_mask, key_padding_mask[, kv_tokens])`` works on sequence-first
+        (S, batch, C) tensors.
+        """
+        pq, n = q.shape[1], q.shape[2]
+        pk = pq if kv is None else kv.shape[1]
+        if shifted:
+            q = torch.roll(q, layout.shift, 0)
+            kv = None if kv is None else torch.roll(kv, layout.shift, 0)
+        qw = _split(q, layout)  # (W*Pq, N, Nw, C)
+        kw = None if kv is None else _split(kv, layout)
+        nw, c = layout.num_windows, q.shape[-1]
+
+        def call(qs: Tensor, ks: Tensor | None, mask: Tensor | None, kpm: Tensor | None) -> Tensor:
+            if ks is None:
+                return layer(qs, mask, kpm)
+            return layer(qs, mask, kpm, kv=ks)
+
+        if not shifted:
+            kpm = None
+            if bool(layout.padded.any()):
+                kpm = layout.padded.view(nw, layout.window).repeat_interleave(pk, 1)  # (Nw, S)
+                kpm = kpm.unsqueeze(0).expand(n, nw, -1).reshape(n * nw, -1)
+            flat_k = None if kw is None else kw.reshape(kw.shape[0], n * nw, c)
+            out = call(qw.reshape(qw.shape[0], n * nw, c), flat_k, None, kpm)
+            out = out.view(qw.shape[0], n, nw, c)
+        else:
+            out = torch.empty_like(qw)
+            for idx, frame_mask in _window_groups(shifted_window_blocked(layout)):
+                k = idx.numel()
+                qs = qw[:, :, idx].reshape(qw.shape[0], n * k, c)
+                ks = None if kw is None else kw[:, :, idx].reshape(kw.shape[0], n * k, c)
+                mask = None
+                if bool(frame_mask.any()):
+                    blocked = _tokens_mask(frame_mask, pq, pk)
+                    mask = torch.zeros(blocked.shape, dtype=q.dtype, device=q.device)
+                    mask = mask.masked_fill(blocked, SHIFT_MASK_VALUE)
+                out[:, :, idx] = call(qs, ks, mask, None).view(qw.shape[0], n, k, c)
+        out = _merge(out, layout, pq)
+        if shifted:
+            out = torch.roll(out, -layout.shift, 0)
+        return out
+
+    # ------------------------------------------------------------------ decoder
+    def _decode(self, src: Tensor, num_frames: int) -> Tensor:
+        """Video queries attend to all T*fQ fused tokens: src (T*fQ, N, C) -> (Lv, cQ, N, C)."""
+        n = src.shape[1]
+        pos = self.fq_pos.weight.repeat(num_frames, 1).unsqueeze(1)  # (T*fQ, 1, C)
+        query_pos = self.query_embed.weight.unsqueeze(1)  # (cQ, 1, C)
+        out = self.query_feat.weight.unsqueeze(1).repeat(1, n, 1)  # (cQ, N, C)
+        layers = zip(
+            self.transformer_cross_attention_layers,
+            self.transformer_self_attention_layers,
+            self.transformer_ffn_layers,
+        )
+        decoded = []
+        for cross, self_attn, ffn in layers:
+            out = cross(out, src, pos=pos, query_pos=query_pos)
+            out = self_attn(out, query_pos=query_pos)
+            out = ffn(out)
+            decoded.append(self.decoder_norm(out))
+        return torch.stack(decoded)
+
+
+@dataclass
+class VideoModuleOutput:
+    """Raw video-module outputs (all decoder layers; index -1 = last)."""
+
+    pred_logits: Tensor  # (Lv, Lf, B, cQ, K+1)
+    pred_mask_embed: Tensor  # (Lv, Lf, B, cQ, Cm)
+    pred_fq_embed: Tensor | None  # (Lf, B, T, fQ, C), sim_embed_frame of the fused tokens
+    pred_cq_embed: Tensor | None  # (Lv, Lf, B, cQ, C)
+    enc_frame_tokens: Tensor  # (T, fQ, N, C) frame-token encoder output, real frames only
+    enc_audio_tokens: Tensor  # (T, fQ, N, C) audio-visual encoder output (constant over fQ)
+
+
+def video_masks(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+    """Mask logits of video queries: (..., B, cQ, Cm) x (B, T, Cm, Hm, Wm) -> (..., B, cQ, T, Hm, Wm)."""
+    return torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
