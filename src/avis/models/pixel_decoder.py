@@ -1,0 +1,211 @@
+"""Mask2Former's ``MSDeformAttnPixelDecoder``: deformable-attention encoder + one FPN step.
+
+Letters: N images (frames), C conv_dim, M mask_dim, H x W padded input size,
+S = sum of the encoder levels' h_l * w_l tokens.
+
+Input: backbone maps ordered by stride ascending, e.g. [res2, res3, res4, res5] at strides
+4/8/16/32. The last ``num_encoder_levels`` maps go through the deformable encoder; the ones
+before them are merged top-down FPN-style (``adapter_k`` lateral conv, ``layer_k`` output conv),
+k = 1 for the map just above the encoder levels. Parameter names match the official module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avis.models.msdeform import MSDeformAttn
+from avis.models.position import PositionEmbeddingSine
+
+DEFAULT_GN_GROUPS = 32
+
+
+@dataclass
+class PixelDecoderOutput:
+    mask_features: Tensor  # (N, M, H/4, W/4) = mask_features 1x1 conv of the finest map
+    stride4_features: Tensor  # (N, C, H/4, W/4) finest FPN map, before the 1x1 mask conv
+    multi_scale_features: list[Tensor]  # encoder outputs, coarse to fine: [(N, C, H/32, W/32), ...]
+
+
+class ConvNorm(nn.Conv2d):
+    """detectron2-style ``Conv2d`` with a ``norm`` child (keys ``weight``, ``norm.*``) and ReLU option."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int, num_groups: int, relu: bool
+    ) -> None:
+        super().__init__(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.GroupNorm(num_groups, out_ch)
+        self.relu = relu
+        nn.init.kaiming_uniform_(self.weight, a=1)  # detectron2 c2_xavier_fill
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm(super().forward(x))
+        return F.relu(x) if self.relu else x
+
+
+class MSDeformAttnEncoderLayer(nn.Module):
+    """Post-norm deformable self-attention + FFN (ReLU)."""
+
+    def __init__(
+        self, d_model: int, ffn_dim: int, n_levels: int, n_heads: int, n_points: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        src: Tensor,  # (N, S, C)
+        pos: Tensor,  # (N, S, C)
+        reference_points: Tensor,  # (N, S, nL, 2)
+        spatial_shapes: Sequence[tuple[int, int]],
+    ) -> Tensor:  # (N, S, C)
+        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes)
+        src = self.norm1(src + self.dropout(attn))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout(ffn))
+
+
+class MSDeformAttnEncoder(nn.Module):
+    """Keys ``encoder.layers.{i}.*``."""
+
+    def __init__(self, layers: list[MSDeformAttnEncoderLayer]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+
+class MSDeformAttnTransformer(nn.Module):
+    """Encoder-only deformable transformer (keys ``level_embed``, ``encoder.layers.{i}.*``)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        num_layers: int,
+        ffn_dim: int,
+        dropout: float,
+        n_levels: int,
+        n_points: int,
+    ) -> None:
+        super().__init__()
+        self.level_embed = nn.Parameter(torch.empty(n_levels, d_model))
+        self.encoder = MSDeformAttnEncoder(
+            [
+                MSDeformAttnEncoderLayer(d_model, ffn_dim, n_levels, n_heads, n_points, dropout)
+                for _ in range(num_layers)
+            ]
+        )
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for m in self.modules():
+            if isinstance(m, MSDeformAttn):
+                m._reset_parameters()
+        nn.init.normal_(self.level_embed)
+
+    @staticmethod
+    def reference_points(
+        spatial_shapes: Sequence[tuple[int, int]], device: torch.device
+    ) -> Tensor:  # (S, 2) pixel centres (x, y) normalised by each level's size
+        points = []
+        for hh, ww in spatial_shapes:
+            ys = torch.linspace(0.5, hh - 0.5, hh, dtype=torch.float32, device=device) / hh
+            xs = torch.linspace(0.5, ww - 0.5, ww, dtype=torch.float32, device=device) / ww
+            ref_y, ref_x = torch.meshgrid(ys, xs, indexing="ij")
+            points.append(torch.stack((ref_x.reshape(-1), ref_y.reshape(-1)), -1))
+        return torch.cat(points, 0)
+
+    def forward(self, srcs: list[Tensor], pos_embeds: list[Tensor]) -> list[Tensor]:
+        """srcs, pos_embeds: per level (N, C, h_l, w_l) -> encoded maps of the same shapes."""
+        shapes = [(int(s.shape[2]), int(s.shape[3])) for s in srcs]
+        src = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)  # (N, S, C)
+        pos = torch.cat(
+            [
+                p.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+                for lvl, p in enumerate(pos_embeds)
+            ],
+            1,
+        )  # (N, S, C)
+        n = src.shape[0]
+        ref = self.reference_points(shapes, src.device)  # (S, 2)
+        ref = ref[None, :, None, :].expand(n, -1, len(shapes), 2)  # (N, S, nL, 2)
+        for layer in self.encoder.layers:
+            src = layer(src, pos, ref, shapes)
+        maps = src.split([hh * ww for hh, ww in shapes], dim=1)
+        return [m.transpose(1, 2).reshape(n, -1, hh, ww) for m, (hh, ww) in zip(maps, shapes)]
+
+
+class MSDeformAttnPixelDecoder(nn.Module):
+    def __init__(
+        self,
+        in_channels: Sequence[int],  # channels of the backbone maps, stride ascending
+        conv_dim: int = 256,
+        mask_dim: int = 256,
+        num_encoder_layers: int = 6,
+        num_heads: int = 8,
+        num_points: int = 4,
+        ffn_dim: int = 1024,
+        num_groups: int = DEFAULT_GN_GROUPS,
+        num_encoder_levels: int = 3,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(in_channels) <= num_encoder_levels:
+            raise ValueError(
+                f"need more than {num_encoder_levels} input maps (encoder levels + FPN levels), "
+                f"got {len(in_channels)}"
+            )
+        self.num_encoder_levels = num_encoder_levels
+        self.num_fpn_levels = len(in_channels) - num_encoder_levels
+        enc_channels = list(in_channels)[self.num_fpn_levels :][::-1]  # coarse to fine
+        self.input_proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(ch, conv_dim, kernel_size=1), nn.GroupNorm(num_groups, conv_dim))
+            for ch in enc_channels
+        )
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.zeros_(proj[0].bias)
+        self.transformer = MSDeformAttnTransformer(
+            conv_dim, num_heads, num_encoder_layers, ffn_dim, dropout, num_encoder_levels, num_points
+        )
+        self.pe_layer = PositionEmbeddingSine(conv_dim // 2)
+        self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
+        nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
+        nn.init.zeros_(self.mask_features.bias)
+        # FPN levels, from the one just finer than the encoder down to the finest
+        for k in range(1, self.num_fpn_levels + 1):
+            ch = in_channels[self.num_fpn_levels - k]
+            self.add_module(f"adapter_{k}", ConvNorm(ch, conv_dim, 1, num_groups, relu=False))
+            self.add_module(f"layer_{k}", ConvNorm(conv_dim, conv_dim, 3, num_groups, relu=True))
+
+    def forward(self, features: Sequence[Tensor]) -> PixelDecoderOutput:
+        """features: backbone maps (N, C_i, H/s_i, W/s_i), stride ascending. Always runs in fp32."""
+        if len(features) != self.num_fpn_levels + self.num_encoder_levels:
+            raise ValueError(
+                f"expected {self.num_fpn_levels + self.num_encoder_levels} feature maps, "
+                f"got {len(features)}"
+            )
+        with torch.autocast(device_type=features[0].device.type, enabled=False):
+            enc_in = [f.float() for f in features[self.num_fpn_levels :][::-1]]  # coarse to fine
+            srcs = [proj(x) for proj, x in zip(self.input_proj, enc_in)]
+            pos = [self.pe_layer(x) for x in enc_in]
+            maps = self.transformer(srcs, pos)  # coarse to fine
+            multi_scale = list(maps)
+            out = maps[-1]
+            for k in range(1, self.num_fpn_levels + 1):
+                lateral = getattr(self, f"adapter_{k}")(features[self.num_fpn_levels - k].float())
+                up = F.interpolate(out, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+                out = getattr(self, f"layer_{k}")(lateral + up)
+            return PixelDecoderOutput(
+                mask_features=self.mask_features(out),
+                stride4_features=out,
+                multi_scale_features=multi_scale,
+            )

@@ -1,0 +1,65 @@
+"""2-D sine position encoding of DETR / Mask2Former (``PositionEmbeddingSine``, no padding mask).
+
+Letters: N batch, C = 2 * F channels (F per axis), H x W map size.
+
+For pixel (i, j) of an H x W map: y = (i + 1) / H * scale, x = (j + 1) / W * scale
+(``normalize=True``), frequencies ``temperature ** (2 * (k // 2) / F)``, even channels sin,
+odd channels cos (interleaved), the y half first, then the x half.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_TEMPERATURE = 10000.0
+DEFAULT_SCALE = 2 * math.pi
+NORMALIZE_EPS = 1e-6  # as in the reference code: cumsum / (last + eps)
+
+
+def sine_position_encoding(
+    height: int,
+    width: int,
+    num_pos_feats: int,
+    temperature: float = DEFAULT_TEMPERATURE,
+    scale: float = DEFAULT_SCALE,
+    device: torch.device | None = None,
+) -> Tensor:  # (2F, H, W) float32
+    """The encoding of one H x W map (identical for every batch element)."""
+    y_embed = torch.arange(1, height + 1, dtype=torch.float32, device=device)
+    x_embed = torch.arange(1, width + 1, dtype=torch.float32, device=device)
+    y_embed = y_embed / (y_embed[-1:] + NORMALIZE_EPS) * scale  # (H,)
+    x_embed = x_embed / (x_embed[-1:] + NORMALIZE_EPS) * scale  # (W,)
+    dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)  # (F,)
+    pos_y = y_embed[:, None] / dim_t  # (H, F)
+    pos_x = x_embed[:, None] / dim_t  # (W, F)
+    pos_y = torch.stack((pos_y[:, 0::2].sin(), pos_y[:, 1::2].cos()), dim=2).flatten(1)
+    pos_x = torch.stack((pos_x[:, 0::2].sin(), pos_x[:, 1::2].cos()), dim=2).flatten(1)
+    pos_y = pos_y.t()[:, :, None].expand(num_pos_feats, height, width)  # (F, H, W)
+    pos_x = pos_x.t()[:, None, :].expand(num_pos_feats, height, width)  # (F, H, W)
+    return torch.cat((pos_y, pos_x), dim=0)
+
+
+class PositionEmbeddingSine(nn.Module):
+    """Parameter-free module: forward(x (N, *, H, W)) -> (N, 2F, H, W) in x's dtype."""
+
+    def __init__(
+        self,
+        num_pos_feats: int,
+        temperature: float = DEFAULT_TEMPERATURE,
+        scale: float = DEFAULT_SCALE,
+    ) -> None:
+        super().__init__()
+        self.num_pos_feats = num_pos_feats
+        self.temperature = temperature
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        pos = sine_position_encoding(
+            h, w, self.num_pos_feats, self.temperature, self.scale, device=x.device
+        )
+        return pos.to(x.dtype).unsqueeze(0).expand(n, -1, -1, -1)
