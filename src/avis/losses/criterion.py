@@ -1,0 +1,244 @@
+"""The AVISM training loss: frame-level set loss, video-level set loss, similarity loss.
+
+Letters: B clips, T frames, Dl frame-decoder predictions (initial queries + one per layer),
+Lf frame-query layers fed to the video module (the last Lf frame-decoder predictions),
+Lv video-decoder layers, fQ / cQ frame / video queries, K+1 classes, C embedding size,
+Hm x Wm prediction grid, M matched pairs, P points.
+
+Frame level (Mask2Former): each of the B*T frames is matched on its own, for every one of the
+Dl predictions (deep supervision). Video level (VITA): each (frame-query layer, clip) pair is
+matched over all T frames, for every video-decoder layer. Both: cross-entropy with a reduced
+no-object weight, BCE and dice on importance-sampled points, normalised by the number of GT
+masks (averaged over processes under DDP). Similarity (VITA): the matched frame-query
+embeddings of the last Lf frame predictions and the matched video-query embeddings of the
+last video layer, per (layer, clip) group; BCE of every pairwise dot product against
+"same GT track".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from avis.data.batch import ClipTargets
+from avis.losses.functional import dice_loss, sigmoid_bce_loss
+from avis.losses.matcher import HungarianMatcher, Match, MatchTarget
+from avis.losses.points import grid_centre_coords, importance_sampled_coords, point_sample
+from avis.losses.targets import (
+    VideoTargets,
+    count_frame_targets,
+    frame_match_targets,
+    prepare_video_targets,
+)
+from avis.models.outputs import AVISMOutput
+
+OFFICIAL_SIM_WEIGHT = 1.0  # the official code never applies the configured 0.5 (key mismatch)
+
+
+@dataclass
+class LossWeights:
+    class_weight: float = 2.0
+    mask: float = 5.0
+    dice: float = 5.0
+    sim: float = 0.5
+
+
+@dataclass
+class LossResult:
+    total: Tensor  # scalar, what to backpropagate
+    terms: dict[str, Tensor] = field(default_factory=dict)  # weighted terms, summed over layers
+
+
+def mean_over_processes(value: float, device: torch.device) -> float:
+    """The mean of a per-process count over all DDP processes (>= 1)."""
+    count = torch.tensor([value], dtype=torch.float32, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(count)
+        count /= dist.get_world_size()
+    return max(float(count.item()), 1.0)
+
+
+class AVISMCriterion:
+    """Computes `LossResult` from model outputs and the batch's targets (outside forward)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        weights: LossWeights | None = None,
+        no_object_weight: float = 0.1,
+        num_points: int | None = 12544,
+        oversample_ratio: float = 3.0,
+        importance_sample_ratio: float = 0.75,
+        official_quirks: bool = False,
+    ) -> None:
+        self.num_classes = num_classes
+        self.weights = weights or LossWeights()
+        self.sim_weight = OFFICIAL_SIM_WEIGHT if official_quirks else self.weights.sim
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        self.official_quirks = official_quirks
+        self.class_weights = torch.ones(num_classes + 1)
+        self.class_weights[-1] = no_object_weight
+        self.matcher = HungarianMatcher(
+            self.weights.class_weight, self.weights.mask, self.weights.dice, num_points
+        )
+
+    def __call__(self, outputs: AVISMOutput, targets: list[ClipTargets]) -> LossResult:
+        frame, video = outputs.frame, outputs.video
+        num_clips = len(targets)
+        num_frames = frame.pred_logits.shape[1] // num_clips
+        num_frame_layers = video.pred_fq_embed.shape[0]
+        device = frame.pred_logits.device
+        videos = [
+            prepare_video_targets(t.to(device), self.num_classes, self.official_quirks)
+            for t in targets
+        ]
+
+        # Frame level: Dl predictions, B*T items each.
+        frame_items = frame_match_targets(videos, num_frames)
+        num_frame_masks = mean_over_processes(count_frame_targets(videos), device)
+        terms = dict.fromkeys(("frame_ce", "frame_mask", "frame_dice"), 0.0)
+        frame_matches: list[list[Match]] = []
+        for logits, masks in zip(frame.pred_logits, frame.pred_masks):
+            masks = masks.unsqueeze(2)  # (B*T, fQ, 1, Hm, Wm)
+            matches = self.matcher(logits, masks, frame_items)
+            frame_matches.append(matches)
+            ce, bce, dice = self.set_losses(logits, masks, frame_items, matches, num_frame_masks)
+            terms["frame_ce"] = terms["frame_ce"] + ce
+            terms["frame_mask"] = terms["frame_mask"] + bce
+            terms["frame_dice"] = terms["frame_dice"] + dice
+
+        # Video level: Lv layers, Lf*B items each (layer-major: index l*B + b).
+        video_items = [v.as_match_target() for v in videos] * num_frame_layers
+        num_video_masks = mean_over_processes(
+            sum(len(v.labels) for v in videos) * num_frame_layers, device
+        )
+        terms.update(dict.fromkeys(("video_ce", "video_mask", "video_dice"), 0.0))
+        video_matches: list[Match] = []
+        for logits, masks in zip(video.pred_logits, video.pred_masks):
+            logits, masks = logits.flatten(0, 1), masks.flatten(0, 1)  # (Lf*B, cQ, ...)
+            video_matches = self.matcher(logits, masks, video_items)
+            ce, bce, dice = self.set_losses(
+                logits, masks, video_items, video_matches, num_video_masks
+            )
+            terms["video_ce"] = terms["video_ce"] + ce
+            terms["video_mask"] = terms["video_mask"] + bce
+            terms["video_dice"] = terms["video_dice"] + dice
+
+        terms["sim"] = self.similarity_loss(
+            outputs, videos, frame_matches[-num_frame_layers:], video_matches
+        )
+        weighted = {name: value * self.term_weight(name) for name, value in terms.items()}
+        total = sum(weighted.values())
+        return LossResult(total=total, terms=weighted)
+
+    def term_weight(self, name: str) -> float:
+        if name == "sim":
+            return self.sim_weight
+        kind = name.split("_")[1]
+        return {
+            "ce": self.weights.class_weight,
+            "mask": self.weights.mask,
+            "dice": self.weights.dice,
+        }[kind]
+
+    def point_coords(self, src: Tensor) -> Tensor:
+        """Training points for matched masks src (M, 1, Hm, Wm) -> (M, P, 2)."""
+        if self.num_points is None:
+            centres = grid_centre_coords(src.shape[-2], src.shape[-1], src.device)
+            return centres.unsqueeze(0).expand(src.shape[0], -1, -1)
+        return importance_sampled_coords(
+            src, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+        )
+
+    def set_losses(
+        self,
+        pred_logits: Tensor,
+        pred_masks: Tensor,
+        items: list[MatchTarget],
+        matches: list[Match],
+        num_masks: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """CE, BCE and dice of one prediction layer.
+
+        pred_logits (I, Q, K+1), pred_masks (I, Q, T, Hm, Wm) -> three scalars.
+        """
+        num_items, num_queries = pred_logits.shape[:2]
+        device = pred_logits.device
+        target_classes = torch.full(
+            (num_items, num_queries), self.num_classes, dtype=torch.int64, device=device
+        )
+        item_idx, src_idx, tgt_masks = [], [], []
+        for item, ((src, tgt), target) in enumerate(zip(matches, items)):
+            src, tgt = src.to(device), tgt.to(device)
+            target_classes[item, src] = target.labels[tgt]
+            item_idx.append(torch.full_like(src, item))
+            src_idx.append(src)
+            tgt_masks.append(target.masks[tgt])
+        ce = F.cross_entropy(
+            pred_logits.float().transpose(1, 2), target_classes, self.class_weights.to(device)
+        )
+        item_idx, src_idx = torch.cat(item_idx), torch.cat(src_idx)
+        if item_idx.numel() == 0:
+            zero = pred_masks.float().sum() * 0.0  # keeps every mask parameter in the graph
+            return ce, zero, zero
+        src = pred_masks[item_idx, src_idx].float()  # (M, T, Hm, Wm)
+        num_matched = src.shape[0]
+        src = src.flatten(0, 1).unsqueeze(1)  # (M*T, 1, Hm, Wm)
+        tgt = torch.cat(tgt_masks).float().flatten(0, 1).unsqueeze(1)  # (M*T, 1, Ht, Wt)
+        with torch.no_grad():
+            coords = self.point_coords(src)  # (M*T, P, 2)
+            point_labels = point_sample(tgt, coords).reshape(num_matched, -1)  # (M, T*P)
+        point_logits = point_sample(src, coords).reshape(num_matched, -1)  # (M, T*P)
+        return (
+            ce,
+            sigmoid_bce_loss(point_logits, point_labels, num_masks),
+            dice_loss(point_logits, point_labels, num_masks),
+        )
+
+    def similarity_loss(
+        self,
+        outputs: AVISMOutput,
+        videos: list[VideoTargets],
+        frame_matches: list[list[Match]],
+        video_matches: list[Match],
+    ) -> Tensor:
+        """VITA's foreground similarity loss over (frame-query layer, clip) groups."""
+        fq_embed = outputs.video.pred_fq_embed  # (Lf, B, T, fQ, C)
+        cq_embed = outputs.video.pred_cq_embed[-1]  # (Lf, B, cQ, C)
+        num_layers, num_clips, num_frames = fq_embed.shape[:3]
+        device = fq_embed.device
+        embeds, ids = [], []
+        for layer in range(num_layers):
+            for b, video in enumerate(videos):
+                group = layer * num_clips + b
+                for t in range(num_frames):
+                    src, tgt = frame_matches[layer][b * num_frames + t]
+                    embeds.append(fq_embed[layer, b, t, src.to(device)])
+                    ids.append(video.frame_ids(t)[tgt.to(device)])
+                src, tgt = video_matches[group]
+                embeds.append(cq_embed[layer, b, src.to(device)])
+                ids.append(video.ids[tgt.to(device)])
+        groups = group_labels(ids, num_frames + 1, device)  # T frame entries + 1 video entry
+        embeds, ids = torch.cat(embeds).float(), torch.cat(ids)
+        if ids.numel() == 0:
+            return (fq_embed.float().sum() + cq_embed.float().sum()) * 0.0
+        logits = embeds @ embeds.T
+        same_group = groups[:, None] == groups[None, :]
+        same_track = (ids[:, None] == ids[None, :]) & same_group
+        loss = F.binary_cross_entropy_with_logits(logits, same_track.float(), reduction="none")
+        return (loss * same_group).sum() / same_group.sum().clamp(min=1)
+
+
+def group_labels(entries: list[Tensor], entries_per_group: int, device: torch.device) -> Tensor:
+    """The group index of every element of the concatenated entries: entry e is in group e // k."""
+    labels = [
+        torch.full((len(entry),), index // entries_per_group, dtype=torch.int64, device=device)
+        for index, entry in enumerate(entries)
+    ]
+    return torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64, device=device)

@@ -1,0 +1,114 @@
+"""Hungarian matching between predicted and ground-truth masks (Mask2Former / VITA style).
+
+One matcher serves both levels. An "item" is what is matched independently:
+- frame level: one frame (T = 1); predictions are the frame queries of that frame, targets the
+  instances sounding in that frame;
+- video level: one (frame-query layer, clip) pair; predictions are the video queries with
+  masks over all T frames, targets the clip's instances with their masks over all T frames.
+
+Cost = w_class * (-p(target class)) + w_mask * BCE + w_dice * dice, the mask terms computed
+on the same points for all predictions and targets of an item (shared over the T frames of a
+clip), either `num_points` uniform random points or, with num_points=None, the centres of
+the prediction grid (deterministic and exact for small masks).
+
+Letters: I items, Q predictions per item, K+1 classes incl. no-object, T frames,
+Hm x Wm prediction grid, Ht x Wt target grid, n targets of an item, P points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from avis.losses.functional import pairwise_dice, pairwise_sigmoid_bce
+from avis.losses.points import grid_centre_coords, point_sample
+
+
+@dataclass
+class MatchTarget:
+    """The ground truth of one item."""
+
+    labels: Tensor  # (n,) int64 class index; K = no-object (official quirk only)
+    masks: Tensor  # (n, T, Ht, Wt) bool or float
+
+
+Match = tuple[Tensor, Tensor]  # (pred_idx (m,), target_idx (m,)) int64, sorted by pred_idx
+
+
+def sample_item_points(pred_masks: Tensor, num_points: int | None) -> Tensor:
+    """One set of points per item: pred_masks (I, Q, T, Hm, Wm) -> coords (I, P, 2)."""
+    num_items, _, _, height, width = pred_masks.shape
+    if num_points is None:
+        centres = grid_centre_coords(height, width, pred_masks.device)
+        return centres.unsqueeze(0).expand(num_items, -1, -1)
+    return torch.rand(num_items, num_points, 2, device=pred_masks.device)
+
+
+def sample_target_points(masks: Tensor, coords: Tensor) -> Tensor:
+    """Target masks (n, T, Ht, Wt) at coords (P, 2) -> (n, T*P) float."""
+    num_targets, num_frames = masks.shape[:2]
+    if num_targets == 0:
+        return masks.new_zeros((0, num_frames * coords.shape[0]), dtype=torch.float32)
+    flat = masks.float().reshape(1, num_targets * num_frames, *masks.shape[-2:])
+    values = point_sample(flat, coords.unsqueeze(0))  # (1, n*T, P)
+    return values.reshape(num_targets, -1)
+
+
+class HungarianMatcher:
+    """Optimal one-to-one assignment of predictions to targets, per item."""
+
+    def __init__(
+        self,
+        cost_class: float = 2.0,
+        cost_mask: float = 5.0,
+        cost_dice: float = 5.0,
+        num_points: int | None = 12544,
+    ) -> None:
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def cost_matrices(
+        self, pred_logits: Tensor, pred_masks: Tensor, targets: list[MatchTarget]
+    ) -> list[Tensor]:
+        """pred_logits (I, Q, K+1), pred_masks (I, Q, T, Hm, Wm) -> per item a (Q, n) cost."""
+        num_items, num_queries = pred_logits.shape[:2]
+        probs = pred_logits.float().softmax(-1)  # (I, Q, K+1)
+        coords = sample_item_points(pred_masks, self.num_points)  # (I, P, 2)
+        flat = pred_masks.float().flatten(1, 2)  # (I, Q*T, Hm, Wm)
+        pred_points = point_sample(flat, coords).reshape(num_items, num_queries, -1)  # (I, Q, T*P)
+        costs = []
+        for item, target in enumerate(targets):
+            labels = target.labels.to(pred_logits.device)
+            tgt_points = sample_target_points(target.masks.to(pred_masks.device), coords[item])
+            cost = (
+                self.cost_class * -probs[item][:, labels]
+                + self.cost_mask * pairwise_sigmoid_bce(pred_points[item], tgt_points)
+                + self.cost_dice * pairwise_dice(pred_points[item], tgt_points)
+            )
+            costs.append(cost)
+        return costs
+
+    @torch.no_grad()
+    def __call__(
+        self, pred_logits: Tensor, pred_masks: Tensor, targets: list[MatchTarget]
+    ) -> list[Match]:
+        """Per item the matched (prediction, target) index pairs, m = min(Q, n) of them."""
+        if len(targets) != pred_logits.shape[0]:
+            raise ValueError(f"{pred_logits.shape[0]} prediction items but {len(targets)} targets")
+        matches = []
+        for cost in self.cost_matrices(pred_logits, pred_masks, targets):
+            cost = torch.nan_to_num(cost.cpu(), nan=1e8, posinf=1e8, neginf=-1e8)
+            pred_idx, tgt_idx = linear_sum_assignment(cost.numpy())
+            matches.append(
+                (
+                    torch.as_tensor(pred_idx, dtype=torch.int64),
+                    torch.as_tensor(tgt_idx, dtype=torch.int64),
+                )
+            )
+        return matches
