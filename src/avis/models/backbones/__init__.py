@@ -14,11 +14,16 @@ from torch import nn
 
 from avis.models.backbones.norm import FrozenBatchNorm2d
 from avis.models.backbones.resnet import FEATURE_NAMES, FEATURE_STRIDES, ResNet
+from avis.models.backbones.swin import SWIN_PRESETS, SwinTransformer
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": partial(ResNet, depth=18),
     "resnet34": partial(ResNet, depth=34),
     "resnet50": partial(ResNet, depth=50),
+    "swin_tiny": partial(SwinTransformer, **SWIN_PRESETS["tiny"]),
+    "swin_small": partial(SwinTransformer, **SWIN_PRESETS["small"]),
+    "swin_base": partial(SwinTransformer, **SWIN_PRESETS["base"]),
+    "swin_large": partial(SwinTransformer, **SWIN_PRESETS["large"]),
 }
 
 
@@ -35,5 +40,6 @@ __all__ = [
     "FEATURE_STRIDES",
     "FrozenBatchNorm2d",
     "ResNet",
+    "SwinTransformer",
     "build_backbone",
 ]
