@@ -1,0 +1,215 @@
+"""Read any video PyAV opens: frames sampled at a fixed rate, the soundtrack as float mono.
+
+Sampling: frame i is the picture *displayed* at time t_i = i / fps, measured from the first
+video frame (t = 0): the last decoded frame whose presentation time is <= t_i. Frames are
+sampled for every t_i < video duration (last frame time + its duration), so a 5.28 s clip
+gives 6 frames at 1 fps (t = 0..5). This is AVISeg's convention (frame i = second i).
+
+Audio: decoded to float32, mixed to mono by the arithmetic mean over channels (as VGGish's
+front end does), at its native sample rate, aligned to the video clock: sample k is at time
+k / sample_rate after the first video frame (leading audio before the first frame is dropped,
+a late audio start is padded with zeros). It is kept up to the end of the last sampled frame's
+1-second window, (T - 1) / fps + 1 s, or less when the soundtrack ends earlier.
+
+Shape legend: T = sampled frames, H x W = frame size, N = audio samples, D = feature size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avis.audio.features import AudioFeatureExtractor
+from avis.errors import MediaError
+
+SILENT_SAMPLE_RATE = 16000
+AUDIO_WINDOW_S = 1.0  # one feature = one second of audio starting at the frame's time
+_TIME_EPS = 1e-6  # seconds; absorbs float noise in presentation times
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodedVideo:
+    path: Path
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    timestamps: np.ndarray  # (T,) float64 sampling times i / fps, seconds from the first frame
+    frame_times: np.ndarray  # (T,) float64 presentation time of the frame shown at timestamps[i]
+    fps: float  # sampling rate
+    audio: np.ndarray  # (N,) float32 mono, sample k at k / sample_rate seconds
+    sample_rate: int
+    duration: float  # video stream duration in seconds
+    has_audio: bool  # False: `audio` is synthetic silence (allow_silent=True)
+    native_fps: float | None  # the stream's average frame rate, if known
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def audio_duration(self) -> float:
+        return self.audio.shape[0] / self.sample_rate
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise MediaError(f"{path}: file not found")
+    try:
+        return av.open(str(path), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        raise MediaError(f"{path}: cannot be opened as a media file ({err})") from err
+
+
+def _frame_duration(frame: av.VideoFrame, stream: av.video.stream.VideoStream, gaps: list[float]) -> float:
+    if frame.duration and frame.time_base is not None:
+        return float(frame.duration * frame.time_base)
+    if gaps:
+        return float(np.median(gaps))
+    return float(1.0 / stream.average_rate) if stream.average_rate else 0.0
+
+
+def _sample_frames(
+    path: Path, fps: float
+) -> tuple[list[np.ndarray], list[float], float, float | None, float]:
+    """Decode the first video stream; return RGB frames, their times, duration, native fps, t0."""
+    container = _open(path)
+    with container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream (streams: {[s.type for s in container.streams]})")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        native_fps = float(stream.average_rate) if stream.average_rate else None
+        frames: list[np.ndarray] = []
+        times: list[float] = []
+        gaps: list[float] = []
+        prev, prev_time, prev_rgb, t0, index = None, 0.0, None, None, 0
+        try:
+            for decoded_index, frame in enumerate(container.decode(stream)):
+                raw_time = frame.time if frame.time is not None else decoded_index / (native_fps or 1.0)
+                if t0 is None:
+                    t0 = raw_time
+                time = raw_time - t0
+                if prev is not None:
+                    gaps.append(time - prev_time)
+                    while index / fps < time - _TIME_EPS:  # prev is on screen at index / fps
+                        prev_rgb = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
+                        frames.append(prev_rgb)
+                        times.append(prev_time)
+                        index += 1
+                prev, prev_time, prev_rgb = frame, time, None
+        except av.error.FFmpegError as err:
+            if prev is None:
+                raise MediaError(f"{path}: video stream cannot be decoded ({err})") from err
+            _LOG.warning("%s: decoding stopped early at %.2f s (%s)", path, prev_time, err)
+        if prev is None:
+            raise MediaError(f"{path}: the video stream has no decodable frame")
+        duration = prev_time + _frame_duration(prev, stream, gaps)
+        while index / fps < duration - _TIME_EPS or index == 0:
+            prev_rgb = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
+            frames.append(prev_rgb)
+            times.append(prev_time)
+            index += 1
+    return frames, times, duration, native_fps, float(t0)
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int, float] | None:
+    """The first audio stream of any media file: (N, C) float32, sample rate, start time (s).
+
+    None when the file has no audio stream. The start time is the first audio frame's
+    presentation time on the container clock.
+    """
+    path = Path(path)
+    container = _open(path)
+    with container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        resampler, start, chunks = None, None, []
+        try:
+            for frame in container.decode(stream):
+                if resampler is None:
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
+                    rate = frame.sample_rate
+                if start is None and frame.time is not None:
+                    start = float(frame.time)
+                chunks += [out.to_ndarray() for out in resampler.resample(frame)]  # (C, n)
+            if resampler is not None:
+                chunks += [out.to_ndarray() for out in resampler.resample(None)]
+        except av.error.FFmpegError as err:
+            if not chunks:
+                raise MediaError(f"{path}: audio stream cannot be decoded ({err})") from err
+            _LOG.warning("%s: audio decoding stopped early (%s)", path, err)
+    if resampler is None or not chunks:
+        return np.zeros((0, 1), dtype=np.float32), int(stream.rate or SILENT_SAMPLE_RATE), 0.0
+    samples = np.concatenate(chunks, axis=1).T.astype(np.float32)  # (N, C)
+    return samples, int(rate), start or 0.0
+
+
+def read_video(path: str | Path, fps: float = 1.0, allow_silent: bool = False) -> DecodedVideo:
+    """Decode a video: frames sampled at `fps` (frame i at i / fps s) and the mono soundtrack.
+
+    Raises MediaError naming the file when it is missing, unreadable, has no video stream,
+    or has no audio stream (unless allow_silent=True: then the audio is silence at 16 kHz
+    and a warning is logged).
+    """
+    path = Path(path)
+    if not fps > 0:
+        raise MediaError(f"{path}: sampling fps must be positive, got {fps}")
+    frames, times, duration, native_fps, t0 = _sample_frames(path, fps)
+    num_frames = len(frames)
+    audio_end = (num_frames - 1) / fps + AUDIO_WINDOW_S
+    decoded = read_audio(path)
+    if decoded is None:
+        if not allow_silent:
+            raise MediaError(
+                f"{path}: no audio stream; audio-visual segmentation needs the soundtrack "
+                "(pass allow_silent=True / --allow-silent to run on silence)"
+            )
+        _LOG.warning("%s: no audio stream, using %.1f s of silence instead", path, audio_end)
+        audio = np.zeros(int(round(audio_end * SILENT_SAMPLE_RATE)), dtype=np.float32)
+        sample_rate, has_audio = SILENT_SAMPLE_RATE, False
+    else:
+        samples, sample_rate, audio_start = decoded
+        mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32)  # (N,)
+        shift = int(round((audio_start - t0) * sample_rate))
+        mono = np.concatenate([np.zeros(shift, np.float32), mono]) if shift > 0 else mono[-shift:]
+        audio = mono[: int(round(audio_end * sample_rate))]
+        has_audio = True
+        if audio.shape[0] < duration * sample_rate - 1:
+            _LOG.info("%s: audio (%.2f s) is shorter than the video (%.2f s)", path,
+                      audio.shape[0] / sample_rate, duration)
+    return DecodedVideo(
+        path=path,
+        frames=np.stack(frames),
+        timestamps=np.arange(num_frames, dtype=np.float64) / fps,
+        frame_times=np.asarray(times, dtype=np.float64),
+        fps=float(fps),
+        audio=audio,
+        sample_rate=int(sample_rate),
+        duration=float(duration),
+        has_audio=has_audio,
+        native_fps=native_fps,
+    )
+
+
+def frame_audio_features(video: DecodedVideo, extractor: AudioFeatureExtractor) -> np.ndarray:
+    """One (D,) feature per sampled frame: (T, D) float32.
+
+    Frame i gets the feature of the 1-second window [t_i, t_i + 1 s) with t_i = i / fps; at
+    fps = 1 this is exactly AVIS's per-second slicing (one extractor call for the whole
+    soundtrack). At other rates windows overlap (fps > 1) or leave gaps (fps < 1). A window
+    with less than 0.975 s of audio gives the extractor's too-short value (zeros for the patch).
+    """
+    rate = video.sample_rate
+    if abs(video.fps - 1.0) < 1e-9:
+        return extractor(video.audio, rate, video.num_frames)
+    window = int(round(AUDIO_WINDOW_S * rate))
+    rows = []
+    for time in video.timestamps:
+        start = int(round(time * rate))
+        rows.append(extractor(video.audio[start : start + window], rate, 1)[0])
+    return np.stack(rows).astype(np.float32)
