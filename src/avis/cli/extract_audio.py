@@ -1,0 +1,149 @@
+"""`avis extract-audio`: write `<root>/<split>/FEATAudios/<video>.npy` for a whole split.
+
+For each video of `<root>/<split>.json` (name = first path component of file_names[0]) the
+soundtrack `<root>/<split>/WAVAudios/<video>.wav` (or, with --media-dir, the file
+`<media-dir>/<video>.*`, any format PyAV reads) becomes a float32 (T, 128) array, T = the
+video's number of frames (`length`): row i describes audio second [i, i+1).
+
+Existing files are skipped unless --overwrite; each file is written atomically. The extractor
+name is recorded in FEATAudios/extractor.json, and a run with a different extractor refuses to
+mix features unless --overwrite. Without --weights the weight-free features are written
+(per-band mean/std of the VGGish log-mel patch), NOT the VGGish embeddings AVIS used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from avis.errors import DataError, MediaError
+
+FEAT_DIR = "FEATAudios"
+WAV_DIR = "WAVAudios"
+MARKER_FILE = "extractor.json"
+MAX_LISTED_FAILURES = 10
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    name: str
+    num_frames: int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "extract-audio",
+        help="compute the per-second audio features (FEATAudios/) of an AVISeg split",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--root", type=Path, required=True, help="data root holding <split>.json")
+    parser.add_argument("--split", required=True, help="split name, e.g. train, val, test")
+    parser.add_argument(
+        "--extractor",
+        choices=("weight_free", "vggish"),
+        default=None,
+        help="feature kind (default: vggish when --weights is given, else weight_free)",
+    )
+    parser.add_argument("--weights", type=Path, help="torchvggish weights (vggish-10086976.pth)")
+    parser.add_argument(
+        "--pca-params",
+        type=Path,
+        help="torchvggish PCA file: write PCA + 8-bit quantised embeddings (AVIS did not)",
+    )
+    parser.add_argument(
+        "--media-dir", type=Path, help="folder of <video>.<ext> files used when a WAV is missing"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="recompute existing files")
+    parser.add_argument("--device", default="cpu", help="torch device for VGGish")
+    parser.set_defaults(func=handler)
+
+
+def read_split_videos(json_path: Path) -> list[VideoEntry]:
+    """Video names and frame counts from a split's annotation JSON (only `videos` is read)."""
+    if not json_path.is_file():
+        raise DataError(f"{json_path}: annotation file not found")
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{json_path}: not valid JSON ({err})") from None
+    videos = data.get("videos") if isinstance(data, dict) else None
+    if not isinstance(videos, list):
+        raise DataError(f"{json_path}: expected a top-level object with a 'videos' list")
+    entries = []
+    for index, video in enumerate(videos):
+        where = f"{json_path}: videos[{index}]"
+        names = video.get("file_names") if isinstance(video, dict) else None
+        if not isinstance(names, list) or not names or not isinstance(names[0], str):
+            raise DataError(f"{where}.file_names: expected a non-empty list of '<video>/<frame>.jpg'")
+        length = video.get("length", len(names))
+        if not isinstance(length, int) or length < 1:
+            raise DataError(f"{where}.length: expected a positive integer, found {length!r}")
+        entries.append(VideoEntry(PurePosixPath(names[0]).parts[0], length))
+    return entries
+
+
+def find_source(video: str, wav_dir: Path, media_dir: Path | None) -> Path:
+    wav = wav_dir / f"{video}.wav"
+    if wav.is_file():
+        return wav
+    if media_dir is not None:
+        candidates = sorted(p for p in media_dir.glob(f"{video}.*") if p.is_file())
+        if candidates:
+            return candidates[0]
+    where = f"{wav}" + (f" or {media_dir}/{video}.*" if media_dir is not None else "")
+    raise MediaError(f"video {video!r}: no soundtrack found (looked for {where})")
+
+
+def _check_marker(feat_dir: Path, name: str, overwrite: bool) -> None:
+    marker = feat_dir / MARKER_FILE
+    if marker.is_file() and not overwrite:
+        previous = json.loads(marker.read_text()).get("extractor")
+        if previous != name:
+            raise DataError(
+                f"{feat_dir}: features there were made by the {previous!r} extractor, this run "
+                f"uses {name!r}; pass --overwrite to recompute them all"
+            )
+    feat_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"extractor": name}) + "\n")
+
+
+def handler(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from avis.audio.features import build_extractor
+    from avis.io.audio_file import load_audio
+    from avis.io.npy import save_npy_atomic
+
+    videos = read_split_videos(args.root / f"{args.split}.json")
+    kind = args.extractor or ("vggish" if args.weights is not None else "weight_free")
+    extractor = build_extractor(kind, weights=args.weights, pca_params=args.pca_params, device=args.device)
+    split_dir = args.root / args.split
+    feat_dir = split_dir / FEAT_DIR
+    _check_marker(feat_dir, extractor.name, args.overwrite)
+    written, skipped, failures = 0, 0, []
+    with Progress() as progress:
+        task = progress.add_task(f"{args.split}: {extractor.name} features", total=len(videos))
+        for video in videos:
+            out = feat_dir / f"{video.name}.npy"
+            if out.is_file() and not args.overwrite:
+                skipped += 1
+            else:
+                try:
+                    samples, rate = load_audio(find_source(video.name, split_dir / WAV_DIR, args.media_dir))
+                    save_npy_atomic(out, extractor(samples, rate, video.num_frames))
+                    written += 1
+                except (MediaError, DataError) as err:
+                    failures.append(str(err))
+            progress.advance(task)
+    print(f"{feat_dir}: {written} written, {skipped} skipped (existing), {len(failures)} failed")
+    for message in failures[:MAX_LISTED_FAILURES]:
+        print(f"  failed: {message}")
+    if len(failures) > MAX_LISTED_FAILURES:
+        print(f"  ... and {len(failures) - MAX_LISTED_FAILURES} more")
+    return 1 if failures else 0

@@ -1,0 +1,89 @@
+"""`avis extract-audio` on a tiny AVISeg-layout split."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avis.audio.features import weight_free_features
+from avis.cli.extract_audio import read_split_videos
+from avis.cli.main import main
+from avis.errors import DataError
+from avis.io.npy import save_npy_atomic
+
+RATE = 16000
+
+
+def _wav(path: Path, seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    samples = (rng.normal(0, 0.1, size=(int(seconds * RATE), 2)) * 32767).astype(np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(RATE)
+        wav.writeframes(samples.tobytes())
+    return samples
+
+
+def _split(root: Path, lengths: dict[str, int]) -> None:
+    videos = [
+        {"id": i + 1, "length": n, "file_names": [f"{name}/{k:05d}.jpg" for k in range(n)]}
+        for i, (name, n) in enumerate(lengths.items())
+    ]
+    (root / "val.json").write_text(json.dumps({"videos": videos, "annotations": [], "categories": []}))
+
+
+def test_extracts_skips_and_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _split(tmp_path, {"vid_a": 3, "vid_b": 2})
+    a = _wav(tmp_path / "val" / "WAVAudios" / "vid_a.wav", 2.5, 0)
+    b = _wav(tmp_path / "val" / "WAVAudios" / "vid_b.wav", 2.0, 1)
+    assert main(["extract-audio", "--root", str(tmp_path), "--split", "val"]) == 0
+    feat_dir = tmp_path / "val" / "FEATAudios"
+    got_a = np.load(feat_dir / "vid_a.npy")
+    assert got_a.shape == (3, 128) and got_a.dtype == np.float32
+    np.testing.assert_array_equal(got_a, weight_free_features(a, RATE, 3))
+    np.testing.assert_array_equal(np.load(feat_dir / "vid_b.npy"), weight_free_features(b, RATE, 2))
+    assert "2 written" in capsys.readouterr().out
+    assert not list(feat_dir.glob(".*tmp"))
+
+    save_npy_atomic(feat_dir / "vid_b.npy", np.zeros((2, 128), np.float32))
+    assert main(["extract-audio", "--root", str(tmp_path), "--split", "val"]) == 0
+    assert "0 written, 2 skipped" in capsys.readouterr().out
+    assert not np.load(feat_dir / "vid_b.npy").any()
+    assert main(["extract-audio", "--root", str(tmp_path), "--split", "val", "--overwrite"]) == 0
+    assert np.load(feat_dir / "vid_b.npy").any()
+
+
+def test_missing_audio_and_media_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _split(tmp_path, {"vid_c": 2})
+    assert main(["extract-audio", "--root", str(tmp_path), "--split", "val"]) == 1
+    assert "vid_c.wav" in capsys.readouterr().out
+    media = tmp_path / "media"
+    samples = _wav(media / "vid_c.wav", 2.0, 2)
+    args = ["extract-audio", "--root", str(tmp_path), "--split", "val", "--media-dir", str(media)]
+    assert main(args) == 0
+    got = np.load(tmp_path / "val" / "FEATAudios" / "vid_c.npy")
+    np.testing.assert_array_equal(got, weight_free_features(samples, RATE, 2))
+
+
+def test_refuses_to_mix_extractors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _split(tmp_path, {"vid_d": 1})
+    _wav(tmp_path / "val" / "WAVAudios" / "vid_d.wav", 1.0, 3)
+    feat_dir = tmp_path / "val" / "FEATAudios"
+    feat_dir.mkdir(parents=True)
+    (feat_dir / "extractor.json").write_text(json.dumps({"extractor": "vggish"}))
+    assert main(["extract-audio", "--root", str(tmp_path), "--split", "val"]) == 1
+    assert "vggish" in capsys.readouterr().err
+
+
+def test_bad_json(tmp_path: Path) -> None:
+    (tmp_path / "val.json").write_text(json.dumps({"videos": [{"length": 2, "file_names": []}]}))
+    with pytest.raises(DataError, match=r"videos\[0\]\.file_names"):
+        read_split_videos(tmp_path / "val.json")
+    with pytest.raises(DataError, match="not found"):
+        read_split_videos(tmp_path / "train.json")
