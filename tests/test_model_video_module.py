@@ -24,9 +24,19 @@ C, FQ, CQ, K, D, HEADS = 16, 3, 4, 5, 7, 2
 def _module(window: int, enc_layers: int = 3, dec_layers: int = 2) -> VideoModule:
     torch.manual_seed(0)
     vm = VideoModule(
-        frame_dim=C, hidden_dim=C, num_heads=HEADS, dim_feedforward=32, num_frame_queries=FQ,
-        num_queries=CQ, enc_layers=enc_layers, dec_layers=dec_layers, window_size=window,
-        num_classes=K, audio_dim=D, mask_in_dim=C, mask_dim=C,
+        frame_dim=C,
+        hidden_dim=C,
+        num_heads=HEADS,
+        dim_feedforward=32,
+        num_frame_queries=FQ,
+        num_queries=CQ,
+        enc_layers=enc_layers,
+        dec_layers=dec_layers,
+        window_size=window,
+        num_classes=K,
+        audio_dim=D,
+        mask_in_dim=C,
+        mask_dim=C,
     )
     # random biases/norms so that nothing is trivially symmetric
     with torch.no_grad():
@@ -66,7 +76,9 @@ def _brute_plain_blocked(num_frames: int, window: int) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("num_frames,window", [(t, w) for t in range(1, 14) for w in (1, 2, 3, 4, 5, 6)])
+@pytest.mark.parametrize(
+    "num_frames,window", [(t, w) for t in range(1, 14) for w in (1, 2, 3, 4, 5, 6)]
+)
 def test_shifted_mask_matches_brute_force(num_frames: int, window: int) -> None:
     layout = window_layout(num_frames, window)
     blocked = shifted_window_blocked(layout)  # (Nw, W, W) in rolled order
@@ -110,8 +122,12 @@ def _brute_encoders(vm: VideoModule, frames: torch.Tensor, sound: torch.Tensor, 
 
 
 @pytest.mark.parametrize("training", [False, True])
-@pytest.mark.parametrize("num_frames,window", [(5, 6), (12, 6), (13, 6), (7, 3), (9, 4), (6, 1), (8, 0), (4, 2)])
-def test_encoders_match_global_masked_attention(num_frames: int, window: int, training: bool) -> None:
+@pytest.mark.parametrize(
+    "num_frames,window", [(5, 6), (12, 6), (13, 6), (7, 3), (9, 4), (6, 1), (8, 0), (4, 2)]
+)
+def test_encoders_match_global_masked_attention(
+    num_frames: int, window: int, training: bool
+) -> None:
     vm = _module(window, enc_layers=4)
     vm.train(training)
     layout = window_layout(num_frames, window)
@@ -149,9 +165,18 @@ def test_several_clips_equal_one_by_one(training: bool) -> None:
         together = vm(fq, audio)
         for i in range(b):
             alone = vm(fq[:, i * t : (i + 1) * t], audio[i : i + 1])
-            torch.testing.assert_close(together.pred_logits[:, :, i], alone.pred_logits[:, :, 0], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(together.pred_mask_embed[:, :, i], alone.pred_mask_embed[:, :, 0], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(together.pred_fq_embed[:, i], alone.pred_fq_embed[:, 0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                together.pred_logits[:, :, i], alone.pred_logits[:, :, 0], atol=1e-5, rtol=1e-5
+            )
+            torch.testing.assert_close(
+                together.pred_mask_embed[:, :, i],
+                alone.pred_mask_embed[:, :, 0],
+                atol=1e-5,
+                rtol=1e-5,
+            )
+            torch.testing.assert_close(
+                together.pred_fq_embed[:, i], alone.pred_fq_embed[:, 0], atol=1e-5, rtol=1e-5
+            )
     assert together.pred_logits.shape == (2, lf, b, CQ, K + 1)
     assert together.pred_fq_embed.shape == (lf, b, t, FQ, C)
 
@@ -175,7 +200,13 @@ def test_gradients_reach_every_parameter() -> None:
     masks_in = vm.mask_features(torch.randn(10, C, 4, 4))
     loss = sum(
         t.square().mean()
-        for t in (out.pred_logits, out.pred_mask_embed, out.pred_fq_embed, out.pred_cq_embed, masks_in)
+        for t in (
+            out.pred_logits,
+            out.pred_mask_embed,
+            out.pred_fq_embed,
+            out.pred_cq_embed,
+            masks_in,
+        )
     )
     loss.backward()
     missing = [n for n, p in vm.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

@@ -47,7 +47,9 @@ class WindowLayout:
         return self.num_windows * self.window
 
 
-def window_layout(num_frames: int, window_size: int, device: torch.device | None = None) -> WindowLayout:
+def window_layout(
+    num_frames: int, window_size: int, device: torch.device | None = None
+) -> WindowLayout:
     """Pad T to a multiple of ``window_size`` (0 = a single window over all frames)."""
     if window_size < 0:
         raise ValueError(f"window_size must be >= 0, got {window_size}")
@@ -161,9 +163,7 @@ class VideoModule(nn.Module):
         self.av_proj = nn.Linear(audio_dim, hidden_dim)
         self.enc_self_attn = nn.ModuleList(attn(SelfAttentionLayer) for _ in range(enc_layers))
         self.enc_ffn = nn.ModuleList(ffn() for _ in range(enc_layers))
-        self.enc_av_cross_attn = nn.ModuleList(
-            attn(CrossAttentionLayer) for _ in range(enc_layers)
-        )
+        self.enc_av_cross_attn = nn.ModuleList(attn(CrossAttentionLayer) for _ in range(enc_layers))
         self.enc_av_ffn = nn.ModuleList(ffn() for _ in range(enc_layers))
         self.avism_mask_features = nn.Conv2d(mask_in_dim, mask_dim, kernel_size=1)
         nn.init.xavier_uniform_(self.avism_mask_features.weight)
@@ -264,8 +264,14 @@ class VideoModule(nn.Module):
         for i, (attn, ffn) in enumerate(zip(self.enc_av_cross_attn, self.enc_av_ffn)):
             shifted = layout.windowed and i % 2 == 1
 
-            def layer(q: Tensor, mask: Tensor | None, kpm: Tensor | None, kv: Tensor | None = None,
-                      attn=attn, ffn=ffn):
+            def layer(
+                q: Tensor,
+                mask: Tensor | None,
+                kpm: Tensor | None,
+                kv: Tensor | None = None,
+                attn=attn,
+                ffn=ffn,
+            ):
                 return ffn(attn(q, kv, memory_mask=mask, memory_key_padding_mask=kpm))
 
             sound = self._windowed(layer, sound, frames, layout, shifted)

@@ -1,0 +1,111 @@
+"""Post-processing of the video module's outputs (the official AVISM inference steps 5-10).
+
+Letters: cQ video queries, K classes, k top-k candidates, q distinct candidate queries,
+T frames, t frames of a chunk, Cm mask-embedding size, Hm x Wm stride-4 grid,
+Hp x Wp padded input, h x w unpadded input, H x W output size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SCORE_EPS = 1e-6  # added to the mask-score denominator (official)
+MASK_LOGIT_THRESHOLD = 0.0  # output mask = resized logit > 0
+
+
+@dataclass
+class Candidates:
+    """Top-k (query, class) pairs; one query may appear with several classes."""
+
+    scores: Tensor  # (k,) class probability
+    labels: Tensor  # (k,) int64, 0..K-1
+    query_index: Tensor  # (k,) int64, 0..cQ-1
+    flat_index: Tensor  # (k,) int64, query * K + label
+
+
+def select_candidates(logits: Tensor, top_k: int) -> Candidates:
+    """logits (cQ, K+1) -> the top-k (query, class) pairs by softmax probability (no-object dropped).
+
+    The pairs come sorted by score, highest first (the official code uses an unsorted top-k;
+    the set is the same).
+    """
+    probs = logits.softmax(-1)[:, :-1]  # (cQ, K)
+    num_classes = probs.shape[1]
+    k = min(top_k, probs.numel())
+    scores, flat = probs.flatten().topk(k, sorted=True)
+    return Candidates(
+        scores=scores,
+        labels=flat % num_classes,
+        query_index=torch.div(flat, num_classes, rounding_mode="floor"),
+        flat_index=flat,
+    )
+
+
+def rechunk(chunks: Iterable[Tensor], size: int) -> Iterator[Tensor]:
+    """Re-cut a stream of (t_i, ...) tensors into blocks of exactly ``size`` frames (last shorter).
+
+    The blocks are the same whatever the input chunking, so sums over them are too.
+    """
+    carry: Tensor | None = None
+    for chunk in chunks:
+        buf = chunk if carry is None else torch.cat([carry, chunk])
+        n_full = buf.shape[0] // size * size
+        for start in range(0, n_full, size):
+            yield buf[start : start + size]
+        carry = buf[n_full:] if n_full < buf.shape[0] else None
+    if carry is not None:
+        yield carry
+
+
+def cropped_mask_logits(
+    embed: Tensor, mask_features: Tensor, padded_size: tuple[int, int], input_size: tuple[int, int]
+) -> Tensor:
+    """embed (q, Cm) . mask_features (t, Cm, Hm, Wm) -> logits (q, t, h, w).
+
+    Bilinear upsampling (align_corners=False) to the padded size, then the crop to the
+    unpadded input size.
+    """
+    logits = torch.einsum("qc,tchw->qthw", embed, mask_features)
+    logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
+    return logits[:, :, : input_size[0], : input_size[1]]
+
+
+def resize_masks(logits: Tensor, out_size: tuple[int, int]) -> Tensor:
+    """logits (q, t, h, w) -> boolean masks (q, t, H, W): bilinear resize, logit > 0."""
+    if tuple(logits.shape[-2:]) != tuple(out_size):
+        logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+    return logits > MASK_LOGIT_THRESHOLD
+
+
+@dataclass
+class MaskConfidence:
+    """Mask-confidence sums of each candidate query over all frames and pixels."""
+
+    numerator: Tensor  # (q,) sum of sigmoid * [sigmoid > thr]
+    denominator: Tensor  # (q,) number of pixels with sigmoid > thr
+
+    def score(self) -> Tensor:  # (q,)
+        return self.numerator / (self.denominator + SCORE_EPS)
+
+
+def mask_confidence(
+    embed: Tensor,
+    mask_feature_blocks: Iterable[Tensor],
+    padded_size: tuple[int, int],
+    input_size: tuple[int, int],
+    prob_threshold: float,
+) -> MaskConfidence:
+    """Accumulate the mask-confidence sums block by block (float32, block sums added in order)."""
+    numerator = embed.new_zeros(embed.shape[0], dtype=torch.float32)
+    denominator = embed.new_zeros(embed.shape[0], dtype=torch.float32)
+    for block in mask_feature_blocks:
+        probs = cropped_mask_logits(embed, block, padded_size, input_size).sigmoid()
+        hard = (probs > prob_threshold).float()
+        numerator += (probs * hard).flatten(1).sum(1)
+        denominator += hard.flatten(1).sum(1)
+    return MaskConfidence(numerator, denominator)

@@ -1,0 +1,311 @@
+"""Whole-video inference with AVISM, as the official procedure, in two variants.
+
+``predict_video``: frame encoding in chunks keeping every frame's video mask features (what
+the official code does; memory grows with T * Cm * Hm * Wm).
+``predict_video_streaming``: memory-bounded. Pass 1 keeps only the frame queries (T * fQ * C);
+after the video module, pass 2 recomputes each chunk's mask features (backbone + pixel
+decoder, no frame decoder) to get the mask scores, pass 3 recomputes them again to produce
+the masks of the kept instances chunk by chunk. Same results as ``predict_video`` (chunks
+and sums are cut identically), at the cost of two more image-encoder passes.
+
+Both take an ``encode(start, stop, with_queries) -> ChunkEncoding`` function, so the frames
+may come from memory, a decoder or precomputed backbone features (``frames_encoder``,
+``features_encoder``).
+
+Letters: T frames, t frames of a chunk, D audio size, fQ frame queries, C hidden size,
+k candidates, N kept instances, h x w unpadded input, Hp x Wp padded input, H x W output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avis.inference.postprocess import (
+    SCORE_EPS,
+    Candidates,
+    cropped_mask_logits,
+    mask_confidence,
+    rechunk,
+    resize_masks,
+    select_candidates,
+)
+from avis.models.avism import AVISM, ChunkEncoding
+from avis.models.config import AVISMConfig
+
+ChunkEncoder = Callable[[int, int, bool], ChunkEncoding]
+
+
+@dataclass
+class InferenceOptions:
+    run_chunk_size: int = 18  # frames per image-encoder chunk
+    interpolate_chunk_size: int = 5  # frames per mask upsampling block
+    top_k: int = 100
+    score_threshold: float = 0.3
+    mask_prob_threshold: float = 0.5
+
+    @classmethod
+    def from_config(cls, cfg: AVISMConfig) -> InferenceOptions:
+        return cls(
+            run_chunk_size=cfg.test_run_chunk_size,
+            interpolate_chunk_size=cfg.test_interpolate_chunk_size,
+            top_k=cfg.top_k,
+            score_threshold=cfg.score_threshold,
+            mask_prob_threshold=cfg.mask_prob_threshold,
+        )
+
+
+@dataclass
+class VideoPrediction:
+    """Instances of one video, in candidate order (class probability, highest first)."""
+
+    scores: Tensor  # (N,) float32, class probability x mask score
+    labels: Tensor  # (N,) int64, class index 0..K-1
+    masks: Tensor  # (N, T, H, W) bool
+    query_indices: Tensor  # (N,) int64, the video query of each instance
+    image_size: tuple[int, int]  # (H, W) of the masks
+
+
+@dataclass
+class InferenceTrace:
+    """Intermediate values of one ``predict_video`` call (for checks and debugging)."""
+
+    frame_logits: list[Tensor] = field(default_factory=list)  # per chunk (t, fQ, K+1)
+    frame_masks: list[Tensor] = field(default_factory=list)  # per chunk (t, fQ, Hm, Wm)
+    audio_fusion: list[Tensor] = field(default_factory=list)  # per chunk (fQ, t, C)
+    frame_queries: Tensor | None = None  # (T, fQ, C)
+    video: object | None = None  # VideoModuleOutput
+    candidates: Candidates | None = None
+    numerator: Tensor | None = None  # (k,)
+    denominator: Tensor | None = None  # (k,)
+    reweighted: Tensor | None = None  # (k,)
+    keep_index: Tensor | None = None  # (N,) positions into the candidates
+
+
+@dataclass
+class _Selection:
+    candidates: Candidates
+    embed: Tensor  # (q, Cm) distinct candidate queries' mask embeddings
+    inverse: Tensor  # (k,) candidate -> row of embed
+
+
+def _check(model: AVISM, num_frames: int, audio: Tensor, options: InferenceOptions) -> None:
+    if model.training:
+        raise ValueError("inference needs the model in eval mode (model.eval())")
+    if audio.dim() != 2 or audio.shape[0] != num_frames:
+        raise ValueError(f"audio must be (T={num_frames}, D), got {tuple(audio.shape)}")
+    if num_frames < 1:
+        raise ValueError("a video needs at least one frame")
+    if options.run_chunk_size < 1 or options.interpolate_chunk_size < 1:
+        raise ValueError("chunk sizes must be >= 1")
+
+
+def _chunks(num_frames: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(s + size, num_frames)) for s in range(0, num_frames, size)]
+
+
+def _select(model: AVISM, frame_queries: Tensor, audio: Tensor, options, trace) -> _Selection:
+    video = model.decode_video(frame_queries, audio.to(frame_queries.device))
+    cands = select_candidates(video.pred_logits[-1, 0, 0], options.top_k)
+    unique, inverse = torch.unique(cands.query_index, return_inverse=True)
+    if trace is not None:
+        trace.frame_queries, trace.video, trace.candidates = frame_queries, video, cands
+    return _Selection(cands, video.pred_mask_embed[-1, 0, 0][unique], inverse)
+
+
+def _keep(sel: _Selection, conf, options, trace) -> tuple[Tensor, Tensor]:
+    """-> (kept candidate positions (N,), final scores (N,))."""
+    numerator, denominator = conf.numerator[sel.inverse], conf.denominator[sel.inverse]
+    reweighted = sel.candidates.scores * numerator / (denominator + SCORE_EPS)
+    keep = (reweighted > options.score_threshold).nonzero().flatten()
+    if trace is not None:
+        trace.numerator, trace.denominator = numerator, denominator
+        trace.reweighted, trace.keep_index = reweighted, keep
+    return keep, reweighted[keep]
+
+
+def _kept_rows(sel: _Selection, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Distinct embed rows needed by the kept candidates and each kept candidate's row among them."""
+    rows, pick = torch.unique(sel.inverse[keep], return_inverse=True)
+    return rows, pick
+
+
+@torch.no_grad()
+def predict_video(
+    model: AVISM,
+    encode: ChunkEncoder,
+    audio: Tensor,
+    input_size: tuple[int, int],
+    padded_size: tuple[int, int],
+    out_size: tuple[int, int] | None = None,
+    options: InferenceOptions | None = None,
+    trace: InferenceTrace | None = None,
+) -> VideoPrediction:
+    """The official procedure. audio (T, D); input_size = unpadded (h, w) of the network input."""
+    options = options or InferenceOptions()
+    num_frames = audio.shape[0]
+    _check(model, num_frames, audio, options)
+    out_size = tuple(out_size) if out_size is not None else tuple(input_size)
+    queries, features = [], []
+    for start, stop in _chunks(num_frames, options.run_chunk_size):
+        enc = encode(start, stop, True)
+        queries.append(enc.frame_queries)
+        features.append(enc.mask_features)
+        if trace is not None and enc.frame is not None:
+            trace.frame_logits.append(enc.frame.pred_logits[-1])
+            trace.frame_masks.append(enc.frame.pred_masks[-1])
+            trace.audio_fusion.append(enc.frame.audio_fusion)
+    sel = _select(model, torch.cat(queries), audio, options, trace)
+
+    def blocks() -> Iterator[Tensor]:
+        return rechunk(features, options.interpolate_chunk_size)
+
+    conf = mask_confidence(
+        sel.embed, blocks(), padded_size, input_size, options.mask_prob_threshold
+    )
+    keep, scores = _keep(sel, conf, options, trace)
+    rows, pick = _kept_rows(sel, keep)
+    masks = torch.zeros((len(keep), num_frames, *out_size), dtype=torch.bool)
+    start = 0
+    for block in blocks():
+        logits = cropped_mask_logits(sel.embed[rows], block, padded_size, input_size)
+        masks[:, start : start + block.shape[0]] = resize_masks(logits, out_size)[pick].cpu()
+        start += block.shape[0]
+    return VideoPrediction(
+        scores=scores.cpu(),
+        labels=sel.candidates.labels[keep].cpu(),
+        masks=masks,
+        query_indices=sel.candidates.query_index[keep].cpu(),
+        image_size=out_size,
+    )
+
+
+@dataclass
+class StreamedPrediction:
+    """Scores and labels of the kept instances; masks come from ``chunks`` frame block by block."""
+
+    scores: Tensor  # (N,)
+    labels: Tensor  # (N,)
+    query_indices: Tensor  # (N,)
+    image_size: tuple[int, int]
+    num_frames: int
+    chunks: Iterator[tuple[int, Tensor]]  # (first frame, masks (N, t, H, W) bool)
+
+
+@torch.no_grad()
+def stream_video(
+    model: AVISM,
+    encode: ChunkEncoder,
+    audio: Tensor,
+    input_size: tuple[int, int],
+    padded_size: tuple[int, int],
+    out_size: tuple[int, int] | None = None,
+    options: InferenceOptions | None = None,
+    trace: InferenceTrace | None = None,
+) -> StreamedPrediction:
+    """Memory-bounded inference; mask blocks are produced lazily by the returned iterator."""
+    options = options or InferenceOptions()
+    num_frames = audio.shape[0]
+    _check(model, num_frames, audio, options)
+    out_size = tuple(out_size) if out_size is not None else tuple(input_size)
+    spans = _chunks(num_frames, options.run_chunk_size)
+    queries = [encode(start, stop, True).frame_queries for start, stop in spans]
+    sel = _select(model, torch.cat(queries), audio, options, trace)
+    del queries
+
+    def blocks() -> Iterator[Tensor]:
+        stream = (encode(start, stop, False).mask_features for start, stop in spans)
+        return rechunk(stream, options.interpolate_chunk_size)
+
+    conf = mask_confidence(
+        sel.embed, blocks(), padded_size, input_size, options.mask_prob_threshold
+    )
+    keep, scores = _keep(sel, conf, options, trace)
+    rows, pick = _kept_rows(sel, keep)
+    embed = sel.embed[rows]
+
+    def mask_chunks() -> Iterator[tuple[int, Tensor]]:
+        start = 0
+        with torch.no_grad():
+            for block in blocks() if len(keep) else ():
+                logits = cropped_mask_logits(embed, block, padded_size, input_size)
+                yield start, resize_masks(logits, out_size)[pick].cpu()
+                start += block.shape[0]
+
+    return StreamedPrediction(
+        scores=scores.cpu(),
+        labels=sel.candidates.labels[keep].cpu(),
+        query_indices=sel.candidates.query_index[keep].cpu(),
+        image_size=out_size,
+        num_frames=num_frames,
+        chunks=mask_chunks(),
+    )
+
+
+def predict_video_streaming(*args, **kwargs) -> VideoPrediction:
+    """``stream_video`` with the mask blocks collected into one (N, T, H, W) tensor."""
+    streamed = stream_video(*args, **kwargs)
+    masks = torch.zeros(
+        (len(streamed.scores), streamed.num_frames, *streamed.image_size), dtype=torch.bool
+    )
+    for start, block in streamed.chunks:
+        masks[:, start : start + block.shape[1]] = block
+    return VideoPrediction(
+        streamed.scores, streamed.labels, masks, streamed.query_indices, streamed.image_size
+    )
+
+
+# ---------------------------------------------------------------------- encoders
+def pad_frames(frames: Tensor, divisibility: int) -> Tensor:
+    """(..., H, W) -> zero-padded bottom/right to multiples of ``divisibility``."""
+    h, w = frames.shape[-2:]
+    div = max(divisibility, 1)
+    return F.pad(frames, (0, -w % div, 0, -h % div))
+
+
+def frames_encoder(
+    model: AVISM, frames: Tensor, audio: Tensor
+) -> tuple[ChunkEncoder, tuple, tuple]:
+    """Encoder over frames in memory: frames (T, 3, h, w) RGB 0..255 (any dtype), audio (T, D).
+
+    Returns (encode, input_size (h, w), padded_size (Hp, Wp)). Each chunk is padded and
+    converted to float on demand.
+    """
+    h, w = frames.shape[-2:]
+    div = model.size_divisibility
+    padded = (h + (-h % div), w + (-w % div))
+    device = model.pixel_mean.device
+
+    def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
+        chunk = pad_frames(frames[start:stop].to(device=device, dtype=torch.float32), div)
+        return model.encode_chunk(chunk, audio[start:stop].to(device), (h, w), with_queries)
+
+    return encode, (h, w), padded
+
+
+def features_encoder(model: AVISM, features: Mapping[str, Tensor], audio: Tensor) -> ChunkEncoder:
+    """Encoder over precomputed backbone maps res2..res5 (T, C_k, h_k, w_k) (backbone skipped)."""
+
+    def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
+        chunk = {name: f[start:stop] for name, f in features.items()}
+        return model.encode_chunk_features(chunk, audio[start:stop], with_queries)
+
+    return encode
+
+
+def predict_frames(
+    model: AVISM,
+    frames: Tensor,
+    audio: Tensor,
+    out_size: tuple[int, int] | None = None,
+    options: InferenceOptions | None = None,
+    streaming: bool = False,
+) -> VideoPrediction:
+    """Frames (T, 3, h, w) RGB 0..255 at the network input size, audio (T, D) -> prediction."""
+    encode, input_size, padded = frames_encoder(model, frames, audio)
+    run = predict_video_streaming if streaming else predict_video
+    return run(model, encode, audio, input_size, padded, out_size, options)

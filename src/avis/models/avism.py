@@ -1,0 +1,244 @@
+"""AVISM: backbone -> pixel decoder -> frame decoder (audio-guided) -> video module.
+
+Letters: B clips, T frames per clip, t frames of one inference chunk, N = B*T frames
+(clip-major, index b*T + t), D audio size, Hp x Wp padded input size (multiple of the size
+divisibility), Hm x Wm = Hp/4 x Wp/4, fQ frame queries, cQ video queries, C hidden size,
+Cm mask-embedding size, Lf frame-query layers, Lv video-decoder layers, K classes.
+
+The model takes frames as RGB 0..255, zero-padded bottom/right; it normalises them with its
+pixel mean/std buffers and re-zeroes the padding (the official code pads after normalising).
+Loss and post-processing live outside: see ``avis.losses`` and ``avis.inference``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from avis.models.config import AVISMConfig
+from avis.models.frame_decoder import FrameDecoder, FrameDecoderOutput
+from avis.models.outputs import AVISMOutput, FrameOutput, VideoOutput
+from avis.models.pixel_decoder import MSDeformAttnPixelDecoder
+from avis.models.video_module import VideoModule, VideoModuleOutput, video_masks
+
+FEATURE_NAMES = ("res2", "res3", "res4", "res5")  # backbone maps, stride ascending
+
+
+@dataclass
+class ChunkEncoding:
+    """What inference keeps from one chunk of frames."""
+
+    mask_features: Tensor  # (t, Cm, Hm, Wm) the video module's mask features
+    frame_queries: Tensor | None  # (t, fQ, C) last-layer frame queries (None if not asked)
+    frame: FrameDecoderOutput | None  # full frame-decoder output (None if not asked)
+    stride4_features: Tensor  # (t, C_pix, Hm, Wm) pixel decoder's stride-4 map
+
+
+class AVISM(nn.Module):
+    """The AVISM model. Parts are built by the caller (see ``build_avism``)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        pixel_decoder: MSDeformAttnPixelDecoder,
+        frame_decoder: FrameDecoder,
+        video_module: VideoModule,
+        *,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        size_divisibility: int,
+        last_layer_num: int,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.frame_decoder = frame_decoder
+        self.video_module = video_module
+        self.size_divisibility = size_divisibility
+        self.last_layer_num = last_layer_num
+        # not in the state dict, like the official non-persistent buffers
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(pixel_std).view(1, -1, 1, 1), persistent=False
+        )
+
+    # ------------------------------------------------------------------ inputs
+    def normalize(self, frames: Tensor, image_sizes: Sequence[tuple[int, int]]) -> Tensor:
+        """frames (B, T, 3, Hp, Wp) 0..255 -> normalised (B*T, 3, Hp, Wp), zero outside image_sizes."""
+        b, t = frames.shape[:2]
+        x = (frames.flatten(0, 1).float() - self.pixel_mean) / self.pixel_std
+        x = x.view(b, t, *x.shape[1:])
+        for i, (h, w) in enumerate(image_sizes):
+            x[i, :, :, h:, :] = 0
+            x[i, :, :, :, w:] = 0
+        return x.flatten(0, 1)
+
+    def _check_frames(self, frames: Tensor) -> None:
+        hp, wp = frames.shape[-2:]
+        div = self.size_divisibility
+        if div > 1 and (hp % div or wp % div):
+            raise ValueError(
+                f"frames must be padded to a multiple of {div}, got {hp}x{wp} "
+                "(use avis.inference.pad_frames)"
+            )
+
+    def backbone_features(
+        self, frames: Tensor, image_sizes: Sequence[tuple[int, int]]
+    ) -> dict[str, Tensor]:
+        """frames (B, T, 3, Hp, Wp) 0..255 -> backbone maps res2..res5 (B*T, C_k, Hp/s, Wp/s)."""
+        self._check_frames(frames)
+        return self.backbone(self.normalize(frames, image_sizes))
+
+    # ------------------------------------------------------------------ training / full forward
+    def forward(
+        self, frames: Tensor, audio: Tensor, image_sizes: Sequence[tuple[int, int]]
+    ) -> AVISMOutput:
+        """frames (B, T, 3, Hp, Wp) float 0..255 zero-padded; audio (B, T, D); image_sizes [(h, w)] * B.
+
+        In training mode the frame decoder hands ``last_layer_num`` layers of frame queries
+        to the video module (Lf = last_layer_num), in eval mode one.
+        """
+        if frames.dim() != 5 or audio.dim() != 3 or frames.shape[:2] != audio.shape[:2]:
+            raise ValueError(
+                f"expected frames (B, T, 3, Hp, Wp) and audio (B, T, D) with the same B, T; "
+                f"got {tuple(frames.shape)} and {tuple(audio.shape)}"
+            )
+        if len(image_sizes) != frames.shape[0]:
+            raise ValueError(f"got {len(image_sizes)} image sizes for {frames.shape[0]} clips")
+        return self.forward_features(self.backbone_features(frames, image_sizes), audio)
+
+    def forward_features(self, features: Mapping[str, Tensor], audio: Tensor) -> AVISMOutput:
+        """Everything after the backbone: features res2..res5 (B*T, C_k, h_k, w_k), audio (B, T, D)."""
+        b, t, _ = audio.shape
+        pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
+        layers = self.last_layer_num if self.training else 1
+        frame = self.frame_decoder(
+            pix.multi_scale_features,
+            pix.mask_features,
+            audio.flatten(0, 1),
+            num_frame_query_layers=layers,
+        )
+        video = self.video_module(frame.frame_queries, audio)
+        mask_features = self.video_module.mask_features(pix.stride4_features)  # (B*T, Cm, Hm, Wm)
+        mask_features = mask_features.view(b, t, *mask_features.shape[1:])
+        return AVISMOutput(
+            frame=FrameOutput(
+                pred_logits=frame.pred_logits,
+                pred_masks=frame.pred_masks,
+                frame_queries=frame.frame_queries,
+            ),
+            video=VideoOutput(
+                pred_logits=video.pred_logits,
+                pred_mask_embed=video.pred_mask_embed,
+                pred_masks=video_masks(video.pred_mask_embed, mask_features),
+                pred_fq_embed=video.pred_fq_embed,
+                pred_cq_embed=video.pred_cq_embed,
+            ),
+        )
+
+    # ------------------------------------------------------------------ inference pieces
+    def encode_chunk(
+        self,
+        frames: Tensor,
+        audio: Tensor,
+        image_size: tuple[int, int],
+        with_queries: bool = True,
+    ) -> ChunkEncoding:
+        """One chunk of a video: frames (t, 3, Hp, Wp) 0..255, audio (t, D), unpadded (h, w)."""
+        features = self.backbone_features(frames.unsqueeze(0), [image_size])
+        return self.encode_chunk_features(features, audio, with_queries)
+
+    def encode_chunk_features(
+        self, features: Mapping[str, Tensor], audio: Tensor, with_queries: bool = True
+    ) -> ChunkEncoding:
+        """Like ``encode_chunk`` from backbone maps res2..res5 (t, C_k, h_k, w_k), audio (t, D).
+
+        Without queries only the pixel decoder runs (what the mask pass of inference needs).
+        """
+        pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
+        frame = None
+        if with_queries:
+            frame = self.frame_decoder(pix.multi_scale_features, pix.mask_features, audio, 1)
+        return ChunkEncoding(
+            mask_features=self.video_module.mask_features(pix.stride4_features),
+            frame_queries=None if frame is None else frame.frame_queries[-1],
+            frame=frame,
+            stride4_features=pix.stride4_features,
+        )
+
+    def decode_video(self, frame_queries: Tensor, audio: Tensor) -> VideoModuleOutput:
+        """The video module once over a whole video: frame_queries (T, fQ, C), audio (T, D)."""
+        return self.video_module(frame_queries.unsqueeze(0), audio.unsqueeze(0))
+
+
+def build_avism(cfg: AVISMConfig) -> AVISM:
+    """Build the model described by ``cfg`` (random weights)."""
+    from avis.models.backbones import build_backbone
+
+    backbone = build_backbone(cfg.backbone, **cfg.backbone_kwargs)
+    return build_avism_with_backbone(
+        cfg, backbone, [backbone.out_channels[n] for n in FEATURE_NAMES]
+    )
+
+
+def build_avism_with_backbone(
+    cfg: AVISMConfig, backbone: nn.Module, in_channels: Sequence[int]
+) -> AVISM:
+    """Build the model around a given backbone with output channels ``in_channels`` (res2..res5)."""
+    pixel_decoder = MSDeformAttnPixelDecoder(
+        list(in_channels),
+        conv_dim=cfg.conv_dim,
+        mask_dim=cfg.mask_dim,
+        num_encoder_layers=cfg.pixel_decoder_layers,
+        num_heads=cfg.pixel_decoder_heads,
+        num_points=cfg.pixel_decoder_points,
+        ffn_dim=cfg.pixel_decoder_ffn_dim,
+        num_groups=cfg.norm_groups,
+    )
+    frame_decoder = FrameDecoder(
+        in_channels=cfg.conv_dim,
+        hidden_dim=cfg.frame_hidden_dim,
+        num_queries=cfg.frame_queries,
+        num_classes=cfg.num_classes,
+        nheads=cfg.frame_heads,
+        dim_feedforward=cfg.frame_ffn_dim,
+        dec_layers=cfg.frame_dec_layers,
+        mask_dim=cfg.mask_dim,
+        audio_dim=cfg.audio_dim,
+        pre_norm=cfg.frame_pre_norm,
+        enforce_input_proj=cfg.frame_enforce_input_proj,
+    )
+    video_module = VideoModule(
+        frame_dim=cfg.frame_hidden_dim,
+        hidden_dim=cfg.video_hidden_dim,
+        num_heads=cfg.video_heads,
+        dim_feedforward=cfg.video_ffn_dim,
+        num_frame_queries=cfg.frame_queries,
+        num_queries=cfg.video_queries,
+        enc_layers=cfg.video_enc_layers,
+        dec_layers=cfg.video_dec_layers,
+        window_size=cfg.window_size,
+        num_classes=cfg.num_classes,
+        audio_dim=cfg.audio_dim,
+        mask_in_dim=cfg.conv_dim,
+        mask_dim=cfg.mask_dim,
+        pre_norm=cfg.video_pre_norm,
+        enforce_input_proj=cfg.video_enforce_input_proj,
+        use_sim=cfg.use_sim,
+        sim_use_clip=cfg.sim_use_clip,
+    )
+    return AVISM(
+        backbone,
+        pixel_decoder,
+        frame_decoder,
+        video_module,
+        pixel_mean=cfg.pixel_mean,
+        pixel_std=cfg.pixel_std,
+        size_divisibility=cfg.size_divisibility,
+        last_layer_num=cfg.last_layer_num,
+    )
