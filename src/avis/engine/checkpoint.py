@@ -1,0 +1,121 @@
+"""Training checkpoints: atomic writes, keep-last-k, exact resume.
+
+A training checkpoint is an avis model checkpoint (`{"format": "avis", "config": model config,
+"model": state_dict}`, loadable by the model's own loader) plus what an exact resume needs:
+`train_config`, `iteration` (optimiser steps done), `optimizer`, `scheduler`, `scaler`,
+`rng` (one entry per process, in rank order) and `world_size`. Every value is a tensor or a
+plain container, so `torch.load(..., weights_only=True)` reads it.
+
+Files: `<run>/checkpoints/checkpoint_<iteration:07d>.pth`, the newest k kept.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avis.errors import CheckpointError
+
+CHECKPOINT_FORMAT = "avis"
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d{7})\.pth$")
+
+
+def checkpoint_path(run_dir: Path, iteration: int) -> Path:
+    return run_dir / CHECKPOINT_DIR / f"checkpoint_{iteration:07d}.pth"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(iteration, path) of the run's training checkpoints, oldest first."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = CHECKPOINT_PATTERN.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` training checkpoints."""
+    found = list_checkpoints(run_dir)
+    for _, path in found[: max(0, len(found) - max(keep_last, 1))]:
+        path.unlink(missing_ok=True)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's random states (torch CPU/CUDA, numpy, python) as tensors and lists."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_rest": [int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": _python_state_to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, cached = state["numpy_rest"]
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_state_to_lists(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as err:
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {err}") from err
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an avis checkpoint (expected format 'avis')")
+    missing = [k for k in ("model", "iteration", "optimizer", "scheduler") if k not in data]
+    if missing:
+        raise CheckpointError(
+            f"{path}: a model-only checkpoint cannot resume training (no {missing})"
+        )
+    return data

@@ -1,0 +1,223 @@
+"""Training configuration: a preset, then a YAML file, then `key=value` overrides.
+
+`TrainConfig` is plain data (nested dataclasses, JSON/YAML friendly). The resolved config is
+written to the run folder (`config.yaml`) and into every checkpoint. Model fields are the
+`AVISMConfig` fields of `avis.models.config`, given as overrides of `model_preset`
+(`model.frame_queries=20`). `TRAIN_PRESETS` is a plain dict of functions, one per model
+preset: `avism_r50` / `avism_swinl` follow the official recipe (48k iterations, 2 clips of
+5 frames, AdamW 1e-4), `avism_tiny` is the CPU recipe for the synthetic benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avis.errors import DataError
+
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # AVISeg-layout folder with train/ val/ test/ and {split}.json
+    train_split: str = "train"
+    eval_split: str = "val"  # periodic evaluation
+    clip_frames: int = 5  # T frames per training clip
+    frame_range: int = 20  # other frames within +-frame_range of the reference frame
+    short_sides: list[int] = field(default_factory=lambda: list(range(288, 513, 32)))
+    max_size: int = 768
+    crop_prob: float = 0.5
+    flip_prob: float = 0.5
+    num_workers: int = 0  # DataLoader worker processes per rank
+    audio_policy: str = "pad"  # see avis.data.load_split
+    eval_max_videos: int = 0  # 0 = every video of the eval split
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.05  # 0 for norms, embeddings and position tables
+    backbone_lr_mult: float = 0.1
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad_norm: float = 0.01  # full-model gradient norm (0 = off)
+    warmup_iters: int = 10
+    warmup_factor: float = 1.0  # lr multiplier at iteration 0, linear to 1 at warmup_iters
+    decay_steps: list[int] = field(default_factory=lambda: [32000])
+    decay_gamma: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    sim_weight: float = 0.5
+    no_object_weight: float = 0.1
+    num_points: int | None = 12544  # None = every cell of the prediction grid
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    official_quirks: bool = False
+
+
+@dataclass
+class TrainConfig:
+    model_preset: str = "avism_r50"
+    model: dict[str, Any] = field(default_factory=dict)  # AVISMConfig overrides
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    iterations: int = 48000  # optimiser steps
+    batch_size: int = 2  # clips per optimiser step, over all processes and accumulation steps
+    accumulation: int = 1  # micro-batches per optimiser step
+    seed: int = 0
+    amp: str = "none"  # "bf16" (CPU or GPU) or "fp16" (GPU, with a gradient scaler)
+    threads: int = 0  # torch.set_num_threads per process (0 = leave as is)
+    log_every: int = 20
+    checkpoint_every: int = 1000
+    keep_last: int = 3  # checkpoints kept in the run folder (the final one is always kept)
+    eval_every: int = 0  # 0 = only after the last iteration; <0 = never
+    tensorboard: bool = False
+    init_weights: str = ""  # an avis checkpoint to start from (model weights only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise DataError(f"config: amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.batch_size < 1 or self.accumulation < 1 or self.iterations < 1:
+            raise DataError("config: batch_size, accumulation and iterations must be >= 1")
+
+
+def tiny_recipe() -> TrainConfig:
+    """The CPU recipe that learns the synthetic benchmark (see docs/training.md)."""
+    return TrainConfig(
+        model_preset="avism_tiny",
+        data=DataConfig(
+            short_sides=[64],
+            max_size=128,
+            clip_frames=5,
+            frame_range=10,
+            crop_prob=0.0,
+            flip_prob=0.5,
+        ),
+        optim=OptimConfig(
+            lr=4e-4, clip_grad_norm=1.0, warmup_iters=50, warmup_factor=0.01, decay_steps=[2400]
+        ),
+        loss=LossConfig(num_points=None),
+        iterations=3000,
+        batch_size=4,
+        checkpoint_every=250,
+        log_every=10,
+        eval_every=1000,
+    )
+
+
+TRAIN_PRESETS: dict[str, Callable[[], TrainConfig]] = {
+    "avism_r50": lambda: TrainConfig(model_preset="avism_r50"),
+    "avism_swinl": lambda: TrainConfig(model_preset="avism_swinl"),
+    "avism_tiny": tiny_recipe,
+}
+
+
+def from_dict(data: dict[str, Any], base: Any, where: str = "config") -> Any:
+    """A copy of dataclass `base` with the (nested) values of `data`; unknown keys are errors."""
+    known = {f.name: f for f in fields(base)}
+    updates = {}
+    for key, value in data.items():
+        if key not in known:
+            raise DataError(f"{where}: unknown key {key!r}; expected one of {sorted(known)}")
+        current = getattr(base, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise DataError(f"{where}: {key} must be a mapping, found {value!r}")
+            updates[key] = from_dict(value, current, f"{where}.{key}")
+        elif key == "model":
+            updates[key] = {**current, **dict(value or {})}
+        else:
+            updates[key] = coerce(value, current, f"{where}.{key}")
+    return replace(base, **updates)
+
+
+def coerce(value: Any, current: Any, where: str) -> Any:
+    """Convert `value` to the type of the current value (YAML reads 1e-4 as a string)."""
+    if current is None or value is None:
+        return value
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                return {"true": True, "false": False}[value.lower()]
+            return bool(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, list):
+            items = value if isinstance(value, list) else [value]
+            return [coerce(v, current[0], where) for v in items] if current else list(items)
+        if isinstance(current, str):
+            return str(value)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{where}: expected a {type(current).__name__}, found {value!r}") from err
+    return value
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`optim.lr=2e-4` -> {"optim": {"lr": "2e-4" parsed by YAML}}."""
+    if "=" not in text:
+        raise DataError(f"override {text!r}: expected key=value (for example optim.lr=2e-4)")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str) and value.lower() in ("none", "null"):
+        value = None
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string; numbers are friendlier
+        for number in (int, float):
+            try:
+                value = number(value)
+                break
+            except ValueError:
+                pass
+    nested: dict[str, Any] = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load_config(
+    preset: str = "avism_tiny",
+    yaml_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> TrainConfig:
+    """Preset, then the YAML file, then `key=value` overrides."""
+    if preset not in TRAIN_PRESETS:
+        raise DataError(f"unknown preset {preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
+    cfg = TRAIN_PRESETS[preset]()
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise DataError(f"{path}: cannot read the training config: {err}") from err
+        if not isinstance(data, dict):
+            raise DataError(
+                f"{path}: expected a mapping of config keys, found {type(data).__name__}"
+            )
+        cfg = from_dict(data, cfg, str(path))
+    for text in overrides or []:
+        cfg = from_dict(parse_override(text), cfg, f"override {text!r}")
+    cfg.validate()
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config saved with `to_dict` (for example from a checkpoint)."""
+    return from_dict(data, TrainConfig(), "saved config")
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

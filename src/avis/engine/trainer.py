@@ -1,0 +1,339 @@
+"""The training loop: plain and readable.
+
+Per optimiser step: `accumulation` micro-batches (forward under optional autocast, loss
+outside the model, backward; DDP gradient sync only on the last one), full-model gradient
+clipping, AdamW step, schedule step. Every `log_every` steps the mean loss terms (averaged
+over processes) go to `metrics.jsonl` and the progress bar; every `checkpoint_every` steps
+and at the end a checkpoint is written atomically; every `eval_every` steps (and at the end)
+the `evaluate` callable scores the model. Only rank 0 writes files.
+
+Components come in from the caller: the model, the criterion, the training dataset with its
+collate function and the evaluation callable; nothing is built from strings here.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from avis.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_torch_save,
+    capture_rng_state,
+    checkpoint_path,
+    latest_checkpoint,
+    load_training_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+)
+from avis.engine.config import TrainConfig, save_config
+from avis.engine.data import make_train_loader
+from avis.engine.distributed import DistInfo, all_gather_objects, barrier, mean_over_processes
+from avis.engine.metrics import LOG, MetricsWriter, read_metrics
+from avis.engine.optim import build_optimizer, build_scheduler, clip_gradients
+from avis.engine.plot import plot_curves
+from avis.errors import CheckpointError
+
+CURVES_FILE = "curves.png"
+CONFIG_FILE = "config.yaml"
+FINAL_MODEL_FILE = "model_final.pth"
+TRAIN_SEED_STRIDE = 1000  # per-rank training RNG seed = seed + 1 + stride * rank
+
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+class StopTraining(Exception):
+    """Raised by `Trainer.train(stop_after=...)` to imitate a killed run (tests)."""
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        criterion: Callable[[Any, list], Any],
+        train_dataset: Any,
+        collate: Callable[[list], Any],
+        run_dir: Path,
+        info: DistInfo,
+        *,
+        model_config: dict[str, Any],
+        evaluate: Evaluate | None = None,
+        find_unused_parameters: bool = False,
+    ) -> None:
+        self.cfg, self.criterion, self.info = cfg, criterion, info
+        self.train_dataset, self.collate = train_dataset, collate
+        self.run_dir, self.model_config, self.evaluate = Path(run_dir), model_config, evaluate
+        self.model = model.to(info.device)
+        self.module = self.model  # the unwrapped model (what checkpoints hold)
+        if info.enabled:
+            self.model = DistributedDataParallel(
+                self.module,
+                device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                find_unused_parameters=find_unused_parameters,
+            )
+        self.optimizer = build_optimizer(self.module, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim)
+        use_scaler = cfg.amp == "fp16" and info.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.iteration = 0  # optimiser steps done
+        torch.manual_seed(cfg.seed + 1 + TRAIN_SEED_STRIDE * info.rank)
+        self.writer: MetricsWriter | None = None
+        if info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / CONFIG_FILE)
+            self.writer = MetricsWriter(self.run_dir, cfg.tensorboard)
+
+    # ----------------------------------------------------------------- checkpoints
+    def state_dict(self, rng_states: list[dict]) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.model_config,
+            "model": self.module.state_dict(),
+            "train_config": self.cfg.to_dict(),
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_states,
+            "world_size": self.info.world_size,
+        }
+
+    def save_checkpoint(self) -> None:
+        rng_states = all_gather_objects(capture_rng_state(), self.info)  # collective
+        if self.info.is_main:
+            atomic_torch_save(
+                self.state_dict(rng_states), checkpoint_path(self.run_dir, self.iteration)
+            )
+            prune_checkpoints(self.run_dir, self.cfg.keep_last)
+            self.plot()
+        barrier(self.info)
+
+    def resume(self, path: Path | None = None) -> bool:
+        """Restore the newest checkpoint of the run folder (or `path`); False if none."""
+        path = path or latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        data = load_training_checkpoint(path)
+        try:
+            self.module.load_state_dict(data["model"], strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{path}: weights do not fit the model: {err}") from err
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.scheduler.load_state_dict(data["scheduler"])
+        if self.scaler is not None and data.get("scaler"):
+            self.scaler.load_state_dict(data["scaler"])
+        rng = data.get("rng") or []
+        if data.get("world_size") == self.info.world_size and len(rng) == self.info.world_size:
+            restore_rng_state(rng[self.info.rank])
+        else:
+            LOG.warning("%s: saved with another number of processes; random states re-seeded", path)
+            torch.manual_seed(
+                self.cfg.seed + 1 + TRAIN_SEED_STRIDE * self.info.rank + data["iteration"]
+            )
+        self.iteration = int(data["iteration"])
+        if self.writer is not None:
+            self.writer.truncate_after(self.iteration)
+        LOG.info("resumed from %s at iteration %d", path, self.iteration)
+        return True
+
+    # ----------------------------------------------------------------- training
+    def autocast(self):
+        if self.cfg.amp == "none":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.autocast(self.info.device.type, dtype=dtype)
+
+    def train_step(self, batches) -> dict[str, float]:
+        """One optimiser step over `accumulation` micro-batches; returns the mean loss terms."""
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for micro in range(cfg.accumulation):
+            batch = next(batches).to(self.info.device)
+            last = micro == cfg.accumulation - 1
+            sync = nullcontext() if last or not self.info.enabled else self.model.no_sync()
+            with sync:
+                with self.autocast():
+                    outputs = self.model(batch.frames, batch.audio, batch.image_sizes)
+                result = self.criterion(outputs, batch.targets)
+                loss = result.total / cfg.accumulation
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            for name, value in {"loss": result.total, **result.terms}.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach()) / cfg.accumulation
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else math.inf
+        grad_norm = clip_gradients(self.module, max_norm)
+        if not math.isfinite(grad_norm) and self.scaler is None:
+            raise FloatingPointError(
+                f"iteration {self.iteration}: gradient norm is {grad_norm} (loss {sums.get('loss')})"
+            )
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.iteration += 1
+        sums["grad_norm"] = grad_norm
+        return sums
+
+    def train(self, stop_after: int | None = None) -> dict[str, float]:
+        """Run from `self.iteration` to `cfg.iterations`; returns the last evaluation metrics."""
+        cfg = self.cfg
+        self.model.train()
+        loader = make_train_loader(
+            self.train_dataset,
+            self.collate,
+            seed=cfg.seed,
+            start_step=self.iteration,
+            num_steps=cfg.iterations,
+            global_batch=cfg.batch_size,
+            accumulation=cfg.accumulation,
+            info=self.info,
+            num_workers=cfg.data.num_workers,
+        )
+        batches = iter(loader)
+        window: dict[str, float] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        start_iteration, start_time = self.iteration, time.perf_counter()
+        last_eval: dict[str, float] = {}
+        progress = ProgressBar(cfg.iterations, self.iteration) if self.info.is_main else None
+        try:
+            while self.iteration < cfg.iterations:
+                terms = self.train_step(batches)
+                for name, value in terms.items():
+                    window[name] = window.get(name, 0.0) + value
+                window_steps += 1
+                done = self.iteration == cfg.iterations
+                if self.iteration % cfg.log_every == 0 or done:
+                    now = time.perf_counter()
+                    means = mean_over_processes(
+                        {k: v / window_steps for k, v in window.items()}, self.info
+                    )
+                    seconds_per_iter = (now - window_start) / window_steps
+                    rate = (self.iteration - start_iteration) / max(now - start_time, 1e-9)
+                    record = {
+                        "kind": "train",
+                        "iteration": self.iteration,
+                        **means,
+                        "lr": self.optimizer.param_groups[0]["lr"]
+                        / self.optimizer.param_groups[0]["lr_mult"],
+                        "seconds_per_iter": seconds_per_iter,
+                        "eta_seconds": (cfg.iterations - self.iteration) / max(rate, 1e-9),
+                    }
+                    self.log(record, progress)
+                    window, window_steps, window_start = {}, 0, now
+                elif progress is not None:
+                    progress.advance(self.iteration, None)
+                if self.iteration % cfg.checkpoint_every == 0 or done:
+                    self.save_checkpoint()
+                if self.should_evaluate(done):
+                    last_eval = self.run_evaluation()
+                if stop_after is not None and self.iteration >= stop_after and not done:
+                    raise StopTraining(f"stopped after iteration {self.iteration}")
+            self.finish()
+        finally:
+            if progress is not None:
+                progress.close()
+            if self.writer is not None:
+                self.writer.close()
+        return last_eval
+
+    def should_evaluate(self, done: bool) -> bool:
+        if self.evaluate is None or self.cfg.eval_every < 0:
+            return False
+        return done or (self.cfg.eval_every > 0 and self.iteration % self.cfg.eval_every == 0)
+
+    def run_evaluation(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.info.is_main:
+            self.module.eval()
+            with torch.no_grad():
+                metrics = self.evaluate(self.module)
+            self.module.train()
+            record = {"kind": "eval", "iteration": self.iteration, **metrics}
+            self.log(record, None)
+        barrier(self.info)
+        return metrics
+
+    def log(self, record: dict[str, Any], progress: ProgressBar | None) -> None:
+        if self.writer is None:
+            return
+        self.writer.write(record)
+        if record["kind"] == "eval":
+            self.plot()
+        if progress is not None:
+            progress.advance(self.iteration, record)
+        if record["kind"] == "eval" or progress is None or not progress.live:
+            LOG.info(format_record(record))
+
+    def plot(self) -> None:
+        plot_curves(read_metrics(self.run_dir), self.run_dir / CURVES_FILE)
+
+    def finish(self) -> None:
+        """Write the model-only final checkpoint (avis format) on the main process."""
+        if self.info.is_main:
+            final = {
+                "format": CHECKPOINT_FORMAT,
+                "config": self.model_config,
+                "model": self.module.state_dict(),
+            }
+            atomic_torch_save(final, self.run_dir / FINAL_MODEL_FILE)
+        barrier(self.info)
+
+
+def format_record(record: dict[str, Any]) -> str:
+    parts = [f"{record['kind']} it {record['iteration']}"]
+    for key, value in record.items():
+        if key not in ("kind", "iteration") and isinstance(value, (int, float)):
+            parts.append(f"{key} {value:.4g}")
+    return "  ".join(parts)
+
+
+class ProgressBar:
+    """A rich progress bar with the loss and ETA (plain log lines when not on a terminal)."""
+
+    def __init__(self, total: int, completed: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        console = Console(file=sys.stderr)
+        self.live = console.is_terminal
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task("train", total=total, completed=completed, loss="-")
+        self.progress.start()
+
+    def advance(self, iteration: int, record: dict[str, Any] | None) -> None:
+        fields = {"loss": f"{record['loss']:.3f}"} if record and "loss" in record else {}
+        self.progress.update(self.task, completed=iteration, **fields)
+
+    def close(self) -> None:
+        self.progress.stop()

@@ -1,0 +1,148 @@
+"""Engine: smoke run, exact kill-and-resume, DDP equivalence, optimiser groups, schedule, config."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from avis.engine.checkpoint import list_checkpoints
+from avis.engine.config import OptimConfig, load_config, parse_override
+from avis.engine.data import ClipOrder, micro_batch_clips
+from avis.engine.distributed import DistInfo
+from avis.engine.optim import lr_factor, param_groups
+from avis.engine.trainer import StopTraining
+from avis.errors import DataError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_engine_toys import ToyAVISM, toy_config, toy_trainer  # noqa: E402
+
+SINGLE = DistInfo()
+
+
+def params_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_smoke_run_learns_and_writes_the_run_folder(tmp_path):
+    torch.set_num_threads(1)
+    cfg = toy_config(iterations=30, checkpoint_every=10, keep_last=2)
+    trainer = toy_trainer(cfg, tmp_path, SINGLE)
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3, losses
+    assert [it for it, _ in list_checkpoints(tmp_path)] == [20, 30]
+    for name in ("config.yaml", "curves.png", "model_final.pth"):
+        assert (tmp_path / name).is_file(), name
+    final = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert final["format"] == "avis" and set(final["model"]) == set(trainer.module.state_dict())
+
+
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
+    torch.set_num_threads(1)
+    cfg = toy_config(iterations=8, checkpoint_every=4)
+    straight = toy_trainer(cfg, tmp_path / "straight", SINGLE)
+    straight.train()
+
+    killed = toy_trainer(cfg, tmp_path / "killed", SINGLE)
+    with pytest.raises(StopTraining):
+        killed.train(stop_after=6)  # two steps past the checkpoint at 4 are lost
+    resumed = toy_trainer(cfg, tmp_path / "killed", SINGLE)
+    assert resumed.resume() and resumed.iteration == 4
+    resumed.train()
+    expected, got = params_of(straight.module), params_of(resumed.module)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    iterations = [
+        json.loads(x)["iteration"]
+        for x in (tmp_path / "killed/metrics.jsonl").read_text().splitlines()
+    ]
+    assert iterations == sorted(iterations) and len(iterations) == len(set(iterations))
+
+
+def test_two_process_ddp_matches_single_process(tmp_path):
+    iterations = 4
+    ddp_dir = tmp_path / "ddp"
+    ddp_dir.mkdir()
+    toys = Path(__file__).parent / "test_engine_toys.py"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(toys), "--run-dir", str(ddp_dir), "--iterations", str(iterations),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = torch.load(ddp_dir / "params_rank0.pt", weights_only=True)
+    rank1 = torch.load(ddp_dir / "params_rank1.pt", weights_only=True)
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+
+    from test_engine_toys import ToyClips
+
+    torch.set_num_threads(1)
+    cfg = toy_config(iterations=iterations, checkpoint_every=100)
+    single = toy_trainer(cfg, tmp_path / "single", SINGLE, ToyClips(always_sounding=True))
+    single.train()
+    start = ToyAVISM()
+    moved = 0.0
+    for name, value in single.module.state_dict().items():
+        assert torch.allclose(rank0[name], value, atol=1e-5, rtol=1e-4), name
+        moved += float((value - start.state_dict()[name]).abs().sum())
+    assert moved > 0
+
+
+def test_global_batch_layout_is_the_same_for_any_process_count():
+    single = [k for a in range(2) for k in micro_batch_clips(3, a, 8, 2, SINGLE)]
+    sharded = [
+        k
+        for a in range(2)
+        for r in range(2)
+        for k in micro_batch_clips(3, a, 8, 2, DistInfo(rank=r, world_size=2))
+    ]
+    assert sorted(single) == sorted(sharded) == list(range(24, 32))
+    order = ClipOrder(5, seed=1)
+    first_pass = sorted(order(k) for k in range(5))
+    assert first_pass == list(range(5))
+    assert sorted(order(k) % 5 for k in range(5, 10)) == list(range(5))
+
+
+def test_param_groups_backbone_multiplier_and_no_decay():
+    model = ToyAVISM()
+    cfg = OptimConfig(lr=1e-3, weight_decay=0.05, backbone_lr_mult=0.1)
+    groups = param_groups(model, cfg)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    assert len(by_param) == sum(1 for _ in model.parameters())
+    names = dict(model.named_parameters())
+    assert by_param[id(names["backbone.0.weight"])]["lr"] == pytest.approx(1e-4)
+    assert by_param[id(names["backbone.0.weight"])]["weight_decay"] == 0.05
+    assert by_param[id(names["backbone.1.weight"])]["weight_decay"] == 0.0  # GroupNorm
+    assert by_param[id(names["norm.weight"])]["weight_decay"] == 0.0
+    assert by_param[id(names["query_feat.weight"])]["weight_decay"] == 0.0
+    assert by_param[id(names["class_embed.weight"])]["lr"] == pytest.approx(1e-3)
+
+
+def test_warmup_and_step_schedule():
+    cfg = OptimConfig(warmup_iters=10, warmup_factor=0.1, decay_steps=[20, 30], decay_gamma=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(5, cfg) == pytest.approx(0.55)
+    assert lr_factor(10, cfg) == 1.0 and lr_factor(19, cfg) == 1.0
+    assert lr_factor(20, cfg) == pytest.approx(0.1) and lr_factor(30, cfg) == pytest.approx(0.01)
+
+
+def test_config_preset_yaml_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("iterations: 50\noptim:\n  lr: 1e-3\nmodel:\n  frame_queries: 7\n")
+    cfg = load_config(
+        "avism_tiny", path, ["optim.lr=2e-4", "loss.num_points=null", "data.short_sides=[32,64]"]
+    )
+    assert cfg.iterations == 50 and cfg.optim.lr == pytest.approx(2e-4)
+    assert cfg.model == {"frame_queries": 7} and cfg.loss.num_points is None
+    assert cfg.data.short_sides == [32, 64]
+    assert parse_override("a.b=3") == {"a": {"b": 3}}
+    with pytest.raises(DataError, match="unknown key"):
+        load_config("avism_tiny", None, ["optim.learning_rate=1"])
+    with pytest.raises(DataError, match="expected a int"):
+        load_config("avism_tiny", None, ["iterations=many"])
