@@ -35,7 +35,9 @@ def _split(root: Path, lengths: dict[str, int]) -> None:
         {"id": i + 1, "length": n, "file_names": [f"{name}/{k:05d}.jpg" for k in range(n)]}
         for i, (name, n) in enumerate(lengths.items())
     ]
-    (root / "val.json").write_text(json.dumps({"videos": videos, "annotations": [], "categories": []}))
+    (root / "val.json").write_text(
+        json.dumps({"videos": videos, "annotations": [], "categories": []})
+    )
 
 
 def test_extracts_skips_and_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

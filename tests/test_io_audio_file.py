@@ -42,7 +42,9 @@ def int16_stereo() -> np.ndarray:
 
 
 @pytest.mark.parametrize("width", [2, 3, 4])
-def test_pcm_widths_give_the_same_examples(tmp_path: Path, int16_stereo: np.ndarray, width: int) -> None:
+def test_pcm_widths_give_the_same_examples(
+    tmp_path: Path, int16_stereo: np.ndarray, width: int
+) -> None:
     samples, rate = read_wav(_write_pcm(tmp_path / f"w{width}.wav", int16_stereo, width))
     assert rate == RATE and samples.shape == int16_stereo.shape
     reference = log_mel_examples(int16_stereo, RATE, 2)

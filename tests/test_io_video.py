@@ -50,8 +50,12 @@ def make_video(
         container.mux(stream.encode(None))
         if astream is not None:
             fmt = "fltp" if audio_codec == "aac" else "s16"
-            resampler = av.AudioResampler(format=fmt, layout=layout, rate=sample_rate, frame_size=1024)
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio.T, dtype=np.float32), format="fltp", layout=layout)
+            resampler = av.AudioResampler(
+                format=fmt, layout=layout, rate=sample_rate, frame_size=1024
+            )
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(audio.T, dtype=np.float32), format="fltp", layout=layout
+            )
             frame.sample_rate = sample_rate
             frame.pts = 0
             offset = int(round(audio_start * sample_rate))
@@ -104,7 +108,9 @@ def test_odd_size_odd_rate_mono_pcm(tmp_path: Path) -> None:
 
 def test_ntsc_rate_and_fps_2(tmp_path: Path) -> None:
     ntsc = Fraction(30000, 1001)
-    path = make_video(tmp_path / "ntsc.mp4", 1.93, rate=ntsc, audio=np.zeros((32000, 1), np.float32))
+    path = make_video(
+        tmp_path / "ntsc.mp4", 1.93, rate=ntsc, audio=np.zeros((32000, 1), np.float32)
+    )
     video = read_video(path, fps=2.0)
     assert video.duration == pytest.approx(58 / float(ntsc))  # 58 frames: 1.935 s
     assert video.num_frames == 4
@@ -141,7 +147,9 @@ def test_audio_shorter_and_longer_than_video(tmp_path: Path) -> None:
 def test_audio_alignment_and_late_start(tmp_path: Path) -> None:
     rate = 16000
     burst = np.concatenate([np.zeros(rate), _tone(1.0, rate)])[:, None]  # onset at 1.0 s
-    path = make_video(tmp_path / "onset.mkv", 2.0, audio=burst, sample_rate=rate, audio_codec="pcm_s16le")
+    path = make_video(
+        tmp_path / "onset.mkv", 2.0, audio=burst, sample_rate=rate, audio_codec="pcm_s16le"
+    )
     video = read_video(path)
     onset = int(np.argmax(np.abs(video.audio) > 0.01))
     assert abs(onset - rate) <= 2
@@ -180,7 +188,9 @@ def test_unreadable_files(tmp_path: Path) -> None:
     wav_only = tmp_path / "sound.wav"
     with av.open(str(wav_only), "w") as container:
         stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.zeros((1, 800), np.int16), format="s16", layout="mono"
+        )
         frame.sample_rate, frame.pts = 8000, 0
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))

@@ -76,7 +76,9 @@ def to_float_mono(waveform: np.ndarray) -> np.ndarray:
     """(N,) or (N, C) samples of any dtype -> (N,) float64 mono in [-1, 1] scale."""
     samples = np.asarray(waveform)
     if samples.ndim not in (1, 2):
-        raise MediaError(f"waveform: expected shape (samples,) or (samples, channels), got {samples.shape}")
+        raise MediaError(
+            f"waveform: expected shape (samples,) or (samples, channels), got {samples.shape}"
+        )
     if samples.ndim == 2 and samples.shape[1] > MAX_CHANNELS:
         raise MediaError(
             f"waveform: expected (samples, channels) with at most {MAX_CHANNELS} channels, "

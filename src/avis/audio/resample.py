@@ -97,7 +97,10 @@ def resample_matrix(num_in: int, sr_in: int, sr_out: int) -> scipy.sparse.csr_ma
     right_cols = base[:, None] + 1 + np.arange(right_w.shape[1])[None, :]
     data = np.concatenate([left_w[left_valid], right_w[right_valid]])
     row_idx = np.concatenate(
-        [np.broadcast_to(rows, left_w.shape)[left_valid], np.broadcast_to(rows, right_w.shape)[right_valid]]
+        [
+            np.broadcast_to(rows, left_w.shape)[left_valid],
+            np.broadcast_to(rows, right_w.shape)[right_valid],
+        ]
     )
     col_idx = np.concatenate([left_cols[left_valid], right_cols[right_valid]])
     matrix = scipy.sparse.csr_matrix((data, (row_idx, col_idx)), shape=(num_out, num_in))

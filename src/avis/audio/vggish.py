@@ -78,7 +78,9 @@ class Postprocessor(nn.Module):
 
     def __init__(self, eigen_vectors: torch.Tensor, means: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("pca_eigen_vectors", eigen_vectors.float().reshape(EMBEDDING_DIM, EMBEDDING_DIM))
+        self.register_buffer(
+            "pca_eigen_vectors", eigen_vectors.float().reshape(EMBEDDING_DIM, EMBEDDING_DIM)
+        )
         self.register_buffer("pca_means", means.float().reshape(EMBEDDING_DIM, 1))
 
     def pca(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -88,7 +90,9 @@ class Postprocessor(nn.Module):
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N, D) quantised values in 0..255 (float32, no squeeze)."""
         clipped = self.pca(embeddings).clamp(QUANTIZE_MIN, QUANTIZE_MAX)
-        return torch.round((clipped - QUANTIZE_MIN) * (QUANTIZE_LEVELS / (QUANTIZE_MAX - QUANTIZE_MIN)))
+        return torch.round(
+            (clipped - QUANTIZE_MIN) * (QUANTIZE_LEVELS / (QUANTIZE_MAX - QUANTIZE_MIN))
+        )
 
 
 def _numpy_safe_globals() -> list:
@@ -183,7 +187,9 @@ def load_pca_params(path: str | Path) -> Postprocessor:
     else:
         entries = _load_torch_file(path, allow_numpy=True)
     if not isinstance(entries, dict):
-        raise CheckpointError(f"{path}: expected a dict of PCA parameters, found {type(entries).__name__}")
+        raise CheckpointError(
+            f"{path}: expected a dict of PCA parameters, found {type(entries).__name__}"
+        )
     shapes = {PCA_VECTORS_KEY: EMBEDDING_DIM * EMBEDDING_DIM, PCA_MEANS_KEY: EMBEDDING_DIM}
     tensors = {}
     for key, size in shapes.items():
@@ -247,7 +253,9 @@ class VGGishExtractor:
         """(N, F, B) log-mel examples -> (N, D) float32 features."""
         out = []
         for start in range(0, examples.shape[0], self.batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(examples[start : start + self.batch_size]))
+            batch = torch.from_numpy(
+                np.ascontiguousarray(examples[start : start + self.batch_size])
+            )
             emb = self.model(batch.float()[:, None].to(self.device))  # (n, D)
             if self.output == "pca":
                 emb = self.postprocessor.pca(emb)

@@ -80,7 +80,9 @@ def read_split_videos(json_path: Path) -> list[VideoEntry]:
         where = f"{json_path}: videos[{index}]"
         names = video.get("file_names") if isinstance(video, dict) else None
         if not isinstance(names, list) or not names or not isinstance(names[0], str):
-            raise DataError(f"{where}.file_names: expected a non-empty list of '<video>/<frame>.jpg'")
+            raise DataError(
+                f"{where}.file_names: expected a non-empty list of '<video>/<frame>.jpg'"
+            )
         length = video.get("length", len(names))
         if not isinstance(length, int) or length < 1:
             raise DataError(f"{where}.length: expected a positive integer, found {length!r}")
@@ -122,7 +124,9 @@ def handler(args: argparse.Namespace) -> int:
 
     videos = read_split_videos(args.root / f"{args.split}.json")
     kind = args.extractor or ("vggish" if args.weights is not None else "weight_free")
-    extractor = build_extractor(kind, weights=args.weights, pca_params=args.pca_params, device=args.device)
+    extractor = build_extractor(
+        kind, weights=args.weights, pca_params=args.pca_params, device=args.device
+    )
     split_dir = args.root / args.split
     feat_dir = split_dir / FEAT_DIR
     _check_marker(feat_dir, extractor.name, args.overwrite)
@@ -135,7 +139,9 @@ def handler(args: argparse.Namespace) -> int:
                 skipped += 1
             else:
                 try:
-                    samples, rate = load_audio(find_source(video.name, split_dir / WAV_DIR, args.media_dir))
+                    samples, rate = load_audio(
+                        find_source(video.name, split_dir / WAV_DIR, args.media_dir)
+                    )
                     save_npy_atomic(out, extractor(samples, rate, video.num_frames))
                     written += 1
                 except (MediaError, DataError) as err:

@@ -40,7 +40,9 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     else:
         raise MediaError(f"{path}: unsupported WAV sample width {width} bytes")
     if channels < 1 or samples.shape[0] % channels:
-        raise MediaError(f"{path}: truncated WAV data ({samples.shape[0]} samples, {channels} channels)")
+        raise MediaError(
+            f"{path}: truncated WAV data ({samples.shape[0]} samples, {channels} channels)"
+        )
     return samples.reshape(-1, channels), int(rate)
 
 

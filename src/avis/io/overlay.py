@@ -63,7 +63,9 @@ def instances_from_arrays(
     """OverlayInstances from the prediction arrays; track ids default to 0..K-1."""
     ids = list(track_ids) if track_ids is not None else list(range(len(scores)))
     return [
-        OverlayInstance(label=int(lab), score=float(s), masks=np.asarray(m, dtype=bool), track_id=int(i))
+        OverlayInstance(
+            label=int(lab), score=float(s), masks=np.asarray(m, dtype=bool), track_id=int(i)
+        )
         for s, lab, m, i in zip(scores, labels, masks, ids)
     ]
 
@@ -95,8 +97,12 @@ def draw_frame(
         outline = mask & ~binary_erosion(mask, iterations=OUTLINE_WIDTH)
         out[outline] = color
         ys, xs = np.nonzero(mask)
-        name = class_names[inst.label] if 0 <= inst.label < len(class_names) else f"class_{inst.label}"
-        labels.append((int(xs.min()), int(ys.min()), f"{name} #{inst.track_id} {inst.score:.2f}", color))
+        name = (
+            class_names[inst.label] if 0 <= inst.label < len(class_names) else f"class_{inst.label}"
+        )
+        labels.append(
+            (int(xs.min()), int(ys.min()), f"{name} #{inst.track_id} {inst.score:.2f}", color)
+        )
     image = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     for x, y, text, color in labels:
@@ -105,7 +111,9 @@ def draw_frame(
         x = min(max(x, 0), max(image.width - width, 0))
         y = y - height if y - height >= 0 else y
         draw.rectangle((x, y, x + width, y + height), fill=tuple(int(c) for c in color))
-        draw.text((x + LABEL_PAD_PX - left, y + LABEL_PAD_PX - top), text, fill=TEXT_COLOR, font=font)
+        draw.text(
+            (x + LABEL_PAD_PX - left, y + LABEL_PAD_PX - top), text, fill=TEXT_COLOR, font=font
+        )
     return np.asarray(image)
 
 
@@ -139,7 +147,9 @@ def _encode_audio(container, stream, samples: np.ndarray, sample_rate: int, layo
     resampler = av.AudioResampler(
         format="fltp", layout=layout, rate=stream.rate, frame_size=AUDIO_FRAME_SIZE
     )
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples.T), format="fltp", layout=layout)
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(samples.T), format="fltp", layout=layout
+    )
     frame.sample_rate, frame.pts = sample_rate, 0
     for chunk in [*resampler.resample(frame), *resampler.resample(None)]:
         container.mux(stream.encode(chunk))

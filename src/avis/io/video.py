@@ -64,7 +64,9 @@ def _open(path: Path) -> av.container.InputContainer:
         raise MediaError(f"{path}: cannot be opened as a media file ({err})") from err
 
 
-def _frame_duration(frame: av.VideoFrame, stream: av.video.stream.VideoStream, gaps: list[float]) -> float:
+def _frame_duration(
+    frame: av.VideoFrame, stream: av.video.stream.VideoStream, gaps: list[float]
+) -> float:
     if frame.duration and frame.time_base is not None:
         return float(frame.duration * frame.time_base)
     if gaps:
@@ -79,7 +81,9 @@ def _sample_frames(
     container = _open(path)
     with container:
         if not container.streams.video:
-            raise MediaError(f"{path}: no video stream (streams: {[s.type for s in container.streams]})")
+            raise MediaError(
+                f"{path}: no video stream (streams: {[s.type for s in container.streams]})"
+            )
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         native_fps = float(stream.average_rate) if stream.average_rate else None
@@ -89,14 +93,18 @@ def _sample_frames(
         prev, prev_time, prev_rgb, t0, index = None, 0.0, None, None, 0
         try:
             for decoded_index, frame in enumerate(container.decode(stream)):
-                raw_time = frame.time if frame.time is not None else decoded_index / (native_fps or 1.0)
+                raw_time = (
+                    frame.time if frame.time is not None else decoded_index / (native_fps or 1.0)
+                )
                 if t0 is None:
                     t0 = raw_time
                 time = raw_time - t0
                 if prev is not None:
                     gaps.append(time - prev_time)
                     while index / fps < time - _TIME_EPS:  # prev is on screen at index / fps
-                        prev_rgb = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
+                        prev_rgb = (
+                            prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
+                        )
                         frames.append(prev_rgb)
                         times.append(prev_time)
                         index += 1
@@ -132,7 +140,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int, float] | None:
         try:
             for frame in container.decode(stream):
                 if resampler is None:
-                    resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
+                    resampler = av.AudioResampler(
+                        format="fltp", layout=frame.layout.name, rate=frame.sample_rate
+                    )
                     rate = frame.sample_rate
                 if start is None and frame.time is not None:
                     start = float(frame.time)
@@ -180,8 +190,12 @@ def read_video(path: str | Path, fps: float = 1.0, allow_silent: bool = False) -
         audio = mono[: int(round(audio_end * sample_rate))]
         has_audio = True
         if audio.shape[0] < duration * sample_rate - 1:
-            _LOG.info("%s: audio (%.2f s) is shorter than the video (%.2f s)", path,
-                      audio.shape[0] / sample_rate, duration)
+            _LOG.info(
+                "%s: audio (%.2f s) is shorter than the video (%.2f s)",
+                path,
+                audio.shape[0] / sample_rate,
+                duration,
+            )
     return DecodedVideo(
         path=path,
         frames=np.stack(frames),
