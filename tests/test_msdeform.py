@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from avis.models.msdeform import MSDeformAttn, ms_deform_attn_sample
+from avis.models.msdeform import (
+    MSDeformAttn,
+    ms_deform_attn_sample,
+    sample_with_gather,
+    sample_with_grid_sample,
+)
 
 SHAPES = [(3, 4), (2, 5), (1, 2)]
 
@@ -43,7 +49,8 @@ def _reference(value, shapes, locations, weights):
     return out.reshape(n, lq, heads * d)
 
 
-def test_sampling_matches_loop_reference_float64() -> None:
+@pytest.mark.parametrize("method", ["grid_sample", "gather", "auto"])
+def test_sampling_matches_loop_reference_float64(method: str) -> None:
     g = torch.Generator().manual_seed(0)
     n, heads, d, lq, points = 2, 3, 4, 5, 2
     s = sum(h * w for h, w in SHAPES)
@@ -51,9 +58,10 @@ def test_sampling_matches_loop_reference_float64() -> None:
     # locations in [-0.3, 1.3]: exercises borders and fully-outside points
     locations = torch.rand(n, lq, heads, len(SHAPES), points, 2, generator=g, dtype=torch.float64)
     locations = locations * 1.6 - 0.3
+    locations[0, 0, 0, 0, 0] = torch.tensor([1e6, -1e6], dtype=torch.float64)  # far outside
     weights = torch.rand(n, lq, heads, len(SHAPES) * points, generator=g, dtype=torch.float64)
     weights = weights.softmax(-1).view(n, lq, heads, len(SHAPES), points)
-    got = ms_deform_attn_sample(value, SHAPES, locations, weights)
+    got = ms_deform_attn_sample(value, SHAPES, locations, weights, method=method)
     want = _reference(value, SHAPES, locations, weights)
     torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
 
@@ -99,3 +107,23 @@ def test_init_and_gradients() -> None:
     out.square().sum().backward()
     for name, p in attn.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_samplers_agree_in_float32_and_gradients_flow_through_grid_sample() -> None:
+    g = torch.Generator().manual_seed(2)
+    shapes = [(6, 10), (12, 20), (24, 40)]
+    n, heads, d, lq, points = 2, 4, 8, 50, 4
+    value = torch.randn(n, sum(h * w for h, w in shapes), heads, d, generator=g)
+    locations = torch.rand(n, lq, heads, len(shapes), points, 2, generator=g) * 1.2 - 0.1
+    weights = torch.rand(n, lq, heads, len(shapes), points, generator=g)
+    a = sample_with_gather(value, shapes, locations, weights)
+    b = sample_with_grid_sample(value, shapes, locations, weights)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # "auto" keeps autograd working (grid_sample path) and matches the gather path
+    locations.requires_grad_()
+    c = ms_deform_attn_sample(value, shapes, locations, weights)
+    c.sum().backward()
+    assert locations.grad is not None and locations.grad.abs().sum() > 0
+    torch.testing.assert_close(c.detach(), a, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="method"):
+        ms_deform_attn_sample(value, shapes, locations, weights, method="cuda")

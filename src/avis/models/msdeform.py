@@ -5,8 +5,10 @@ d = C / h, nL levels, P sampling points per (head, level), H_l x W_l size of lev
 
 Sampling is bilinear ``grid_sample`` with zero padding and ``align_corners=False``: a
 location (x, y) in [0, 1] reads pixel coordinates (x * W_l - 0.5, y * H_l - 0.5), which is
-what the official CUDA kernel and its PyTorch fallback compute. One ``grid_sample`` per level
-covers all heads, queries and points.
+what the official CUDA kernel and its PyTorch fallback compute. Two equivalent samplers: one
+``grid_sample`` per level over all heads, queries and points (used under autograd), and an
+``embedding_bag`` over explicit bilinear corners of all levels at once (faster, used without
+autograd).
 """
 
 from __future__ import annotations
@@ -18,7 +20,109 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-GRID_INIT_SCALE_BY_POINT = True  # point k of a head starts at offset (k + 1) * direction
+
+def _check_shapes(value: Tensor, spatial_shapes: Sequence[tuple[int, int]]) -> list[int]:
+    sizes = [hh * ww for hh, ww in spatial_shapes]
+    if sum(sizes) != value.shape[1]:
+        raise ValueError(
+            f"spatial_shapes {list(spatial_shapes)} cover {sum(sizes)} tokens, value has {value.shape[1]}"
+        )
+    return sizes
+
+
+def sample_with_grid_sample(
+    value: Tensor,  # (N, S, h, d)
+    spatial_shapes: Sequence[tuple[int, int]],  # nL x (H_l, W_l)
+    sampling_locations: Tensor,  # (N, Lq, h, nL, P, 2)
+    attention_weights: Tensor,  # (N, Lq, h, nL, P)
+) -> Tensor:  # (N, Lq, h * d)
+    """One ``grid_sample`` per level over all heads, queries and points (fast backward)."""
+    n, _, heads, d = value.shape
+    lq, points = sampling_locations.shape[1], sampling_locations.shape[4]
+    sizes = _check_shapes(value, spatial_shapes)
+    grids = 2 * sampling_locations - 1  # grid_sample coordinates in [-1, 1]
+    # (N, Lq, h, nL, P) -> (N*h, nL, 1, Lq, P)
+    weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(n * heads, -1, 1, lq, points)
+    out = None
+    for lvl, (value_l, (hh, ww)) in enumerate(zip(value.split(sizes, dim=1), spatial_shapes)):
+        value_l = value_l.permute(0, 2, 3, 1).reshape(n * heads, d, hh, ww)  # (N*h, d, H, W)
+        grid_l = grids[:, :, :, lvl].transpose(1, 2).reshape(n * heads, lq, points, 2)
+        sampled = F.grid_sample(
+            value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (N*h, d, Lq, P)
+        term = (sampled * weights[:, lvl]).sum(-1)  # (N*h, d, Lq)
+        out = term if out is None else out + term
+    assert out is not None
+    # (N*h, d, Lq) -> (N, Lq, h*d)
+    return out.view(n, heads * d, lq).transpose(1, 2)
+
+
+def _axis_corners(
+    p: Tensor, size: Tensor, index_dtype: torch.dtype
+) -> list[tuple[Tensor, Tensor]]:
+    """The two bilinear neighbours along one axis: (position clamped into the map, weight).
+
+    A neighbour outside the map gets weight 0 (zero padding); its clamped position is any valid one.
+    """
+    p0f = p.floor()
+    frac = p - p0f
+    p0 = p0f.to(index_dtype)
+    last = size - 1
+    first_inside = (p0 >= 0) & (p0 <= last)
+    second_inside = (p0 >= -1) & (p0 < last)
+    return [
+        (torch.minimum(p0.clamp(min=0), last), (1 - frac) * first_inside),
+        (torch.minimum((p0 + 1).clamp(min=0), last), frac * second_inside),
+    ]
+
+
+def sample_with_gather(
+    value: Tensor,  # (N, S, h, d)
+    spatial_shapes: Sequence[tuple[int, int]],  # nL x (H_l, W_l)
+    sampling_locations: Tensor,  # (N, Lq, h, nL, P, 2)
+    attention_weights: Tensor,  # (N, Lq, h, nL, P)
+) -> Tensor:  # (N, Lq, h * d)
+    """Explicit bilinear corners, all levels at once, summed by one ``embedding_bag``.
+
+    Each (image, query, head) is a bag of nL * P * 4 corner rows of the value table, weighted
+    by attention weight x bilinear weight (0 outside the map = zero padding). About twice as
+    fast as ``grid_sample`` in inference, but its backward is slow: used without autograd.
+    """
+    n, s, heads, d = value.shape
+    lq = sampling_locations.shape[1]
+    sizes = _check_shapes(value, spatial_shapes)
+    device, dtype = value.device, sampling_locations.dtype
+    index_dtype = torch.int32 if n * s * heads < 2**31 else torch.long
+    shape_t = torch.tensor(spatial_shapes, dtype=index_dtype, device=device)  # (nL, 2) = (H, W)
+    h_l, w_l = shape_t[:, 0:1], shape_t[:, 1:2]  # (nL, 1), broadcast over (nL, P)
+    start = torch.tensor([0, *sizes[:-1]], device=device).cumsum(0).view(-1, 1).to(index_dtype)
+    # row of the value table (N*S*h, d) for token t of image b, head m: (b*S + t)*h + m
+    base = (
+        torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1, 1, 1) * (s * heads)
+        + torch.arange(heads, device=device, dtype=index_dtype).view(1, 1, heads, 1, 1)
+        + start * heads
+    )  # (N, 1, h, nL, 1)
+    # pixel coordinates (align_corners=False); far-outside points are clamped to a position
+    # whose corners are all outside, which keeps the integer maths in range
+    px = sampling_locations[..., 0] * w_l.to(dtype) - 0.5  # (N, Lq, h, nL, P)
+    py = sampling_locations[..., 1] * h_l.to(dtype) - 0.5
+    px = torch.minimum(px, w_l.to(dtype)).clamp(min=-2.0)
+    py = torch.minimum(py, h_l.to(dtype)).clamp(min=-2.0)
+    x_corners = _axis_corners(px, w_l, index_dtype)
+    y_corners = _axis_corners(py, h_l, index_dtype)
+    rows, weights = [], []
+    for y_pos, y_weight in y_corners:
+        y_rows = base + y_pos * (w_l * heads)
+        y_weights = attention_weights * y_weight
+        for x_pos, x_weight in x_corners:
+            rows.append(y_rows + x_pos * heads)
+            weights.append(y_weights * x_weight)
+    bag_rows = torch.stack(rows, -1).view(n * lq * heads, -1)  # (N*Lq*h, nL*P*4)
+    bag_weights = torch.stack(weights, -1).view(n * lq * heads, -1)
+    out = F.embedding_bag(
+        bag_rows, value.reshape(n * s * heads, d), per_sample_weights=bag_weights, mode="sum"
+    )  # (N*Lq*h, d)
+    return out.view(n, lq, heads * d)
 
 
 def ms_deform_attn_sample(
@@ -26,30 +130,19 @@ def ms_deform_attn_sample(
     spatial_shapes: Sequence[tuple[int, int]],  # nL x (H_l, W_l), level order of `value`
     sampling_locations: Tensor,  # (N, Lq, h, nL, P, 2), (x, y) normalised to [0, 1]
     attention_weights: Tensor,  # (N, Lq, h, nL, P), softmax-normalised over (nL, P)
+    method: str = "auto",
 ) -> Tensor:  # (N, Lq, h * d)
-    n, s, heads, d = value.shape
-    lq = sampling_locations.shape[1]
-    points = sampling_locations.shape[4]
-    sizes = [hh * ww for hh, ww in spatial_shapes]
-    if sum(sizes) != s:
-        raise ValueError(f"spatial_shapes {list(spatial_shapes)} cover {sum(sizes)} tokens, value has {s}")
-    grids = 2 * sampling_locations - 1  # grid_sample coordinates in [-1, 1]
-    # (N, Lq, h, nL, P) -> (N*h, nL, Lq, P)
-    weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(n * heads, -1, lq, points)
-    out = None
-    for lvl, (value_l, (hh, ww)) in enumerate(zip(value.split(sizes, dim=1), spatial_shapes)):
-        # (N, H*W, h, d) -> (N*h, d, H, W)
-        value_l = value_l.permute(0, 2, 3, 1).reshape(n * heads, d, hh, ww)
-        # (N, Lq, h, P, 2) -> (N*h, Lq, P, 2)
-        grid_l = grids[:, :, :, lvl].transpose(1, 2).reshape(n * heads, lq, points, 2)
-        sampled = F.grid_sample(
-            value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # (N*h, d, Lq, P)
-        term = torch.einsum("bdqp,bqp->bqd", sampled, weights[:, lvl])  # (N*h, Lq, d)
-        out = term if out is None else out + term
-    assert out is not None
-    # (N*h, Lq, d) -> (N, Lq, h*d)
-    return out.reshape(n, heads, lq, d).transpose(1, 2).reshape(n, lq, heads * d)
+    """Bilinear multi-scale sampling; ``method`` "auto" = gather without autograd, else grid_sample."""
+    if method == "auto":
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (value, sampling_locations, attention_weights)
+        )
+        method = "grid_sample" if needs_grad else "gather"
+    if method == "grid_sample":
+        return sample_with_grid_sample(value, spatial_shapes, sampling_locations, attention_weights)
+    if method == "gather":
+        return sample_with_gather(value, spatial_shapes, sampling_locations, attention_weights)
+    raise ValueError(f"method must be 'auto', 'grid_sample' or 'gather', got {method!r}")
 
 
 class MSDeformAttn(nn.Module):
@@ -76,8 +169,8 @@ class MSDeformAttn(nn.Module):
         grid = torch.stack([angles.cos(), angles.sin()], -1)  # (h, 2)
         grid = grid / grid.abs().max(-1, keepdim=True)[0]
         grid = grid.view(self.n_heads, 1, 1, 2).repeat(1, self.n_levels, self.n_points, 1)
-        if GRID_INIT_SCALE_BY_POINT:
-            grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+        # point k of a head starts at (k + 1) * its direction
+        grid = grid * torch.arange(1, self.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
         with torch.no_grad():
             self.sampling_offsets.bias.copy_(grid.flatten())
         nn.init.zeros_(self.attention_weights.weight)
