@@ -3,6 +3,7 @@
 Every backbone has ``out_channels`` and ``out_strides`` (dicts keyed by feature name).
 ``BACKBONES`` is a plain dict of builders; ``build_backbone(name, **kwargs)`` forwards
 keyword arguments to the constructor (e.g. ``norm="GN"`` or ``drop_path_rate=0.0``).
+``load_backbone_weights(backbone, path)`` loads ImageNet weights strictly (see ``weights``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import nn
 from avis.models.backbones.norm import FrozenBatchNorm2d
 from avis.models.backbones.resnet import FEATURE_NAMES, FEATURE_STRIDES, ResNet
 from avis.models.backbones.swin import SWIN_PRESETS, SwinTransformer
+from avis.models.backbones.weights import LoadReport, load_backbone_weights
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": partial(ResNet, depth=18),
@@ -39,7 +41,9 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_STRIDES",
     "FrozenBatchNorm2d",
+    "LoadReport",
     "ResNet",
     "SwinTransformer",
     "build_backbone",
+    "load_backbone_weights",
 ]
