@@ -1,0 +1,172 @@
+"""Torch datasets over an AVISegSplit: training clips, whole videos for inference, collation.
+
+Targets of a clip (what the losses receive, see `ClipTargets` in batch.py):
+- one row per instance track of the video; `labels` = class index 0..K-1, `track_ids` = the
+  annotation id (stable across clips of the same video);
+- `valid[n, t]` is True iff the GT segmentation of that frame is not null (the instance sounds
+  and is visible) AND its mask still has pixels after the crop; `masks[n, t]` is all False
+  wherever `valid[n, t]` is False. Not sounding / not visible = an empty mask with valid False;
+- by default tracks with no valid frame in the clip are dropped (`keep_empty_tracks=False`);
+  with `keep_empty_tracks=True` they stay, as rows whose `valid` is all False. N may be 0
+  (a clip in which nothing sounds): labels/track_ids (0,), masks (0, T, Hp, Wp), valid (0, T).
+
+Determinism: item `index` of epoch `epoch` uses `np.random.default_rng([seed, epoch, index])`
+and nothing else, so a resumed run sees exactly the same clips. `index` may be any int >= 0
+(video = index mod number of videos), which suits iteration-based training.
+
+Letters: B clips, T frames, N instances, D audio size, H x W frame size, Hp x Wp padded size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from avis.data.annotations import VideoRecord
+from avis.data.batch import ClipBatch, ClipTargets
+from avis.data.sampling import ClipSampler
+from avis.data.split import AVISegSplit
+from avis.data.transforms import ClipTransform
+
+SIZE_DIVISIBILITY = 32
+
+
+@dataclass
+class ClipSample:
+    """One transformed training clip (before padding)."""
+
+    frames: Tensor  # (T, 3, h, w) float32 0..255
+    audio: Tensor  # (T, D) float32
+    labels: Tensor  # (N,) int64
+    track_ids: Tensor  # (N,) int64
+    masks: Tensor  # (N, T, h, w) bool
+    valid: Tensor  # (N, T) bool
+    video_id: int
+    frame_indices: Tensor  # (T,) int64
+
+
+@dataclass
+class VideoSample:
+    """A whole video for inference, at its original size."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    audio: np.ndarray  # (T, D) float32
+    video_id: int
+    name: str
+    height: int
+    width: int
+
+
+class ClipDataset(Dataset):
+    def __init__(
+        self,
+        split: AVISegSplit,
+        sampler: ClipSampler,
+        transform: ClipTransform,
+        seed: int = 0,
+        *,
+        keep_empty_tracks: bool = False,
+    ) -> None:
+        if not split.videos:
+            raise ValueError(f"split '{split.split}' at {split.root} has no videos")
+        self.split, self.sampler, self.transform = split, sampler, transform
+        self.seed, self.epoch, self.keep_empty_tracks = seed, 0, keep_empty_tracks
+
+    def __len__(self) -> int:
+        return len(self.split.videos)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> ClipSample:
+        return self.sample(index, self.epoch)
+
+    def sample(self, index: int, epoch: int) -> ClipSample:
+        rng = np.random.default_rng([self.seed, epoch, index])
+        video = self.split.videos[index % len(self.split.videos)]
+        times = self.sampler(video.length, rng)
+        frames = self.split.load_frames(video, times)  # (T, H, W, 3)
+        tracks = self.split.tracks[video.id]
+        masks = np.zeros((len(tracks), len(times), video.height, video.width), dtype=bool)
+        for n, track in enumerate(tracks):
+            for k, t in enumerate(times):
+                if track.segmentations[t] is not None:
+                    masks[n, k] = track.mask(int(t))
+        frames_t, masks_t = self.transform(frames, masks, times, rng)
+        valid = masks_t.flatten(2).any(-1)  # (N, T): non-null and still visible after the crop
+        keep = torch.ones(len(tracks), dtype=torch.bool) if self.keep_empty_tracks else valid.any(1)
+        audio = self.split.load_audio(video)[times]
+        return ClipSample(
+            frames=frames_t,
+            audio=torch.from_numpy(audio),
+            labels=torch.tensor([self.split.label(t.category_id) for t in tracks], dtype=torch.int64)[keep],
+            track_ids=torch.tensor([t.id for t in tracks], dtype=torch.int64)[keep],
+            masks=masks_t[keep],
+            valid=valid[keep],
+            video_id=video.id,
+            frame_indices=torch.from_numpy(times),
+        )
+
+
+def padded_size(sizes: list[tuple[int, int]], divisibility: int = SIZE_DIVISIBILITY) -> tuple[int, int]:
+    """Smallest (Hp, Wp) holding every size, rounded up to a multiple of `divisibility`."""
+    h = max(s[0] for s in sizes)
+    w = max(s[1] for s in sizes)
+    return -(-h // divisibility) * divisibility, -(-w // divisibility) * divisibility
+
+
+def collate_clips(samples: list[ClipSample], divisibility: int = SIZE_DIVISIBILITY) -> ClipBatch:
+    """Pad every clip bottom/right with zeros to a common (Hp, Wp) and stack."""
+    if not samples:
+        raise ValueError("collate_clips needs at least one sample")
+    lengths = {s.frames.shape[0] for s in samples}
+    if len(lengths) != 1:
+        raise ValueError(f"all clips of a batch need the same number of frames, found {sorted(lengths)}")
+    sizes = [(int(s.frames.shape[-2]), int(s.frames.shape[-1])) for s in samples]
+    hp, wp = padded_size(sizes, divisibility)
+    t = lengths.pop()
+    frames = torch.zeros((len(samples), t, 3, hp, wp), dtype=torch.float32)  # (B, T, 3, Hp, Wp)
+    targets = []
+    for b, (s, (h, w)) in enumerate(zip(samples, sizes)):
+        frames[b, :, :, :h, :w] = s.frames
+        masks = torch.zeros((s.masks.shape[0], t, hp, wp), dtype=torch.bool)  # (N, T, Hp, Wp)
+        masks[:, :, :h, :w] = s.masks
+        targets.append(ClipTargets(labels=s.labels, track_ids=s.track_ids, masks=masks, valid=s.valid))
+    return ClipBatch(
+        frames=frames,
+        audio=torch.stack([s.audio for s in samples]),
+        image_sizes=sizes,
+        targets=targets,
+        video_ids=[s.video_id for s in samples],
+        frame_indices=torch.stack([s.frame_indices for s in samples]),
+    )
+
+
+def load_video(split: AVISegSplit, video: VideoRecord | int) -> VideoSample:
+    """All frames (uint8, original size) and audio features of one video."""
+    record = split.video(video) if isinstance(video, int) else video
+    return VideoSample(
+        frames=split.load_frames(record),
+        audio=split.load_audio(record),
+        video_id=record.id,
+        name=record.name,
+        height=record.height,
+        width=record.width,
+    )
+
+
+class VideoDataset(Dataset):
+    """Whole videos of a split in file order (for inference / evaluation)."""
+
+    def __init__(self, split: AVISegSplit) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split.videos)
+
+    def __getitem__(self, index: int) -> VideoSample:
+        return load_video(self.split, self.split.videos[index])

@@ -1,0 +1,189 @@
+"""One split of an AVISeg-layout data set on disk: annotations + frames + audio features.
+
+    <root>/<split>.json
+    <root>/<split>/JPEGImages/<video>/<frame>.jpg
+    <root>/<split>/WAVAudios/<video>.wav
+    <root>/<split>/FEATAudios/<video>.npy      float (T, D)
+
+`load_split` validates the annotations, checks that every frame file and every audio feature
+file exists, and reads the feature headers (shape only). Frames and features are read on use.
+
+Audio policy, when a feature file has a number of rows T_a different from the frame count T:
+- "pad": zero rows are appended (T_a < T) or extra rows dropped (T_a > T); the video keeps T frames.
+- "trim": the video is cut to min(T, T_a) frames (file names and tracks too); extra rows dropped.
+- "error": raise DataError.
+Every mismatch is logged (WARNING) with the video and both lengths.
+
+Letters: T frames, D audio feature size, H x W frame size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from avis.data.annotations import Annotations, Category, TrackRecord, VideoRecord, read_annotations
+from avis.errors import DataError
+
+log = logging.getLogger(__name__)
+
+AudioPolicy = Literal["pad", "trim", "error"]
+AUDIO_POLICIES: tuple[str, ...] = ("pad", "trim", "error")
+FRAMES_DIR = "JPEGImages"
+WAV_DIR = "WAVAudios"
+FEAT_DIR = "FEATAudios"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass
+class AVISegSplit:
+    """A validated split. Class index (0..K-1) = position of the category id in sorted ids."""
+
+    root: Path
+    split: str
+    videos: list[VideoRecord]
+    tracks: dict[int, list[TrackRecord]]  # video id -> its tracks, in file order
+    categories: list[Category]  # sorted by id
+    audio_lengths: dict[int, int]  # video id -> T_a rows in its feature file
+    audio_dim: int  # D
+    audio_policy: AudioPolicy = "pad"
+
+    def __post_init__(self) -> None:
+        self._by_id = {v.id: v for v in self.videos}
+        self._label = {c.id: i for i, c in enumerate(self.categories)}
+
+    @property
+    def split_dir(self) -> Path:
+        return self.root / self.split
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+    def video(self, video_id: int) -> VideoRecord:
+        return self._by_id[video_id]
+
+    def label(self, category_id: int) -> int:
+        """Class index 0..K-1 of a dataset category id."""
+        return self._label[category_id]
+
+    def category_id(self, label: int) -> int:
+        return self.categories[label].id
+
+    def frame_path(self, video: VideoRecord, t: int) -> Path:
+        return self.split_dir / FRAMES_DIR / video.file_names[t]
+
+    def wav_path(self, video: VideoRecord) -> Path:
+        return self.split_dir / WAV_DIR / f"{video.name}.wav"
+
+    def feature_path(self, video: VideoRecord) -> Path:
+        return self.split_dir / FEAT_DIR / f"{video.name}.npy"
+
+    def load_frames(self, video: VideoRecord, indices: list[int] | np.ndarray | None = None) -> np.ndarray:
+        """(t, H, W, 3) uint8 RGB frames (all frames when indices is None)."""
+        indices = range(video.length) if indices is None else indices
+        frames = []
+        for t in indices:
+            path = self.frame_path(video, int(t))
+            try:
+                with Image.open(path) as img:
+                    rgb = np.asarray(img.convert("RGB"))
+            except (OSError, ValueError) as err:
+                raise DataError(f"{path}: cannot read frame {t} of video {video.id} ({err})") from None
+            if rgb.shape[:2] != (video.height, video.width):
+                raise DataError(
+                    f"{path}: frame {t} of video {video.id} is {rgb.shape[0]}x{rgb.shape[1]}, "
+                    f"the annotation says {video.height}x{video.width}"
+                )
+            frames.append(rgb)
+        return np.stack(frames)
+
+    def load_audio(self, video: VideoRecord) -> np.ndarray:
+        """(T, D) float32 audio features, rows matched to the frames by the audio policy."""
+        path = self.feature_path(video)
+        feats = np.load(path).astype(np.float32, copy=False)
+        if feats.ndim != 2 or feats.shape[1] != self.audio_dim:  # the file changed since loading
+            raise DataError(f"{path}: expected shape (T, {self.audio_dim}), found {feats.shape}")
+        rows = feats[: video.length]
+        if len(rows) < video.length:
+            rows = np.concatenate([rows, np.zeros((video.length - len(rows), self.audio_dim), np.float32)])
+        return np.ascontiguousarray(rows)
+
+
+def _read_feature_header(path: Path, where: str) -> tuple[int, int]:
+    if not path.is_file():
+        raise DataError(f"{path}: audio feature file of {where} not found")
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read audio features of {where} ({err})") from None
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise DataError(f"{path}: audio features of {where} must have shape (T, D), found {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: audio features of {where} must be floating point, found {arr.dtype}")
+    return int(arr.shape[0]), int(arr.shape[1])
+
+
+def _trim_video(video: VideoRecord, tracks: list[TrackRecord], length: int) -> tuple[VideoRecord, list[TrackRecord]]:
+    def cut(values):
+        return None if values is None else values[:length]
+
+    video = replace(video, file_names=video.file_names[:length])
+    tracks = [replace(t, segmentations=t.segmentations[:length], bboxes=cut(t.bboxes), areas=cut(t.areas)) for t in tracks]
+    return video, tracks
+
+
+def load_split(
+    root: Path | str,
+    split: str,
+    *,
+    audio_policy: AudioPolicy = "pad",
+    check_files: bool = True,
+) -> AVISegSplit:
+    """Read and validate `<root>/<split>.json` and the files it refers to."""
+    if audio_policy not in AUDIO_POLICIES:
+        raise ValueError(f"audio_policy must be one of {AUDIO_POLICIES}, got {audio_policy!r}")
+    root = Path(root)
+    ann: Annotations = read_annotations(root / f"{split}.json")
+    split_dir = root / split
+    by_video = ann.tracks_by_video()
+    videos, tracks, audio_lengths, dims = [], {}, {}, {}
+    for video in ann.videos:
+        where = f"video {video.id} ('{video.name}')"
+        if check_files:
+            for t, name in enumerate(video.file_names):
+                if not (split_dir / FRAMES_DIR / name).is_file():
+                    raise DataError(f"{split_dir / FRAMES_DIR / name}: frame {t} of {where} (file_names[{t}]) not found on disk")
+        n_rows, dim = _read_feature_header(split_dir / FEAT_DIR / f"{video.name}.npy", where)
+        dims.setdefault(dim, video.id)
+        video_tracks = by_video[video.id]
+        if n_rows != video.length:
+            msg = f"{split_dir / FEAT_DIR / video.name}.npy: {where} has {video.length} frames but {n_rows} audio feature rows"
+            if audio_policy == "error":
+                raise DataError(msg + " (audio policy 'error')")
+            if audio_policy == "trim" and n_rows < video.length:
+                video, video_tracks = _trim_video(video, video_tracks, n_rows)
+                log.warning("%s: trimmed the video to %d frames (audio policy 'trim')", msg, n_rows)
+            else:
+                action = "padded with zero rows" if n_rows < video.length else "dropped the extra rows"
+                log.warning("%s: %s (audio policy '%s')", msg, action, audio_policy)
+        videos.append(video)
+        tracks[video.id] = video_tracks
+        audio_lengths[video.id] = n_rows
+    if len(dims) > 1:
+        raise DataError(f"{split_dir / FEAT_DIR}: audio features differ in size D: {sorted(dims)} (e.g. videos {sorted(dims.values())})")
+    audio_dim = next(iter(dims)) if dims else 0
+    categories = sorted(ann.categories, key=lambda c: c.id)
+    return AVISegSplit(
+        root=root, split=split, videos=videos, tracks=tracks, categories=categories,
+        audio_lengths=audio_lengths, audio_dim=audio_dim, audio_policy=audio_policy,
+    )  # fmt: skip
