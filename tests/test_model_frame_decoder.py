@@ -20,12 +20,25 @@ H, W = 64, 96
 def _models(seed: int = 0) -> tuple[MSDeformAttnPixelDecoder, FrameDecoder]:
     torch.manual_seed(seed)
     pixel = MSDeformAttnPixelDecoder(
-        CHANNELS, conv_dim=C, mask_dim=C, num_encoder_layers=2, num_heads=HEADS,
-        num_points=2, ffn_dim=48, num_groups=8,
+        CHANNELS,
+        conv_dim=C,
+        mask_dim=C,
+        num_encoder_layers=2,
+        num_heads=HEADS,
+        num_points=2,
+        ffn_dim=48,
+        num_groups=8,
     )
     frame = FrameDecoder(
-        in_channels=C, hidden_dim=C, num_queries=FQ, num_classes=K, nheads=HEADS,
-        dim_feedforward=48, dec_layers=4, mask_dim=C, audio_dim=AUDIO,
+        in_channels=C,
+        hidden_dim=C,
+        num_queries=FQ,
+        num_classes=K,
+        nheads=HEADS,
+        dim_feedforward=48,
+        dec_layers=4,
+        mask_dim=C,
+        audio_dim=AUDIO,
     )
     # move the zero/one-initialised parameters off their init so every path matters
     with torch.no_grad():
@@ -42,7 +55,9 @@ def _inputs(n: int, seed: int = 1) -> tuple[list[torch.Tensor], torch.Tensor]:
 
 def _run(pixel, frame, feats, audio, layers: int = 1):
     pd = pixel(feats)
-    return pd, frame(pd.multi_scale_features, pd.mask_features, audio, num_frame_query_layers=layers)
+    return pd, frame(
+        pd.multi_scale_features, pd.mask_features, audio, num_frame_query_layers=layers
+    )
 
 
 def test_position_encoding_formula() -> None:

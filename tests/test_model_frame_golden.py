@@ -104,7 +104,9 @@ def test_inference_path_parity(model) -> None:
             fusion.append(fd.audio_fusion)
     _close(first.stride4_features[0], want["pd_frame0_clip_mask_features"])
     assert len(first.multi_scale_features) == len(want["pd_frame0_multi_scale_features"])
-    for got_map, want_map in zip(first.multi_scale_features, want["pd_frame0_multi_scale_features"]):
+    for got_map, want_map in zip(
+        first.multi_scale_features, want["pd_frame0_multi_scale_features"]
+    ):
         _close(got_map[0], want_map)
     _close(torch.cat(fusion, dim=1), want["frame_audio_fusion"])
     _close(torch.cat(logits), want["frame_pred_logits"])
@@ -121,7 +123,10 @@ def test_training_mode_parity(model) -> None:
     last_layers = want["frame_queries"].shape[0]
     pd = pixel_decoder(_features(inputs))
     fd = frame_decoder(
-        pd.multi_scale_features, pd.mask_features, inputs["audio"], num_frame_query_layers=last_layers
+        pd.multi_scale_features,
+        pd.mask_features,
+        inputs["audio"],
+        num_frame_query_layers=last_layers,
     )
     _close(fd.pred_logits.detach(), want["frame_pred_logits_all_layers"])
     _close(fd.pred_masks.detach(), want["frame_pred_masks_all_layers"], atol=MASK_ATOL)

@@ -29,7 +29,9 @@ def _randomise(module: nn.Module) -> None:
             p.normal_(0, 0.3)
 
 
-@pytest.mark.parametrize("mask_kind", ["none", "bool2d", "bool3d", "float3d", "kpm", "both", "float_kpm"])
+@pytest.mark.parametrize(
+    "mask_kind", ["none", "bool2d", "bool3d", "float3d", "kpm", "both", "float_kpm"]
+)
 def test_mha_matches_torch(mask_kind: str) -> None:
     g = torch.Generator().manual_seed(0)
     ours = MultiheadAttention(C, HEADS)
@@ -140,5 +142,12 @@ def test_key_names_match_official_layout() -> None:
     )
     assert "multihead_attn.in_proj_weight" in CrossAttentionLayer(C, HEADS).state_dict()
     assert sorted(FFNLayer(C, 32).state_dict()) == sorted(
-        ["linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "norm.weight", "norm.bias"]
+        [
+            "linear1.weight",
+            "linear1.bias",
+            "linear2.weight",
+            "linear2.bias",
+            "norm.weight",
+            "norm.bias",
+        ]
     )

@@ -132,7 +132,9 @@ class FrameDecoder(nn.Module):
             )
         n = mask_features.shape[0]
         if audio.shape[0] != n:
-            raise ValueError(f"audio has {audio.shape[0]} vectors for {n} frames (need one per frame)")
+            raise ValueError(
+                f"audio has {audio.shape[0]} vectors for {n} frames (need one per frame)"
+            )
         if not 1 <= num_frame_query_layers <= self.num_layers + 1:
             raise ValueError(
                 f"num_frame_query_layers must be in 1..{self.num_layers + 1}, got {num_frame_query_layers}"

@@ -161,9 +161,7 @@ class SelfAttentionLayer(nn.Module):
     ) -> Tensor:  # (L, N, C)
         x = self.norm(tgt) if self.normalize_before else tgt
         qk = _with_pos(x, query_pos)
-        out = self.self_attn(
-            qk, qk, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask
-        )
+        out = self.self_attn(qk, qk, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask)
         tgt = tgt + self.dropout(out)
         return tgt if self.normalize_before else self.norm(tgt)
 

@@ -57,9 +57,7 @@ def sample_with_grid_sample(
     return out.view(n, heads * d, lq).transpose(1, 2)
 
 
-def _axis_corners(
-    p: Tensor, size: Tensor, index_dtype: torch.dtype
-) -> list[tuple[Tensor, Tensor]]:
+def _axis_corners(p: Tensor, size: Tensor, index_dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
     """The two bilinear neighbours along one axis: (position clamped into the map, weight).
 
     A neighbour outside the map gets weight 0 (zero padding); its clamped position is any valid one.
@@ -148,7 +146,9 @@ def ms_deform_attn_sample(
 class MSDeformAttn(nn.Module):
     """Deformable attention module; parameter names match the official ``MSDeformAttn``."""
 
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4) -> None:
+    def __init__(
+        self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4
+    ) -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
@@ -208,7 +208,8 @@ class MSDeformAttn(nn.Module):
             [[ww, hh] for hh, ww in spatial_shapes], dtype=query.dtype, device=query.device
         )  # (nL, 2)
         locations = (
-            reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            reference_points[:, :, None, :, None, :]
+            + offsets / normalizer[None, None, None, :, None, :]
         )
         out = ms_deform_attn_sample(value, spatial_shapes, locations, weights)
         return self.output_proj(out)

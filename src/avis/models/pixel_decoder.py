@@ -167,14 +167,22 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.num_fpn_levels = len(in_channels) - num_encoder_levels
         enc_channels = list(in_channels)[self.num_fpn_levels :][::-1]  # coarse to fine
         self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(ch, conv_dim, kernel_size=1), nn.GroupNorm(num_groups, conv_dim))
+            nn.Sequential(
+                nn.Conv2d(ch, conv_dim, kernel_size=1), nn.GroupNorm(num_groups, conv_dim)
+            )
             for ch in enc_channels
         )
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight, gain=1)
             nn.init.zeros_(proj[0].bias)
         self.transformer = MSDeformAttnTransformer(
-            conv_dim, num_heads, num_encoder_layers, ffn_dim, dropout, num_encoder_levels, num_points
+            conv_dim,
+            num_heads,
+            num_encoder_layers,
+            ffn_dim,
+            dropout,
+            num_encoder_levels,
+            num_points,
         )
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
@@ -202,7 +210,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             out = maps[-1]
             for k in range(1, self.num_fpn_levels + 1):
                 lateral = getattr(self, f"adapter_{k}")(features[self.num_fpn_levels - k].float())
-                up = F.interpolate(out, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+                up = F.interpolate(
+                    out, size=lateral.shape[-2:], mode="bilinear", align_corners=False
+                )
                 out = getattr(self, f"layer_{k}")(lateral + up)
             return PixelDecoderOutput(
                 mask_features=self.mask_features(out),
