@@ -18,6 +18,8 @@ from avis.errors import AvisError
 # Each helper module appends its line here.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avis.cli.extract_audio",
+    "avis.cli.predict",
+    "avis.cli.convert",
 )
 
 

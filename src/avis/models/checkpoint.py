@@ -214,6 +214,17 @@ def save_model(path: str | Path, model: nn.Module, cfg: AVISMConfig, **extra: An
     torch.save(payload, path)
 
 
+def config_of(obj: Mapping[str, Any], source: str) -> AVISMConfig:
+    """The config stored in an avis checkpoint."""
+    data = obj.get("config")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source}: avis checkpoint without a 'config' dict")
+    try:
+        return AVISMConfig.from_dict(data, source)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: bad 'config' field: {err}") from err
+
+
 def resolve_config(preset: str | AVISMConfig | None, source: str) -> AVISMConfig:
     if isinstance(preset, AVISMConfig):
         return preset
@@ -235,13 +246,7 @@ def load_model(
     source = str(path)
     obj = read_checkpoint(path)
     if is_avis_checkpoint(obj):
-        if isinstance(preset, AVISMConfig):
-            cfg = preset
-        else:
-            try:
-                cfg = AVISMConfig.from_dict(obj.get("config") or {}, source)
-            except (TypeError, ValueError) as err:
-                raise CheckpointError(f"{source}: bad 'config' field: {err}") from err
+        cfg = preset if isinstance(preset, AVISMConfig) else config_of(obj, source)
     else:
         cfg = resolve_config(preset, source)
     state_dict = state_dict_of(obj, source)

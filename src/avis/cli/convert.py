@@ -1,0 +1,81 @@
+"""`avis convert`: official AVISM (detectron2) checkpoints <-> avis checkpoints.
+
+Official -> avis (needs --preset, since an official file does not say which model it is):
+    avis convert --src AVISM_R50_IN.pth --preset avism_r50 --out avism_r50.pth
+avis -> official (the config comes from the avis file):
+    avis convert --src avism_r50.pth --out AVISM_R50_IN.pth [--naming vita]
+
+Either way the weights are loaded strictly into the model they describe (every key used,
+none missing, shapes checked), so a successful conversion is a checked one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAMINGS = ("avism", "vita")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert official AVISM checkpoints to avis checkpoints and back",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--src", type=Path, required=True, help="checkpoint to read")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
+    parser.add_argument(
+        "--preset",
+        help="model preset of an official --src (avism_r50, avism_swinl, avism_tiny)",
+    )
+    parser.add_argument(
+        "--naming",
+        choices=NAMINGS,
+        default="avism",
+        help="prefix of the video module in an official --out: avism_module (IN models) "
+        "or vita_module (COCO models); default avism",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    import torch
+
+    from avis.errors import CheckpointError
+    from avis.models.avism import build_avism
+    from avis.models.checkpoint import (
+        avis_to_official,
+        check_state_dict,
+        config_of,
+        is_avis_checkpoint,
+        load_model,
+        read_checkpoint,
+        save_model,
+        state_dict_of,
+    )
+
+    if args.out.exists() and not args.force:
+        raise CheckpointError(f"{args.out}: exists already (use --force to overwrite)")
+    if args.out.resolve() == args.src.resolve():
+        raise CheckpointError(f"{args.out}: --out must differ from --src")
+    obj = read_checkpoint(args.src)
+    if is_avis_checkpoint(obj):
+        cfg = config_of(obj, str(args.src))
+        state_dict = state_dict_of(obj, str(args.src))
+        with torch.device("meta"):  # keys and shapes only: no weights are materialised
+            model = build_avism(cfg)
+        check_state_dict(model, state_dict, str(args.src))
+        official = avis_to_official(state_dict, args.naming, num_classes=cfg.num_classes)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": official}, args.out)
+        print(f"wrote official checkpoint {args.out} ({len(official)} keys, {args.naming} names)")
+    else:
+        model, cfg = load_model(args.src, args.preset)
+        save_model(args.out, model, cfg, source=str(args.src))
+        print(
+            f"wrote avis checkpoint {args.out} ({len(model.state_dict())} keys, preset {args.preset})"
+        )
+    return 0
