@@ -153,3 +153,12 @@ def test_bad_shapes_raise() -> None:
         log_mel_examples(np.zeros((2, 2, 2)), 16000, 1)
     with pytest.raises(MediaError):
         log_mel_examples(np.zeros(16000), 0, 1)
+
+
+def test_multichannel_is_channel_mean() -> None:
+    rng = np.random.default_rng(4)
+    quad = (rng.normal(0, 0.1, size=(44100, 4)) * 32767).astype(np.int16)
+    mean = quad.astype(np.float64).mean(axis=1) / 32768.0
+    np.testing.assert_array_equal(
+        log_mel_examples(quad, 44100, 1), log_mel_examples(mean, 44100, 1)
+    )

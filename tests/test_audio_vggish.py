@@ -13,12 +13,14 @@ import torch
 
 from avis.audio.features import WeightFreeExtractor, build_extractor, log_mel_examples
 from avis.audio.vggish import (
+    TF_VARIABLES,
     Postprocessor,
     VGGish,
     VGGishExtractor,
     check_vggish_state_dict,
     load_pca_params,
     load_vggish,
+    tf_to_torch_state_dict,
     vggish_from_state_dict,
 )
 from avis.errors import CheckpointError
@@ -172,3 +174,35 @@ def test_no_weights_falls_back_loudly(caplog: pytest.LogCaptureFixture) -> None:
     assert "NO VGGISH WEIGHTS" in caplog.text
     with pytest.raises(ValueError):
         build_extractor("mfcc")
+
+
+def test_tf_conversion_matches_nhwc_convolution(weights_file: tuple[Path, dict]) -> None:
+    """Conv kernels HWIO -> OIHW: the torch conv equals an NHWC correlation in numpy."""
+    _, state = weights_file
+    rng = np.random.default_rng(0)
+    variables = {}
+    for tf_name, prefix in TF_VARIABLES.items():
+        weight = state[f"{prefix}.weight"].numpy()
+        hwio = rng.normal(
+            size=weight.shape[::-1] if weight.ndim == 2 else (3, 3, *weight.shape[1::-1])
+        )
+        variables[f"{tf_name}/weights"] = hwio.astype(np.float32)
+        variables[f"{tf_name}/biases"] = rng.normal(size=weight.shape[0]).astype(np.float32)
+    converted = tf_to_torch_state_dict(variables)
+    np.testing.assert_array_equal(
+        converted["embeddings.4.weight"].numpy(), variables["vggish/fc2/weights"].T
+    )
+    kernel = variables["vggish/conv1/weights"]  # (3, 3, 1, 64) HWIO
+    image = rng.normal(size=(6, 5)).astype(np.float32)  # (H, W), one input channel
+    padded = np.pad(image, 1)
+    expected = np.zeros((6, 5, 64))
+    for dy in range(3):
+        for dx in range(3):
+            expected += padded[dy : dy + 6, dx : dx + 5, None] * kernel[dy, dx, 0][None, None, :]
+    got = torch.nn.functional.conv2d(
+        torch.from_numpy(image)[None, None], converted["features.0.weight"], padding=1
+    )[0].permute(1, 2, 0)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-4)
+    del variables["vggish/fc2/biases"]
+    with pytest.raises(CheckpointError, match="fc2/biases"):
+        tf_to_torch_state_dict(variables)

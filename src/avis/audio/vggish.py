@@ -38,6 +38,19 @@ PCA_VECTORS_KEY = "pca_eigen_vectors"
 PCA_MEANS_KEY = "pca_means"
 PPROC_PREFIX = "pproc."
 OUTPUT_MODES = ("embedding", "pca", "quantized")
+# Google's TF-slim VGGish checkpoint variable (without "/weights" or "/biases") -> torch prefix
+TF_VARIABLES = {
+    "vggish/conv1": "features.0",
+    "vggish/conv2": "features.3",
+    "vggish/conv3/conv3_1": "features.6",
+    "vggish/conv3/conv3_2": "features.8",
+    "vggish/conv4/conv4_1": "features.11",
+    "vggish/conv4/conv4_2": "features.13",
+    "vggish/fc1/fc1_1": "embeddings.0",
+    "vggish/fc1/fc1_2": "embeddings.2",
+    "vggish/fc2": "embeddings.4",
+}
+TF_CONV_TO_TORCH = (3, 2, 0, 1)  # HWIO -> OIHW
 
 
 class VGGish(nn.Module):
@@ -173,6 +186,23 @@ def load_vggish(path: str | Path) -> VGGish:
     """A `VGGish` in eval mode with the weights of a torchvggish `.pth` file."""
     path = Path(path)
     return vggish_from_state_dict(_load_torch_file(path), str(path))
+
+
+def tf_to_torch_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Convert the variables of Google's `vggish_model.ckpt` (read with TF by the user:
+    name -> array) to the torchvggish layout: conv kernels HWIO -> OIHW (a permutation, not
+    a bare transpose, which would swap kernel H and W), FC weights transposed, biases as is."""
+    state = {}
+    for tf_name, prefix in TF_VARIABLES.items():
+        for suffix, key in (("weights", "weight"), ("biases", "bias")):
+            name = f"{tf_name}/{suffix}"
+            if name not in variables:
+                raise CheckpointError(f"TF variables: missing {name!r}")
+            value = torch.as_tensor(np.asarray(variables[name]), dtype=torch.float32)
+            if key == "weight":
+                value = value.permute(*TF_CONV_TO_TORCH) if value.ndim == 4 else value.T
+            state[f"{prefix}.{key}"] = value.contiguous()
+    return check_vggish_state_dict(state, "TF variables")
 
 
 def load_pca_params(path: str | Path) -> Postprocessor:
