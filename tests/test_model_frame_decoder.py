@@ -163,6 +163,10 @@ def test_bad_inputs_are_reported() -> None:
     feats, audio = _inputs(2)
     with pytest.raises(ValueError, match="feature maps"):
         pixel(feats[1:])
+    with pytest.raises(ValueError, match="stride ascending"):
+        pixel(feats[::-1])
+    named = dict(zip(("res2", "res3", "res4", "res5"), feats))
+    torch.testing.assert_close(pixel(named).mask_features, pixel(feats).mask_features)
     pd = pixel(feats)
     with pytest.raises(ValueError, match="one per frame"):
         frame(pd.multi_scale_features, pd.mask_features, audio[:1])

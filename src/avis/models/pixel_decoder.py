@@ -11,7 +11,7 @@ k = 1 for the map just above the encoder levels. Parameter names match the offic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -163,6 +163,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 f"need more than {num_encoder_levels} input maps (encoder levels + FPN levels), "
                 f"got {len(in_channels)}"
             )
+        self.in_channels = [int(c) for c in in_channels]
         self.num_encoder_levels = num_encoder_levels
         self.num_fpn_levels = len(in_channels) - num_encoder_levels
         enc_channels = list(in_channels)[self.num_fpn_levels :][::-1]  # coarse to fine
@@ -194,12 +195,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
             self.add_module(f"adapter_{k}", ConvNorm(ch, conv_dim, 1, num_groups, relu=False))
             self.add_module(f"layer_{k}", ConvNorm(conv_dim, conv_dim, 3, num_groups, relu=True))
 
-    def forward(self, features: Sequence[Tensor]) -> PixelDecoderOutput:
-        """features: backbone maps (N, C_i, H/s_i, W/s_i), stride ascending. Always runs in fp32."""
-        if len(features) != self.num_fpn_levels + self.num_encoder_levels:
+    def forward(self, features: Sequence[Tensor] | Mapping[str, Tensor]) -> PixelDecoderOutput:
+        """features: backbone maps (N, C_i, H/s_i, W/s_i), stride ascending (a list, or a dict
+        such as {"res2": ..., "res5": ...} in that order). Always runs in fp32."""
+        if isinstance(features, Mapping):
+            features = list(features.values())
+        channels = [int(f.shape[1]) if f.dim() == 4 else -1 for f in features]
+        if channels != self.in_channels:
+            shapes = [tuple(f.shape) for f in features]
             raise ValueError(
-                f"expected {self.num_fpn_levels + self.num_encoder_levels} feature maps, "
-                f"got {len(features)}"
+                f"expected {len(self.in_channels)} maps (N, C, h, w) with C = {self.in_channels} "
+                f"(stride ascending), got feature maps of shapes {shapes}"
             )
         with torch.autocast(device_type=features[0].device.type, enabled=False):
             enc_in = [f.float() for f in features[self.num_fpn_levels :][::-1]]  # coarse to fine
