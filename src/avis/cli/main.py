@@ -17,6 +17,8 @@ from avis.errors import AvisError
 # Order is the order shown by `avis --help`.
 # Each helper module appends its line here.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "avis.cli.synth",
+    "avis.cli.data",
     "avis.cli.extract_audio",
     "avis.cli.predict",
     "avis.cli.convert",
