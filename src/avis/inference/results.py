@@ -42,6 +42,7 @@ def video_records(
     scores: Sequence[float] | np.ndarray,  # (N,)
     labels: Sequence[int] | np.ndarray,  # (N,) class index 0..K-1
     masks: np.ndarray,  # (N, T, H, W) bool
+    category_ids: Sequence[int] | None = None,  # class index -> dataset id; default label + 1
 ) -> list[dict]:
     """The records of one video, in the given instance order (the model's score order)."""
     masks = np.asarray(masks)
@@ -56,7 +57,7 @@ def video_records(
             {
                 "video_id": int(video_id),
                 "score": round(float(score), SCORE_DECIMALS),
-                "category_id": int(label) + 1,
+                "category_id": int(label) + 1 if category_ids is None else int(category_ids[label]),
                 "segmentations": [encode_mask(frame) for frame in track],
             }
         )

@@ -41,7 +41,8 @@ def sounding_intervals(sounding: Sequence[bool] | np.ndarray, fps: float) -> lis
     edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     return [
-        (round(s / fps, TIME_DECIMALS), round(e / fps, TIME_DECIMALS)) for s, e in zip(starts, ends)
+        (round(float(s) / fps, TIME_DECIMALS), round(float(e) / fps, TIME_DECIMALS))
+        for s, e in zip(starts, ends)
     ]
 
 
@@ -53,7 +54,7 @@ def summarize_tracks(
     fps: float,
 ) -> list[TrackSummary]:
     """One summary per instance, in the given order."""
-    sounding = np.asarray(sounding, dtype=bool).reshape(len(scores), -1)
+    sounding = np.asarray(sounding, dtype=bool)  # (N, T)
     summaries = []
     for i, (score, label, flags) in enumerate(zip(scores, labels, sounding)):
         label = int(label)

@@ -1,0 +1,101 @@
+"""`avis predict`: segment the sounding objects of video files, or of a whole AVISeg split.
+
+Per video file it writes, under `--out/<video stem>/`:
+  results.json    AVISeg results records (what `avis eval --pred` reads; video_id 1)
+  summary.json    track summary: class, score, the time intervals in which each instance sounds
+  overlay.mp4     the frames with coloured masks, with the original soundtrack
+  timeline.png    one row per instance, coloured where it sounds
+With `--data ROOT --split S` it writes one `--out/results.json` for the whole split, using the
+split's precomputed audio features; under `torchrun` the videos are sharded across ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_OUT = "avis_predictions"
+DEFAULT_FPS = 1.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment the sounding objects of videos (or of a whole AVISeg split)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("videos", nargs="*", type=Path, help="video files (mp4, mkv, ...)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="checkpoint (avis or official AVISM format); default: the shipped tiny checkpoint",
+    )
+    parser.add_argument(
+        "--preset",
+        help="model preset (avism_r50, avism_swinl, avism_tiny); needed for official checkpoints, "
+        "checked against the config stored in avis checkpoints",
+    )
+    parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="output folder")
+    parser.add_argument(
+        "--fps", type=float, default=DEFAULT_FPS, help="frames sampled per second (AVIS: 1)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="keep instances scoring above this (default: the model's score threshold, 0.3)",
+    )
+    parser.add_argument(
+        "--allow-silent",
+        action="store_true",
+        help="accept videos without an audio stream (the model then hears silence)",
+    )
+    parser.add_argument(
+        "--vggish-weights",
+        type=Path,
+        help="VGGish weights (torchvggish state dict); without them the weight-free audio "
+        "features are used",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
+    parser.add_argument(
+        "--no-overlay", action="store_true", help="skip the overlay mp4 (the slowest output)"
+    )
+    parser.add_argument("--data", type=Path, help="AVISeg-layout root: predict a whole split")
+    parser.add_argument("--split", default="test", help="split of --data (default: test)")
+    parser.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from avis.errors import AvisError
+    from avis.inference.predictor import VideoPredictor
+
+    if not args.videos and args.data is None:
+        raise AvisError("give video files or --data ROOT [--split test]")
+    if args.videos and args.data is not None:
+        raise AvisError("give either video files or --data, not both")
+    predictor = VideoPredictor.from_checkpoint(
+        args.weights,
+        preset=args.preset,
+        device=args.device,
+        vggish_weights=args.vggish_weights,
+        threshold=args.threshold,
+    )
+    if args.data is not None:
+        from rich.console import Console
+
+        path = predictor.predict_split(args.data, args.split, args.out)
+        if path is not None:
+            Console().print(f"results: {path}")
+        return 0
+    from avis.inference.report import predict_files
+
+    predict_files(
+        predictor,
+        args.videos,
+        args.out,
+        fps=args.fps,
+        allow_silent=args.allow_silent,
+        overlay=not args.no_overlay,
+    )
+    return 0

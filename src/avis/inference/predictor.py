@@ -1,0 +1,279 @@
+"""`VideoPredictor`: an AVISM model + its audio features, applied to any video.
+
+    from avis import VideoPredictor
+    predictor = VideoPredictor.from_checkpoint()            # the shipped tiny checkpoint
+    prediction = predictor.predict("clip.mp4")              # -> Prediction
+    for frame in predictor.stream("clip.mp4"):              # -> FrameResult per frame
+        ...
+
+Frames are resized like the official test transform (short side `test_short_side`, long side
+at most `test_max_size`), one chunk at a time; masks come back at the original size.
+Memory: `streaming=True` keeps only the frame queries of the whole video and recomputes the
+image features for the masks (two more image-encoder passes); `streaming=False` keeps every
+frame's mask features (the official procedure); "auto" (default) streams when those features
+would exceed `feature_budget_mb`. Both give identical masks.
+
+Letters: T frames, t frames of a chunk, D audio size, N kept instances, H x W original size,
+h x w network input size, Hp x Wp padded input size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avis.audio.features import WeightFreeExtractor
+from avis.data.transforms import resized_size
+from avis.errors import CheckpointError, MediaError
+from avis.inference.prediction import FrameResult, Prediction, PredictionBuilder
+from avis.inference.shipped import VGGISH, WEIGHT_FREE, ModelInfo, model_info, shipped_checkpoint
+from avis.inference.video import InferenceOptions, pad_frames, predict_video, stream_video
+from avis.models.avism import AVISM, ChunkEncoding
+from avis.models.config import PRESETS, AVISMConfig
+
+log = logging.getLogger(__name__)
+
+Streaming = bool | Literal["auto"]
+PRECOMPUTED = "precomputed"
+DEFAULT_FEATURE_BUDGET_MB = 1024.0
+BYTES_PER_FLOAT = 4
+STRIDE = 4  # mask features are at stride 4 of the padded input
+
+
+class VideoPredictor:
+    """A loaded model ready for videos. Build it with `from_checkpoint`."""
+
+    def __init__(
+        self,
+        model: AVISM,
+        config: AVISMConfig,
+        info: ModelInfo,
+        *,
+        extractor=None,
+        device: str | torch.device = "cpu",
+        threshold: float | None = None,
+        streaming: Streaming = "auto",
+        feature_budget_mb: float = DEFAULT_FEATURE_BUDGET_MB,
+    ) -> None:
+        self.model = model.to(device).eval()
+        self.config = config
+        self.info = info
+        self.device = torch.device(device)
+        self.extractor = extractor if extractor is not None else WeightFreeExtractor()
+        self.options = InferenceOptions.from_config(config)
+        if threshold is not None:
+            self.options.score_threshold = float(threshold)
+        self.streaming = streaming
+        self.feature_budget_mb = feature_budget_mb
+        if info.audio_features is not None and info.audio_features != self.extractor.name:
+            log.warning(
+                "AUDIO FEATURE MISMATCH: %s was trained with '%s' audio features but '%s' "
+                "features will be computed; predictions will be unreliable%s",
+                info.source, info.audio_features, self.extractor.name,
+                " (give --vggish-weights)" if info.audio_features == VGGISH else "",
+            )  # fmt: skip
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.info.class_names
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path | None = None,
+        preset: str | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        vggish_weights: str | Path | None = None,
+        threshold: float | None = None,
+        streaming: Streaming = "auto",
+    ) -> VideoPredictor:
+        """Load an avis checkpoint (config inside; `preset`, if given, must fit the weights)
+        or an official AVISM one (`preset` required). path=None: the shipped tiny checkpoint.
+        Raises CheckpointError when the weights do not fit."""
+        from avis.models.checkpoint import read_checkpoint
+
+        path = Path(path) if path is not None else shipped_checkpoint()
+        obj = read_checkpoint(path)
+        cfg = _config_for(obj, preset, str(path))
+        model = _build_and_load(obj, cfg, str(path))
+        info = model_info(obj, str(path), cfg.num_classes)
+        extractor = _extractor(vggish_weights, info, device)
+        return cls(
+            model, cfg, info, extractor=extractor, device=device, threshold=threshold,
+            streaming=streaming,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ prediction
+    def predict(
+        self,
+        source: str | Path | tuple[np.ndarray, np.ndarray],
+        *,
+        fps: float = 1.0,
+        allow_silent: bool = False,
+        streaming: Streaming | None = None,
+        name: str | None = None,
+    ) -> Prediction:
+        """A video file, or (frames (T, H, W, 3) uint8 RGB, audio features (T, D)) -> Prediction."""
+        frames, audio, name, features = self._inputs(source, fps, allow_silent, name)
+        use_stream = self._use_streaming(frames.shape, streaming)
+        head, blocks = self._run(frames, audio, use_stream)
+        builder = PredictionBuilder(len(head.scores))
+        for _, block in blocks:
+            builder.add_block(block.numpy())
+        return Prediction(
+            source=name, fps=fps, num_frames=frames.shape[0], image_size=tuple(frames.shape[1:3]),
+            scores=head.scores.numpy().astype(np.float32), labels=head.labels.numpy(),
+            class_names=self.class_names, audio_features=features, rles=builder.rles,
+        )  # fmt: skip
+
+    def stream(
+        self,
+        source: str | Path | tuple[np.ndarray, np.ndarray],
+        *,
+        fps: float = 1.0,
+        allow_silent: bool = False,
+    ) -> Iterator[FrameResult]:
+        """Per-frame results in frame order, memory-bounded (the streaming path).
+
+        The first frame comes after the whole video has been seen once (the video module and
+        the mask scores need every frame); then frames follow chunk by chunk."""
+        frames, audio, _, _ = self._inputs(source, fps, allow_silent, None)
+        head, blocks = self._run(frames, audio, True)
+        scores, labels = head.scores.numpy().astype(np.float32), head.labels.numpy()
+        if not len(scores):
+            empty = np.zeros((0, *frames.shape[1:3]), dtype=bool)
+            for t in range(frames.shape[0]):
+                yield FrameResult(t, t / fps, scores, labels, empty)
+            return
+        for start, block in blocks:
+            for offset in range(block.shape[1]):
+                t = start + offset
+                yield FrameResult(t, t / fps, scores, labels, block[:, offset].numpy())
+
+    def predict_arrays(self, frames: np.ndarray, audio: np.ndarray):
+        """(frames (T, H, W, 3) uint8, audio (T, D)) -> (scores (N,), labels (N,), masks (N, T, H, W))."""
+        prediction = self.predict((frames, audio))
+        return prediction.scores, prediction.labels, prediction.masks()
+
+    def predict_split(self, root: str | Path, split: str, out_dir: str | Path) -> Path | None:
+        """Every video of an AVISeg split -> `<out_dir>/results.json` (sharded under torchrun)."""
+        from avis.inference.split_predict import predict_split
+
+        return predict_split(
+            self.predict_arrays, root, split, out_dir,
+            num_classes=self.config.num_classes, audio_dim=self.config.audio_dim,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ internals
+    def _inputs(self, source, fps, allow_silent, name):
+        if isinstance(source, tuple):
+            frames, audio = source
+            frames, audio = np.asarray(frames), np.asarray(audio, dtype=np.float32)
+            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+                raise MediaError(
+                    f"{name or 'frames'}: expected (T, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}"
+                )
+            features = PRECOMPUTED
+        else:
+            from avis.io.video import frame_audio_features, read_video
+
+            video = read_video(source, fps=fps, allow_silent=allow_silent)
+            frames = video.frames
+            audio = frame_audio_features(video, self.extractor)
+            name, features = name or str(source), self.extractor.name
+        expected = (frames.shape[0], self.config.audio_dim)
+        if audio.shape != expected:
+            raise MediaError(f"{name or 'audio'}: expected audio features {expected}, got {audio.shape}")
+        return frames, torch.from_numpy(audio), name or "frames", features
+
+    def _sizes(self, frame_shape) -> tuple[tuple[int, int], tuple[int, int]]:
+        h, w = resized_size(frame_shape[1], frame_shape[2], self.config.test_short_side, self.config.test_max_size)
+        div = max(self.config.size_divisibility, 1)
+        return (h, w), (h + (-h % div), w + (-w % div))
+
+    def _use_streaming(self, frame_shape, streaming: Streaming | None) -> bool:
+        choice = self.streaming if streaming is None else streaming
+        if choice != "auto":
+            return bool(choice)
+        _, (hp, wp) = self._sizes(frame_shape)
+        feature_mb = frame_shape[0] * self.config.mask_dim * (hp // STRIDE) * (wp // STRIDE) * BYTES_PER_FLOAT / 2**20
+        return feature_mb > self.feature_budget_mb
+
+    def _encoder(self, frames: np.ndarray, audio: torch.Tensor):
+        input_size, padded = self._sizes(frames.shape)
+        div = self.config.size_divisibility
+
+        def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
+            chunk = torch.from_numpy(np.ascontiguousarray(frames[start:stop])).to(self.device)
+            chunk = chunk.permute(0, 3, 1, 2).float()  # (t, 3, H, W)
+            if tuple(chunk.shape[-2:]) != input_size:
+                shrink = input_size[0] < chunk.shape[-2]
+                chunk = F.interpolate(chunk, size=input_size, mode="bilinear", align_corners=False, antialias=shrink)
+                chunk = chunk.clamp_(0, 255)
+            chunk = pad_frames(chunk, div)
+            return self.model.encode_chunk(chunk, audio[start:stop].to(self.device), input_size, with_queries)
+
+        return encode, input_size, padded
+
+    def _run(self, frames: np.ndarray, audio: torch.Tensor, streaming: bool):
+        """-> (head with scores/labels, iterator of (first frame, masks (N, t, H, W) bool))."""
+        encode, input_size, padded = self._encoder(frames, audio)
+        out_size = tuple(frames.shape[1:3])
+        args = (self.model, encode, audio, input_size, padded, out_size, self.options)
+        if streaming:
+            streamed = stream_video(*args)
+            return streamed, streamed.chunks
+        full = predict_video(*args)
+        return full, iter([(0, full.masks)] if len(full.scores) else [])
+
+
+def _config_for(obj: dict, preset: str | None, source: str) -> AVISMConfig:
+    from avis.models.checkpoint import is_avis_checkpoint, resolve_config
+
+    if preset is not None:
+        return resolve_config(preset, source)
+    if not is_avis_checkpoint(obj):
+        return resolve_config(None, source)  # raises: official files need a preset
+    try:
+        return AVISMConfig.from_dict(obj.get("config") or {}, source)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: bad 'config' field: {err}") from err
+
+
+def _build_and_load(obj: dict, cfg: AVISMConfig, source: str) -> AVISM:
+    from avis.models.avism import build_avism
+    from avis.models.checkpoint import load_state_dict_strict, state_dict_of
+
+    model = build_avism(cfg)
+    state_dict = state_dict_of(obj, source)
+    try:
+        load_state_dict_strict(model, state_dict, source)
+    except CheckpointError as err:
+        presets = ", ".join(sorted(PRESETS))
+        raise CheckpointError(f"{err}\n(check --preset; known presets: {presets})") from None
+    return model.eval()
+
+
+def _extractor(vggish_weights, info: ModelInfo, device):
+    if vggish_weights is not None:
+        from avis.audio.features import build_extractor
+
+        log.info("audio features: VGGish from %s", vggish_weights)
+        return build_extractor("vggish", weights=vggish_weights, device=str(device))
+    if info.audio_features == WEIGHT_FREE:
+        log.info("audio features: weight-free log-mel statistics (as the checkpoint was trained)")
+    else:
+        log.warning(
+            "NO VGGISH WEIGHTS GIVEN: computing the weight-free audio features (per-band mean/std "
+            "of the log-mel patch)%s",
+            "; this model expects VGGish features, give --vggish-weights" if info.audio_features == VGGISH else "",
+        )
+    return WeightFreeExtractor()

@@ -1,0 +1,129 @@
+"""Prediction on video files with every output written: what `avis predict` and `avis demo` run.
+
+Per video, under `<out>/<video stem>/`:
+  results.json   AVISeg results records (video id 1), readable by `avis eval --pred`
+  summary.json   class, score and sounding intervals of each instance
+  overlay.mp4    masks drawn on the frames, with the video's soundtrack (mixed to mono)
+  timeline.png   one row per instance, coloured where it sounds
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from avis.inference.prediction import Prediction
+from avis.inference.results import write_results
+from avis.inference.summary import summary_table, write_summary
+from avis.inference.timeline import instance_color, write_timeline
+
+RESULTS_FILE = "results.json"
+SUMMARY_FILE = "summary.json"
+OVERLAY_FILE = "overlay.mp4"
+TIMELINE_FILE = "timeline.png"
+VIDEO_ID = 1  # the id of a single video in its results JSON
+
+
+@dataclass
+class VideoOutputs:
+    """Where the outputs of one video went, and its prediction."""
+
+    video: Path
+    folder: Path
+    results: Path
+    summary: Path
+    timeline: Path
+    overlay: Path | None
+    prediction: Prediction
+
+
+def output_folders(videos: Sequence[Path], out: Path) -> list[Path]:
+    """`out/<stem>`; repeated stems get `_2`, `_3`, ... in input order."""
+    seen: dict[str, int] = {}
+    folders = []
+    for video in videos:
+        stem = Path(video).stem or "video"
+        seen[stem] = seen.get(stem, 0) + 1
+        folders.append(out / (stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"))
+    return folders
+
+
+def predict_files(
+    predictor,
+    videos: Sequence[Path],
+    out: Path,
+    *,
+    fps: float = 1.0,
+    allow_silent: bool = False,
+    overlay: bool = True,
+    console: Console | None = None,
+) -> list[VideoOutputs]:
+    """Run `predictor` (a VideoPredictor) on each file and write its outputs; print a table each."""
+    console = console or Console()
+    done = []
+    for video, folder in zip(videos, output_folders(videos, Path(out))):
+        outputs = _predict_one(predictor, Path(video), folder, fps, allow_silent, overlay, console)
+        sounding = [s for s in outputs.prediction.summaries() if s.sounding_frames]
+        title = f"{video.name}: {len(sounding)} sounding of {outputs.prediction.num_instances} instances"
+        console.print(summary_table(sounding, title))
+        console.print(f"outputs in {folder}/ : {', '.join(_written(outputs))}")
+        done.append(outputs)
+    return done
+
+
+def _written(outputs: VideoOutputs) -> list[str]:
+    paths = [outputs.results, outputs.summary, outputs.timeline, outputs.overlay]
+    return [p.name for p in paths if p is not None]
+
+
+def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overlay, console) -> VideoOutputs:
+    from avis.io.video import frame_audio_features, read_video
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"{video.name}: decode", total=1)
+        decoded = read_video(video, fps=fps, allow_silent=allow_silent)
+        bar.update(task, completed=1)
+        task = bar.add_task(f"audio features ({predictor.extractor.name})", total=1)
+        features = frame_audio_features(decoded, predictor.extractor)
+        bar.update(task, completed=1)
+        task = bar.add_task(f"model ({decoded.num_frames} frames)", total=1)
+        prediction = predictor.predict((decoded.frames, features), fps=fps, name=str(video))
+        prediction = replace(prediction, audio_features=predictor.extractor.name)
+        bar.update(task, completed=1)
+        task = bar.add_task("results, summary, timeline", total=1)
+        summaries = prediction.summaries()
+        results = write_results(prediction.records(VIDEO_ID), folder / RESULTS_FILE)
+        summary = write_summary(summaries, folder / SUMMARY_FILE, str(video), fps, prediction.num_frames)
+        timeline = write_timeline(
+            summaries, prediction.num_frames, fps, folder / TIMELINE_FILE, title=video.name
+        )
+        bar.update(task, completed=1)
+        overlay_path = None
+        if overlay:
+            task = bar.add_task("overlay video", total=1)
+            overlay_path = _write_overlay(prediction, decoded, folder / OVERLAY_FILE)
+            bar.update(task, completed=1)
+    return VideoOutputs(video, folder, results, summary, timeline, overlay_path, prediction)
+
+
+def _write_overlay(prediction: Prediction, decoded, path: Path) -> Path:
+    from avis.io.overlay import OverlayInstance, write_overlay_video
+
+    masks = prediction.masks()  # (N, T, H, W)
+    instances = [
+        OverlayInstance(
+            label=int(label), score=float(score), masks=masks[i], track_id=i + 1,
+            color=instance_color(i),
+        )  # fmt: skip
+        for i, (score, label) in enumerate(zip(prediction.scores, prediction.labels))
+    ]
+    audio = decoded.audio if decoded.has_audio else None
+    return write_overlay_video(
+        path, decoded.frames, instances, prediction.class_names, audio=audio,
+        sample_rate=decoded.sample_rate if audio is not None else None, fps=prediction.fps,
+    )  # fmt: skip

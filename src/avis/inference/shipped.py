@@ -1,0 +1,118 @@
+"""Checkpoints for prediction: what a model needs besides weights, and the bundled assets.
+
+avis checkpoints (`avis.models.checkpoint.save_model`) may carry two metadata fields that
+prediction uses:
+  "class_names":    list of K names (index = class index 0..K-1)
+  "audio_features": name of the audio feature extractor the model was trained with
+                    ("weight_free" or "vggish")
+Official AVISM checkpoints carry neither: they are the 26 AVISeg classes and VGGish features.
+
+The package ships, under `avis/assets/`, a small synthetic demo video with its annotation and
+(once trained) the tiny synthetic-benchmark checkpoint `avism_tiny_synth.pth`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from avis.categories import AVISEG_CLASSES
+from avis.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+SHIPPED_CHECKPOINT = "avism_tiny_synth.pth"
+DEMO_VIDEO = "demo.mp4"
+DEMO_ANNOTATIONS = "demo.json"  # AVISeg-format ground truth of the demo video (video id 1)
+VGGISH = "vggish"
+WEIGHT_FREE = "weight_free"
+CLASS_NAMES_KEY = "class_names"
+AUDIO_FEATURES_KEY = "audio_features"
+TRAINING_ONLY_KEYS = ("optimizer", "scheduler", "scaler", "rng", "train_config", "world_size")
+
+
+def asset_path(name: str) -> Path:
+    """Path of a bundled asset (it may not exist: check before use)."""
+    return Path(str(resources.files("avis").joinpath("assets", name)))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What prediction needs to know about a loaded checkpoint."""
+
+    source: str  # the file
+    format: str  # "avis" or "official"
+    class_names: list[str]
+    audio_features: str | None  # extractor the model was trained with; None = unknown
+
+
+def shipped_checkpoint() -> Path:
+    """The bundled tiny checkpoint, or a CheckpointError saying it is not there."""
+    path = asset_path(SHIPPED_CHECKPOINT)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: the shipped tiny checkpoint is missing from this installation; "
+            "give --weights (an avis or official AVISM checkpoint)"
+        )
+    return path
+
+
+def model_info(obj: dict, source: str, num_classes: int) -> ModelInfo:
+    """Class names and audio-feature kind from a loaded checkpoint dict (see module doc)."""
+    from avis.models.checkpoint import is_avis_checkpoint
+
+    if not is_avis_checkpoint(obj):
+        names = list(AVISEG_CLASSES) if num_classes == len(AVISEG_CLASSES) else _generic(num_classes)
+        return ModelInfo(source, "official", names, VGGISH)
+    names = obj.get(CLASS_NAMES_KEY)
+    if names is None:
+        log.warning("%s: no '%s' in the checkpoint; classes are shown as class_0..", source, CLASS_NAMES_KEY)
+        names = _generic(num_classes)
+    elif len(names) != num_classes or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(
+            f"{source}: field '{CLASS_NAMES_KEY}' must list {num_classes} names (the model's "
+            f"classes), found {len(names)}"
+        )
+    features = obj.get(AUDIO_FEATURES_KEY)
+    if features is not None and not isinstance(features, str):
+        raise CheckpointError(f"{source}: field '{AUDIO_FEATURES_KEY}' must be a string, found {features!r}")
+    return ModelInfo(source, "avis", list(names), features)
+
+
+def _generic(num_classes: int) -> list[str]:
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def ship_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    class_names: list[str],
+    audio_features: str = WEIGHT_FREE,
+    half: bool = True,
+) -> Path:
+    """Turn an avis (training) checkpoint into a prediction checkpoint: weights + config +
+    class names + audio-feature kind, without optimiser state; float16 storage when `half`
+    (loaded back into float32 parameters)."""
+    from avis.models.checkpoint import is_avis_checkpoint, read_checkpoint
+
+    obj = read_checkpoint(src)
+    if not is_avis_checkpoint(obj):
+        raise CheckpointError(f"{src}: not an avis checkpoint (field 'format' = 'avis' expected)")
+    num_classes = int(obj["config"]["num_classes"])
+    if len(class_names) != num_classes:
+        raise CheckpointError(f"{src}: model has {num_classes} classes, {len(class_names)} names given")
+    out = {k: v for k, v in obj.items() if k not in TRAINING_ONLY_KEYS}
+    if half:
+        out["model"] = {
+            k: v.half() if v.is_floating_point() else v for k, v in obj["model"].items()
+        }
+    out[CLASS_NAMES_KEY] = list(class_names)
+    out[AUDIO_FEATURES_KEY] = audio_features
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, dst)
+    return dst
