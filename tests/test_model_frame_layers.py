@@ -29,6 +29,7 @@ def _randomise(module: nn.Module) -> None:
             p.normal_(0, 0.3)
 
 
+@pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
 @pytest.mark.parametrize(
     "mask_kind", ["none", "bool2d", "bool3d", "float3d", "kpm", "both", "float_kpm"]
 )
@@ -151,3 +152,15 @@ def test_key_names_match_official_layout() -> None:
             "norm.bias",
         ]
     )
+
+
+def test_fully_blocked_boolean_row_gives_bias_not_nan() -> None:
+    ours = MultiheadAttention(C, HEADS)
+    _randomise(ours)
+    x = torch.randn(L, N, C)
+    mask = torch.zeros(L, L, dtype=torch.bool)
+    mask[0] = True
+    out = ours(x, x, x, attn_mask=mask)
+    torch.testing.assert_close(out[0], ours.out_proj.bias.expand(N, C))
+    # the other rows are unaffected by row 0's mask
+    torch.testing.assert_close(out[1:], ours(x, x, x)[1:])

@@ -76,6 +76,9 @@ class MultiheadAttention(nn.Module):
 
     Computed with ``scaled_dot_product_attention`` (numerically equivalent to the reference
     module up to float32 rounding). Returns only the attended values, never the weights.
+    One difference: a query row whose keys are all blocked by boolean masks attends to nothing
+    (its output is ``out_proj.bias``) where ``nn.MultiheadAttention`` returns NaN. A finite
+    additive mask (e.g. -1000) behaves exactly like the reference.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0) -> None:
