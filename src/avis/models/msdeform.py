@@ -108,15 +108,17 @@ def sample_with_gather(
     py = torch.minimum(py, h_l.to(dtype)).clamp(min=-2.0)
     x_corners = _axis_corners(px, w_l, index_dtype)
     y_corners = _axis_corners(py, h_l, index_dtype)
-    rows, weights = [], []
-    for y_pos, y_weight in y_corners:
+    corners = (*attention_weights.shape, 4)  # (N, Lq, h, nL, P, 4), filled in place
+    bag_rows = torch.empty(corners, dtype=index_dtype, device=device)
+    bag_weights = torch.empty(corners, dtype=attention_weights.dtype, device=device)
+    for iy, (y_pos, y_weight) in enumerate(y_corners):
         y_rows = base + y_pos * (w_l * heads)
         y_weights = attention_weights * y_weight
-        for x_pos, x_weight in x_corners:
-            rows.append(y_rows + x_pos * heads)
-            weights.append(y_weights * x_weight)
-    bag_rows = torch.stack(rows, -1).view(n * lq * heads, -1)  # (N*Lq*h, nL*P*4)
-    bag_weights = torch.stack(weights, -1).view(n * lq * heads, -1)
+        for ix, (x_pos, x_weight) in enumerate(x_corners):
+            torch.add(y_rows, x_pos * heads, out=bag_rows[..., 2 * iy + ix])
+            torch.mul(y_weights, x_weight, out=bag_weights[..., 2 * iy + ix])
+    bag_rows = bag_rows.view(n * lq * heads, -1)  # (N*Lq*h, nL*P*4)
+    bag_weights = bag_weights.view(n * lq * heads, -1)
     out = F.embedding_bag(
         bag_rows, value.reshape(n * s * heads, d), per_sample_weights=bag_weights, mode="sum"
     )  # (N*Lq*h, d)
