@@ -1,0 +1,159 @@
+"""Loading a split from disk: file checks, audio features and their length policy, deep check."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+
+from avis.data import load_split, load_video
+from avis.data.check import check_split
+from avis.data.synth import SynthConfig, generate_dataset
+from avis.errors import DataError
+
+TINY = SynthConfig(size=48, min_frames=5, max_frames=8)
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    generate_dataset(root, seed=1, counts={"train": 3}, config=TINY, workers=1)
+    return root
+
+
+@pytest.fixture
+def root(pristine, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(pristine, copy)
+    return copy
+
+
+def first_video(root):
+    obj = json.loads((root / "train.json").read_text())
+    return obj, obj["videos"][0]
+
+
+def test_load_split_reads_everything(root):
+    split = load_split(root, "train")
+    assert len(split.videos) == 3 and split.audio_dim == 128
+    video = split.videos[0]
+    sample = load_video(split, video)
+    assert sample.frames.shape == (video.length, 48, 48, 3) and sample.frames.dtype == np.uint8
+    assert sample.audio.shape == (video.length, 128) and sample.audio.dtype == np.float32
+    assert split.label(split.categories[0].id) == 0
+    assert check_split(root, "train").ok
+
+
+def test_missing_frame_names_file_and_video(root):
+    _, video = first_video(root)
+    (root / "train" / "JPEGImages" / video["file_names"][2]).unlink()
+    with pytest.raises(DataError) as info:
+        load_split(root, "train")
+    msg = str(info.value)
+    assert video["file_names"][2] in msg and f"video {video['id']}" in msg and "file_names[2]" in msg
+
+
+def test_wrong_frame_size_found_on_read(root):
+    from PIL import Image
+
+    _, video = first_video(root)
+    Image.new("RGB", (40, 48)).save(root / "train" / "JPEGImages" / video["file_names"][1])
+    split = load_split(root, "train")
+    with pytest.raises(DataError, match="48x40, the annotation says 48x48"):
+        split.load_frames(split.videos[0], [1])
+    report = check_split(root, "train")
+    assert not report.ok and any(video["file_names"][1] in e for e in report.errors)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4, 128), (0, 128)])
+def test_audio_features_must_be_t_by_d(root, shape):
+    _, video = first_video(root)
+    name = video["file_names"][0].split("/")[0]
+    np.save(root / "train" / "FEATAudios" / f"{name}.npy", np.zeros(shape, np.float32))
+    with pytest.raises(DataError) as info:
+        load_split(root, "train")
+    assert f"{name}.npy" in str(info.value) and "(T, D)" in str(info.value)
+
+
+def test_missing_audio_features(root):
+    _, video = first_video(root)
+    name = video["file_names"][0].split("/")[0]
+    (root / "train" / "FEATAudios" / f"{name}.npy").unlink()
+    with pytest.raises(DataError, match=f"{name}.npy: audio feature file of video {video['id']}"):
+        load_split(root, "train")
+
+
+def test_escaping_file_name_rejected_before_touching_disk(root):
+    obj, _ = first_video(root)
+    obj["videos"][1]["file_names"][0] = "../../outside/00000.jpg"
+    (root / "train.json").write_text(json.dumps(obj))
+    with pytest.raises(DataError, match=r"videos\[1\] .*'\.\.'"):
+        load_split(root, "train")
+
+
+def short_features(root, missing):
+    obj, video = first_video(root)
+    name = video["file_names"][0].split("/")[0]
+    path = root / "train" / "FEATAudios" / f"{name}.npy"
+    feats = np.load(path)
+    np.save(path, feats[: len(feats) - missing] if missing > 0 else np.concatenate([feats, feats[:-missing]]))
+    return video, feats
+
+
+def test_audio_policy_pad_appends_zero_rows_and_logs(root, caplog):
+    video, feats = short_features(root, missing=2)
+    with caplog.at_level(logging.WARNING):
+        split = load_split(root, "train", audio_policy="pad")
+    assert any("padded with zero rows" in r.message and f"video {video['id']}" in r.message for r in caplog.records)
+    audio = split.load_audio(split.video(video["id"]))
+    assert audio.shape == (video["length"], 128)
+    np.testing.assert_array_equal(audio[:-2], feats[:-2])
+    assert not audio[-2:].any()
+
+
+def test_audio_policy_pad_drops_extra_rows(root, caplog):
+    video, feats = short_features(root, missing=-3)
+    with caplog.at_level(logging.WARNING):
+        split = load_split(root, "train", audio_policy="pad")
+    assert any("dropped the extra rows" in r.message for r in caplog.records)
+    np.testing.assert_array_equal(split.load_audio(split.video(video["id"])), feats)
+
+
+def test_audio_policy_trim_cuts_the_video(root, caplog):
+    video, _ = short_features(root, missing=2)
+    with caplog.at_level(logging.WARNING):
+        split = load_split(root, "train", audio_policy="trim")
+    assert any("trimmed the video" in r.message for r in caplog.records)
+    record = split.video(video["id"])
+    assert record.length == video["length"] - 2
+    assert all(len(t.segmentations) == record.length for t in split.tracks[record.id])
+    assert load_video(split, record).frames.shape[0] == record.length
+
+
+def test_audio_policy_error(root):
+    video, _ = short_features(root, missing=1)
+    with pytest.raises(DataError, match=f"video {video['id']}.* {video['length']} frames but {video['length'] - 1} audio feature rows"):
+        load_split(root, "train", audio_policy="error")
+
+
+def test_check_reports_wrong_areas_and_missing_wav(root):
+    obj, video = first_video(root)
+    track = next(a for a in obj["annotations"] if a["video_id"] == video["id"])
+    t = next(i for i, s in enumerate(track["segmentations"]) if s is not None)
+    track["areas"][t] = track["areas"][t] * 3 + 10
+    (root / "train.json").write_text(json.dumps(obj))
+    name = video["file_names"][0].split("/")[0]
+    (root / "train" / "WAVAudios" / f"{name}.wav").unlink()
+    report = check_split(root, "train")
+    assert report.ok  # warnings only
+    assert any(f"(id {track['id']})" in w and f"areas[{t}]" in w for w in report.warnings)
+    assert any(f"{name}.wav" in w for w in report.warnings)
+
+
+def test_check_collects_structural_error(root):
+    obj, _ = first_video(root)
+    obj["annotations"][0]["category_id"] = 99
+    (root / "train.json").write_text(json.dumps(obj))
+    report = check_split(root, "train")
+    assert not report.ok and "'category_id' 99" in report.errors[0]
