@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avis.cli.data",
     "avis.cli.extract_audio",
     "avis.cli.predict",
+    "avis.cli.demo",
     "avis.cli.convert",
 )
 
