@@ -74,7 +74,7 @@ def _video_order(gt: GroundTruth) -> list:
 
 def _evaluation_order(preds: list[PredTrack], protocol: str) -> list[PredTrack]:
     if protocol == "fixed":
-        return [p for p in canonical_order(preds) if any(p.rles)]
+        return canonical_order(preds)
     return preds
 
 
@@ -104,7 +104,7 @@ class _Accumulator:
             self.num_gt_tracks[c] += len(gt_idx)
             self.num_pred_tracks[c] += len(pr_idx)
             self._add_hota(table, c, gt_idx, pr_idx, gt_present, pr_present)
-            self._add_map(table, c, gt_idx, pr_idx, pred_ids, gt_present)
+            self._add_map(table, c, gt_idx, pr_idx, pred_ids, gt_present, pr_present)
 
     def _add_hota(self, table, c, gt_idx, pr_idx, gt_present, pr_present) -> None:
         gt_idx = gt_idx[gt_present[gt_idx].any(1)]
@@ -117,9 +117,10 @@ class _Accumulator:
         )
         self.hota[c].add(seq)
 
-    def _add_map(self, table, c, gt_idx, pr_idx, pred_ids, gt_present) -> None:
-        if self.fixed:
+    def _add_map(self, table, c, gt_idx, pr_idx, pred_ids, gt_present, pr_present) -> None:
+        if self.fixed:  # tracks that never show up are not tracks
             gt_idx = gt_idx[gt_present[gt_idx].any(1)]
+            pr_idx = pr_idx[pr_present[pr_idx].any(1)]
         if not len(gt_idx) and not len(pr_idx):
             return
         order = np.argsort(-table.pr_score[pr_idx], kind="mergesort")

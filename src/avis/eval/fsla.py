@@ -46,7 +46,8 @@ def _alignment(sim: np.ndarray, gt_present: np.ndarray, pr_present: np.ndarray) 
     potential = norm.sum(0)
     gt_count = gt_present.sum(1)[:, None].astype(float)
     pr_count = pr_present.sum(1)[None, :].astype(float)
-    return potential / (gt_count + pr_count - potential)
+    with np.errstate(invalid="ignore", divide="ignore"):  # tracks absent everywhere: 0/0
+        return np.nan_to_num(potential / (gt_count + pr_count - potential))
 
 
 def _frame_kind(num_gt: int) -> str:
@@ -120,7 +121,7 @@ def fixed_video(table: VideoTable, counts: FslaCounts) -> None:
     pr_present = table.pr_present(empty_is_absent=True)  # (P, T)
     alignment = _alignment(table.iou, gt_present, pr_present)  # (G, P)
     same_class = table.gt_cat[:, None] == table.pr_cat[None, :]
-    partner = _pair_fixed(np.nan_to_num(alignment), same_class)
+    partner = _pair_fixed(alignment, same_class)
     for t in range(table.num_frames):
         gts = np.flatnonzero(gt_present[:, t])
         preds = np.flatnonzero(pr_present[:, t])
