@@ -127,3 +127,11 @@ def test_samplers_agree_in_float32_and_gradients_flow_through_grid_sample() -> N
     torch.testing.assert_close(c.detach(), a, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="method"):
         ms_deform_attn_sample(value, shapes, locations, weights, method="cuda")
+
+
+def test_gather_survives_nan_locations() -> None:
+    value = torch.randn(1, 6, 1, 2)
+    locations = torch.full((1, 2, 1, 1, 1, 2), float("nan"))
+    weights = torch.ones(1, 2, 1, 1, 1)
+    out = sample_with_gather(value, [(2, 3)], locations, weights)
+    assert out.shape == (1, 2, 2)

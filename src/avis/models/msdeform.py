@@ -57,21 +57,29 @@ def sample_with_grid_sample(
     return out.view(n, heads * d, lq).transpose(1, 2)
 
 
-def _axis_corners(p: Tensor, size: Tensor, index_dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
-    """The two bilinear neighbours along one axis: (position clamped into the map, weight).
+def _softmax_short_rows(x: Tensor) -> Tensor:
+    """Softmax over a short last dim (nL * P): the same formula as ``Tensor.softmax``,
+    written out because the fused CPU kernel is several times slower on rows of ~12."""
+    e = (x - x.amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
 
-    A neighbour outside the map gets weight 0 (zero padding); its clamped position is any valid one.
-    """
-    p0f = p.floor()
-    frac = p - p0f
-    p0 = p0f.to(index_dtype)
-    last = size - 1
-    first_inside = (p0 >= 0) & (p0 <= last)
-    second_inside = (p0 >= -1) & (p0 < last)
-    return [
-        (torch.minimum(p0.clamp(min=0), last), (1 - frac) * first_inside),
-        (torch.minimum((p0 + 1).clamp(min=0), last), frac * second_inside),
-    ]
+
+BORDER_BEFORE, BORDER_AFTER = 1, 2  # zero rows around each level map in the gather table
+
+
+def _bordered_table(
+    value: Tensor, spatial_shapes: Sequence[tuple[int, int]], sizes: list[int]
+) -> tuple[Tensor, list[int]]:
+    """(N, S, h, d) -> value table (N * S' * h, d) whose level maps have a zero border, and
+    the first token of each bordered level; S' = sum of (H_l + 3) * (W_l + 3)."""
+    n, _, heads, d = value.shape
+    border = (0, 0, BORDER_BEFORE, BORDER_AFTER, BORDER_BEFORE, BORDER_AFTER)  # (h*d, W, H)
+    maps, starts, offset = [], [], 0
+    for value_l, (hh, ww) in zip(value.split(sizes, dim=1), spatial_shapes):
+        maps.append(F.pad(value_l.reshape(n, hh, ww, heads * d), border).flatten(1, 2))
+        starts.append(offset)
+        offset += maps[-1].shape[1]
+    return torch.cat(maps, 1).reshape(-1, d), starts
 
 
 def sample_with_gather(
@@ -83,44 +91,49 @@ def sample_with_gather(
     """Explicit bilinear corners, all levels at once, summed by one ``embedding_bag``.
 
     Each (image, query, head) is a bag of nL * P * 4 corner rows of the value table, weighted
-    by attention weight x bilinear weight (0 outside the map = zero padding). About twice as
-    fast as ``grid_sample`` in inference, but its backward is slow: used without autograd.
+    by attention weight x bilinear weight. Zero padding comes from a zero border around each
+    level map: pixel coordinates are clamped to [-1, W_l] x [-1, H_l], where every corner
+    outside the map lands on the border. About twice as fast as ``grid_sample`` in
+    inference, but its backward is slow: used without autograd.
     """
     n, s, heads, d = value.shape
     lq = sampling_locations.shape[1]
     sizes = _check_shapes(value, spatial_shapes)
     device, dtype = value.device, sampling_locations.dtype
-    index_dtype = torch.int32 if n * s * heads < 2**31 else torch.long
-    shape_t = torch.tensor(spatial_shapes, dtype=index_dtype, device=device)  # (nL, 2) = (H, W)
-    h_l, w_l = shape_t[:, 0:1], shape_t[:, 1:2]  # (nL, 1), broadcast over (nL, P)
-    start = torch.tensor([0, *sizes[:-1]], device=device).cumsum(0).view(-1, 1).to(index_dtype)
-    # row of the value table (N*S*h, d) for token t of image b, head m: (b*S + t)*h + m
+    table, starts = _bordered_table(value, spatial_shapes, sizes)
+    rows_per_image = table.shape[0] // n  # S' * h
+    index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.long
+    shape_f = torch.tensor(spatial_shapes, dtype=dtype, device=device)  # (nL, 2) = (H, W)
+    h_f, w_f = shape_f[:, 0:1], shape_f[:, 1:2]  # (nL, 1), broadcast over (nL, P)
+    row_stride = (w_f + BORDER_BEFORE + BORDER_AFTER).to(index_dtype) * heads  # (nL, 1)
+    # table row of the bordered pixel (0, 0) of level l for image b, head m
     base = (
-        torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1, 1, 1) * (s * heads)
+        torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1, 1, 1) * rows_per_image
         + torch.arange(heads, device=device, dtype=index_dtype).view(1, 1, heads, 1, 1)
-        + start * heads
+        + torch.tensor(starts, device=device, dtype=index_dtype).view(-1, 1) * heads
     )  # (N, 1, h, nL, 1)
-    # pixel coordinates (align_corners=False); far-outside points are clamped to a position
-    # whose corners are all outside, which keeps the integer maths in range
-    px = sampling_locations[..., 0] * w_l.to(dtype) - 0.5  # (N, Lq, h, nL, P)
-    py = sampling_locations[..., 1] * h_l.to(dtype) - 0.5
-    px = torch.minimum(px, w_l.to(dtype)).clamp(min=-2.0)
-    py = torch.minimum(py, h_l.to(dtype)).clamp(min=-2.0)
-    x_corners = _axis_corners(px, w_l, index_dtype)
-    y_corners = _axis_corners(py, h_l, index_dtype)
+    # pixel coordinates (align_corners=False), clamped so that all corners have a table row
+    px = torch.nan_to_num(sampling_locations[..., 0] * w_f - 0.5, nan=-1.0)  # (N, Lq, h, nL, P)
+    py = torch.nan_to_num(sampling_locations[..., 1] * h_f - 0.5, nan=-1.0)
+    px = torch.minimum(px, w_f).clamp_(min=-1.0)
+    py = torch.minimum(py, h_f).clamp_(min=-1.0)
+    x0, y0 = px.floor(), py.floor()
+    fx, fy = px - x0, py - y0
+    top_left = base + (y0.to(index_dtype) + BORDER_BEFORE) * row_stride
+    top_left += (x0.to(index_dtype) + BORDER_BEFORE) * heads
     corners = (*attention_weights.shape, 4)  # (N, Lq, h, nL, P, 4), filled in place
     bag_rows = torch.empty(corners, dtype=index_dtype, device=device)
     bag_weights = torch.empty(corners, dtype=attention_weights.dtype, device=device)
-    for iy, (y_pos, y_weight) in enumerate(y_corners):
-        y_rows = base + y_pos * (w_l * heads)
-        y_weights = attention_weights * y_weight
-        for ix, (x_pos, x_weight) in enumerate(x_corners):
-            torch.add(y_rows, x_pos * heads, out=bag_rows[..., 2 * iy + ix])
-            torch.mul(y_weights, x_weight, out=bag_weights[..., 2 * iy + ix])
-    bag_rows = bag_rows.view(n * lq * heads, -1)  # (N*Lq*h, nL*P*4)
-    bag_weights = bag_weights.view(n * lq * heads, -1)
+    for iy, (dy, wy) in enumerate(((0, 1 - fy), (row_stride, fy))):
+        y_weights = attention_weights * wy
+        for ix, (dx, wx) in enumerate(((0, 1 - fx), (heads, fx))):
+            torch.add(top_left, dy + dx, out=bag_rows[..., 2 * iy + ix])
+            torch.mul(y_weights, wx, out=bag_weights[..., 2 * iy + ix])
     out = F.embedding_bag(
-        bag_rows, value.reshape(n * s * heads, d), per_sample_weights=bag_weights, mode="sum"
+        bag_rows.view(n * lq * heads, -1),  # (N*Lq*h, nL*P*4)
+        table,
+        per_sample_weights=bag_weights.view(n * lq * heads, -1),
+        mode="sum",
     )  # (N*Lq*h, d)
     return out.view(n, lq, heads * d)
 
@@ -203,7 +216,7 @@ class MSDeformAttn(nn.Module):
         offsets = self.sampling_offsets(query).view(
             n, lq, self.n_heads, self.n_levels, self.n_points, 2
         )
-        weights = self.attention_weights(query).view(n, lq, self.n_heads, -1).softmax(-1)
+        weights = _softmax_short_rows(self.attention_weights(query).view(n, lq, self.n_heads, -1))
         weights = weights.view(n, lq, self.n_heads, self.n_levels, self.n_points)
         # offsets are in pixels of each level: divide by (W_l, H_l)
         normalizer = torch.tensor(
