@@ -81,3 +81,16 @@ def test_split_checks_the_model_fits(dataset, tmp_path):
     predictor = VideoPredictor.from_checkpoint(path)
     with pytest.raises(DataError, match="test.json.*categories.*3 classes"):
         predictor.predict_split(dataset, "test", tmp_path / "out")
+
+
+def test_extractor_marker_mismatch_warns(tmp_path, caplog):
+    from avis.inference.split_predict import _check_extractor
+
+    marker = tmp_path / "extractor.json"
+    marker.write_text('{"extractor": "vggish"}')
+    _check_extractor(marker, "weight_free")
+    assert "MISMATCH" in caplog.text and "vggish" in caplog.text
+    caplog.clear()
+    _check_extractor(marker, "vggish")
+    _check_extractor(tmp_path / "absent.json", "weight_free")
+    assert "MISMATCH" not in caplog.text

@@ -170,6 +170,7 @@ class VideoPredictor:
         return predict_split(
             self.predict_arrays, root, split, out_dir,
             num_classes=self.config.num_classes, audio_dim=self.config.audio_dim,
+            audio_features=self.info.audio_features,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ internals

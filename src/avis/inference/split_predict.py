@@ -9,6 +9,7 @@ video's records in the model's order, so the file is identical to a single-proce
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from avis.inference.results import sort_records, video_records, write_results
 log = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.json"
+EXTRACTOR_MARKER = "extractor.json"  # FEATAudios/extractor.json, written by `avis extract-audio`
 ItemT = TypeVar("ItemT")
 
 # (frames (T, H, W, 3) uint8, audio (T, D) float32) -> (scores (N,), labels (N,), masks (N, T, H, W))
@@ -76,12 +78,14 @@ def predict_split(
     *,
     num_classes: int | None = None,
     audio_dim: int | None = None,
+    audio_features: str | None = None,
     progress: bool = True,
 ) -> Path | None:
     """Predict every video of `<root>/<split>` and write `<out_dir>/results.json`.
 
     num_classes / audio_dim: what the model expects, checked against the split before any
-    video runs. Returns the results path on rank 0, None on other ranks.
+    video runs; audio_features: the extractor the model was trained with, compared (warning)
+    with the split's `FEATAudios/extractor.json` when there is one. Returns the results path on rank 0, None on other ranks.
     """
     from avis.data.split import load_split
 
@@ -97,6 +101,7 @@ def predict_split(
             f"{Path(root) / split / 'FEATAudios'}: audio features have {data.audio_dim} values "
             f"per second, the model expects {audio_dim}"
         )
+    _check_extractor(Path(root) / split / "FEATAudios" / EXTRACTOR_MARKER, audio_features)
     category_ids = [c.id for c in data.categories]
     ctx = init_distributed()
     try:
@@ -118,6 +123,21 @@ def predict_split(
 
             dist.barrier()
             dist.destroy_process_group()
+
+
+def _check_extractor(marker: Path, expected: str | None) -> None:
+    if expected is None or not marker.is_file():
+        return
+    try:
+        found = json.loads(marker.read_text()).get("extractor")
+    except (OSError, ValueError, AttributeError):
+        log.warning("%s: unreadable extractor marker", marker)
+        return
+    if found != expected:
+        log.warning(
+            "AUDIO FEATURE MISMATCH: %s says the features are '%s', the model was trained with "
+            "'%s'; predictions will be unreliable", marker, found, expected,
+        )  # fmt: skip
 
 
 def _progress(items: list, description: str, enabled: bool):
