@@ -4,7 +4,9 @@ A shape is a union of convex polygons ("parts"). The visible region of an object
 minus the parts of every object in front of it, cut to the frame. A convex polygon minus a
 convex polygon is a union of disjoint convex pieces (one per occluder edge it crosses), so the
 result stays a list of convex polygons: exactly what COCO polygon segmentations (a union of
-polygons, merged by pycocotools) can hold — holes included, as pieces around them.
+polygons, merged by pycocotools) can hold — holes included, as pieces around them. A convex
+polygon minus a convex occluder = the union over the occluder's edges of the polygon cut to the
+outer side of that edge.
 
 Letters: V vertices; polygons are (V, 2) float64 arrays of (x, y) in pixel-edge coordinates.
 """
@@ -65,17 +67,20 @@ def _inside(poly: np.ndarray, frame: np.ndarray) -> bool:
 
 
 def subtract(piece: np.ndarray, occluder: np.ndarray) -> list[np.ndarray]:
-    """Disjoint convex pieces covering `piece` minus `occluder` (both convex)."""
+    """Convex pieces whose union is `piece` minus `occluder` (both convex).
+
+    One piece per occluder edge: `piece` cut to the outer side of that edge. The pieces overlap
+    on purpose: a seam between two pieces always lies inside a third one, so rasterising the
+    union leaves no hairline gaps along the cut lines (disjoint pieces would)."""
     if not _boxes_overlap(piece, occluder):
         return [piece]
-    out, rest = [], piece
+    out = []
     for a, b, c in halfplanes(occluder):
-        outside = clip(rest, (-a, -b, -c))
+        outside = clip(piece, (-a, -b, -c))
+        if len(outside) == len(piece) and outside is piece:
+            return [piece]  # entirely outside this edge: untouched
         if area(outside) > AREA_EPS:
             out.append(outside)
-        rest = clip(rest, (a, b, c))
-        if area(rest) <= AREA_EPS:
-            break
     return out
 
 
