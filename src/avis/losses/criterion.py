@@ -26,8 +26,8 @@ from torch import Tensor
 
 from avis.data.batch import ClipTargets
 from avis.losses.functional import dice_loss, sigmoid_bce_loss
-from avis.losses.matcher import HungarianMatcher, Match, MatchTarget
-from avis.losses.points import grid_centre_coords, importance_sampled_coords, point_sample
+from avis.losses.matcher import HungarianMatcher, Match, MatchTarget, resample_to_grid
+from avis.losses.points import importance_sampled_coords, point_sample
 from avis.losses.targets import (
     VideoTargets,
     count_frame_targets,
@@ -147,15 +147,6 @@ class AVISMCriterion:
             "dice": self.weights.dice,
         }[kind]
 
-    def point_coords(self, src: Tensor) -> Tensor:
-        """Training points for matched masks src (M, 1, Hm, Wm) -> (M, P, 2)."""
-        if self.num_points is None:
-            centres = grid_centre_coords(src.shape[-2], src.shape[-1], src.device)
-            return centres.unsqueeze(0).expand(src.shape[0], -1, -1)
-        return importance_sampled_coords(
-            src, self.num_points, self.oversample_ratio, self.importance_sample_ratio
-        )
-
     def set_losses(
         self,
         pred_logits: Tensor,
@@ -189,12 +180,19 @@ class AVISMCriterion:
             return ce, zero, zero
         src = pred_masks[item_idx, src_idx].float()  # (M, T, Hm, Wm)
         num_matched = src.shape[0]
-        src = src.flatten(0, 1).unsqueeze(1)  # (M*T, 1, Hm, Wm)
-        tgt = torch.cat(tgt_masks).float().flatten(0, 1).unsqueeze(1)  # (M*T, 1, Ht, Wt)
-        with torch.no_grad():
-            coords = self.point_coords(src)  # (M*T, P, 2)
-            point_labels = point_sample(tgt, coords).reshape(num_matched, -1)  # (M, T*P)
-        point_logits = point_sample(src, coords).reshape(num_matched, -1)  # (M, T*P)
+        tgt = torch.cat(tgt_masks)  # (M, T, Ht, Wt)
+        if self.num_points is None:  # dense: every cell of the prediction grid
+            point_logits = src.reshape(num_matched, -1)  # (M, T*Hm*Wm)
+            point_labels = resample_to_grid(tgt, tuple(src.shape[-2:])).reshape(num_matched, -1)
+        else:
+            src = src.flatten(0, 1).unsqueeze(1)  # (M*T, 1, Hm, Wm)
+            tgt = tgt.float().flatten(0, 1).unsqueeze(1)  # (M*T, 1, Ht, Wt)
+            with torch.no_grad():
+                coords = importance_sampled_coords(
+                    src, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+                )  # (M*T, P, 2)
+                point_labels = point_sample(tgt, coords).reshape(num_matched, -1)  # (M, T*P)
+            point_logits = point_sample(src, coords).reshape(num_matched, -1)  # (M, T*P)
         return (
             ce,
             sigmoid_bce_loss(point_logits, point_labels, num_masks),

@@ -38,23 +38,43 @@ class MatchTarget:
 Match = tuple[Tensor, Tensor]  # (pred_idx (m,), target_idx (m,)) int64, sorted by pred_idx
 
 
-def sample_item_points(pred_masks: Tensor, num_points: int | None) -> Tensor:
-    """One set of points per item: pred_masks (I, Q, T, Hm, Wm) -> coords (I, P, 2)."""
-    num_items, _, _, height, width = pred_masks.shape
+def sample_item_points(pred_masks: Tensor, num_points: int | None) -> Tensor | None:
+    """One set of random points per item: pred_masks (I, Q, T, Hm, Wm) -> coords (I, P, 2).
+
+    None in dense mode (num_points=None): every cell of the prediction grid is used as is.
+    """
     if num_points is None:
-        centres = grid_centre_coords(height, width, pred_masks.device)
-        return centres.unsqueeze(0).expand(num_items, -1, -1)
-    return torch.rand(num_items, num_points, 2, device=pred_masks.device)
+        return None
+    return torch.rand(pred_masks.shape[0], num_points, 2, device=pred_masks.device)
 
 
-def sample_target_points(masks: Tensor, coords: Tensor) -> Tensor:
-    """Target masks (n, T, Ht, Wt) at coords (P, 2) -> (n, T*P) float."""
+def sample_target_points(masks: Tensor, coords: Tensor | None, grid: tuple[int, int]) -> Tensor:
+    """Target masks (n, T, Ht, Wt) at coords (P, 2) -> (n, T*P) float.
+
+    Dense mode (coords None): the values at the centres of the prediction grid (Hm, Wm).
+    """
     num_targets, num_frames = masks.shape[:2]
+    if coords is None:
+        values = resample_to_grid(masks, grid)  # (n, T, Hm, Wm)
+        return values.reshape(num_targets, num_frames * grid[0] * grid[1])
     if num_targets == 0:
         return masks.new_zeros((0, num_frames * coords.shape[0]), dtype=torch.float32)
     flat = masks.float().reshape(1, num_targets * num_frames, *masks.shape[-2:])
     values = point_sample(flat, coords.unsqueeze(0))  # (1, n*T, P)
     return values.reshape(num_targets, -1)
+
+
+def resample_to_grid(masks: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Masks (..., Ht, Wt) -> float values at the cell centres of a (Hm, Wm) grid (bilinear)."""
+    if tuple(masks.shape[-2:]) == tuple(grid):
+        return masks.float()
+    lead = masks.shape[:-2]
+    flat = masks.float().reshape(1, -1, *masks.shape[-2:])
+    if flat.shape[1] == 0:
+        return masks.new_zeros((*lead, *grid), dtype=torch.float32)
+    centres = grid_centre_coords(grid[0], grid[1], masks.device)
+    values = point_sample(flat, centres.unsqueeze(0))  # (1, L, Hm*Wm)
+    return values.reshape(*lead, *grid)
 
 
 class HungarianMatcher:
@@ -78,14 +98,21 @@ class HungarianMatcher:
     ) -> list[Tensor]:
         """pred_logits (I, Q, K+1), pred_masks (I, Q, T, Hm, Wm) -> per item a (Q, n) cost."""
         num_items, num_queries = pred_logits.shape[:2]
+        grid = tuple(pred_masks.shape[-2:])
         probs = pred_logits.float().softmax(-1)  # (I, Q, K+1)
-        coords = sample_item_points(pred_masks, self.num_points)  # (I, P, 2)
-        flat = pred_masks.float().flatten(1, 2)  # (I, Q*T, Hm, Wm)
-        pred_points = point_sample(flat, coords).reshape(num_items, num_queries, -1)  # (I, Q, T*P)
+        coords = sample_item_points(pred_masks, self.num_points)  # (I, P, 2) or None
+        if coords is None:
+            pred_points = pred_masks.float().reshape(num_items, num_queries, -1)  # (I, Q, T*Hm*Wm)
+        else:
+            flat = pred_masks.float().flatten(1, 2)  # (I, Q*T, Hm, Wm)
+            pred_points = point_sample(flat, coords).reshape(
+                num_items, num_queries, -1
+            )  # (I, Q, T*P)
         costs = []
         for item, target in enumerate(targets):
-            labels = target.labels.to(pred_logits.device)
-            tgt_points = sample_target_points(target.masks.to(pred_masks.device), coords[item])
+            labels = target.labels
+            item_coords = None if coords is None else coords[item]
+            tgt_points = sample_target_points(target.masks, item_coords, grid)
             cost = (
                 self.cost_class * -probs[item][:, labels]
                 + self.cost_mask * pairwise_sigmoid_bce(pred_points[item], tgt_points)
