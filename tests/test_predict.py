@@ -158,3 +158,24 @@ def test_official_checkpoint_needs_preset(tmp_path, caplog):
     loaded = VideoPredictor.from_checkpoint(official, preset="avism_tiny")
     assert loaded.info.format == "official" and loaded.info.audio_features == "vggish"
     assert "MISMATCH" in caplog.text  # official models expect VGGish, none was given
+
+
+class _LazyFrames:
+    """Frames handed out one chunk at a time (records which slices were read)."""
+
+    def __init__(self, frames):
+        self._frames, self.shape, self.dtype, self.reads = frames, frames.shape, frames.dtype, []
+
+    def __getitem__(self, index):
+        self.reads.append((index.start, index.stop))
+        return self._frames[index]
+
+
+def test_lazy_frame_source_gives_the_same_prediction(predictor):
+    frames = _frames(num_frames=5, seed=2)
+    audio = np.random.default_rng(2).standard_normal((5, 128)).astype(np.float32)
+    lazy = _LazyFrames(frames)
+    from_lazy = predictor.predict((lazy, audio), streaming=True)
+    from_array = predictor.predict((frames, audio), streaming=True)
+    np.testing.assert_array_equal(from_lazy.masks(), from_array.masks())
+    assert lazy.reads and all(stop - start <= predictor.options.run_chunk_size for start, stop in lazy.reads)

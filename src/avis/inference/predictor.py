@@ -121,7 +121,10 @@ class VideoPredictor:
         streaming: Streaming | None = None,
         name: str | None = None,
     ) -> Prediction:
-        """A video file, or (frames (T, H, W, 3) uint8 RGB, audio features (T, D)) -> Prediction."""
+        """A video file, or (frames (T, H, W, 3) uint8 RGB, audio features (T, D)) -> Prediction.
+
+        frames may be any object with `.shape`, `.dtype` and slicing `frames[a:b]` -> uint8
+        array (a lazy decoder, a memmap): it is read one chunk at a time."""
         frames, audio, name, features = self._inputs(source, fps, allow_silent, name)
         use_stream = self._use_streaming(frames.shape, streaming)
         head, blocks = self._run(frames, audio, use_stream)
@@ -177,8 +180,10 @@ class VideoPredictor:
     def _inputs(self, source, fps, allow_silent, name):
         if isinstance(source, tuple):
             frames, audio = source
-            frames, audio = np.asarray(frames), np.asarray(audio, dtype=np.float32)
-            if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            if not (hasattr(frames, "shape") and hasattr(frames, "dtype")):
+                frames = np.asarray(frames)  # else keep it: a lazy source is sliced per chunk
+            audio = np.asarray(audio, dtype=np.float32)
+            if len(frames.shape) != 4 or frames.shape[-1] != 3 or np.dtype(frames.dtype) != np.uint8:
                 raise MediaError(
                     f"{name or 'frames'}: expected (T, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}"
                 )
