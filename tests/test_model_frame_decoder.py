@@ -176,22 +176,27 @@ def test_bad_inputs_are_reported() -> None:
 
 def test_attention_mask_from_predicted_masks() -> None:
     _, frame = _models()
-    n, hm, wm = 2, 8, 8
-    with torch.no_grad():
-        mask_features = torch.randn(n, C, hm, wm)
-        output = torch.randn(FQ, n, C)
-        _, masks, blocked, _ = frame._heads(output, mask_features, (4, 4))
-        want = torch.nn.functional.interpolate(masks, size=(4, 4), mode="bilinear").sigmoid() < 0.5
-        want = want.flatten(2)
-        want[want.all(-1)] = False  # empty masks attend everywhere
+    n = 2
+    logits = torch.randn(n, FQ, 4, 4)
+    logits[1, 2] = -1.0  # empty mask at this level
+    blocked = frame.attention_mask(logits)
+    want = (logits.sigmoid() < 0.5).flatten(2)
+    want[1, 2] = False  # empty masks attend everywhere
     assert blocked.shape == (n * HEADS, FQ, 16)
+    assert want[0].any() and not want[1, 2].any()
     for i in range(n):
         for head in range(HEADS):
             assert torch.equal(blocked[i * HEADS + head], want[i])
-    # queries whose predicted mask is negative everywhere are not blocked at all
+
+
+def test_last_layer_only_masks_match_all_layer_masks() -> None:
+    pixel, frame = _models()
+    feats, audio = _inputs(3)
     with torch.no_grad():
-        frame.mask_embed.layers[-1].weight.zero_()
-        frame.mask_embed.layers[-1].bias.fill_(1.0)
-        _, masks, blocked, _ = frame._heads(output, -torch.ones(n, C, hm, wm), (4, 4))
-    assert (masks < 0).all()
-    assert not blocked.any()
+        pd = pixel.eval()(feats)
+        full = frame.eval()(pd.multi_scale_features, pd.mask_features, audio)
+        fast = frame(pd.multi_scale_features, pd.mask_features, audio, all_layer_masks=False)
+    assert fast.pred_masks.shape == (1, *full.pred_masks.shape[1:])
+    torch.testing.assert_close(fast.pred_masks[-1], full.pred_masks[-1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast.pred_logits, full.pred_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.frame_queries, full.frame_queries, atol=1e-5, rtol=1e-5)

@@ -81,7 +81,8 @@ def _close(got: torch.Tensor, want: torch.Tensor, atol: float = ATOL) -> None:
     torch.testing.assert_close(got, want, atol=atol, rtol=RTOL)
 
 
-def test_inference_path_parity(model) -> None:
+@pytest.mark.parametrize("all_layer_masks", [True, False])
+def test_inference_path_parity(model, all_layer_masks: bool) -> None:
     pixel_decoder, frame_decoder = model
     pixel_decoder.eval()
     frame_decoder.eval()
@@ -94,7 +95,10 @@ def test_inference_path_parity(model) -> None:
         for start in range(0, inputs["num_frames"], chunk):
             pd = pixel_decoder([f[start : start + chunk] for f in feats])
             fd = frame_decoder(
-                pd.multi_scale_features, pd.mask_features, audio[start : start + chunk]
+                pd.multi_scale_features,
+                pd.mask_features,
+                audio[start : start + chunk],
+                all_layer_masks=all_layer_masks,
             )
             if first is None:
                 first = pd

@@ -31,7 +31,7 @@ MASK_EMBED_LAYERS = 3
 @dataclass
 class FrameDecoderOutput:
     pred_logits: Tensor  # (Dl, N, fQ, K+1) class logits; index -1 = last layer
-    pred_masks: Tensor  # (Dl, N, fQ, Hm, Wm) mask logits
+    pred_masks: Tensor  # (Dl, N, fQ, Hm, Wm) mask logits (Dl = 1 if only the last layer's)
     frame_queries: Tensor  # (Lf, N, fQ, C) decoder_norm outputs of the last Lf predictions
     audio_fusion: Tensor  # (fQ, N, C) av_post_proj output added to the query features
 
@@ -96,20 +96,13 @@ class FrameDecoder(nn.Module):
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, MASK_EMBED_LAYERS)
 
-    def _heads(
-        self, output: Tensor, mask_features: Tensor, attn_size: tuple[int, int]
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """output (fQ, N, C) -> class (N, fQ, K+1), masks (N, fQ, Hm, Wm),
-        attention mask (N*h, fQ, h_l*w_l) bool (True = blocked), normalised queries (N, fQ, C)."""
-        decoded = self.decoder_norm(output).transpose(0, 1)  # (N, fQ, C)
-        logits = self.class_embed(decoded)
-        masks = torch.einsum("nqc,nchw->nqhw", self.mask_embed(decoded), mask_features)
-        resized = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
-        blocked = resized.sigmoid().flatten(2) < MASK_THRESHOLD  # (N, fQ, h_l*w_l)
-        # a query whose mask is empty at this level may look everywhere
+    def attention_mask(self, level_mask_logits: Tensor) -> Tensor:
+        """Predicted mask logits at a level's size (N, fQ, h_l, w_l) -> boolean attention mask
+        (N*h, fQ, h_l*w_l), True = blocked (sigmoid < 0.5); a query whose mask is empty at
+        this level is not blocked anywhere."""
+        blocked = level_mask_logits.sigmoid().flatten(2) < MASK_THRESHOLD  # (N, fQ, h_l*w_l)
         blocked = blocked & ~blocked.all(-1, keepdim=True)
-        blocked = blocked.repeat_interleave(self.num_heads, dim=0).detach()  # (N*h, fQ, h_l*w_l)
-        return logits, masks, blocked, decoded
+        return blocked.repeat_interleave(self.num_heads, dim=0).detach()
 
     def audio_fusion(
         self, srcs: Sequence[Tensor], audio: Tensor, query_embed: Tensor
@@ -125,7 +118,12 @@ class FrameDecoder(nn.Module):
         mask_features: Tensor,  # (N, mask_dim, Hm, Wm)
         audio: Tensor,  # (N, A), one vector per frame
         num_frame_query_layers: int = 1,
+        all_layer_masks: bool = True,
     ) -> FrameDecoderOutput:
+        """Frame queries of the last ``num_frame_query_layers`` predictions (3 in training, 1
+        at test). ``all_layer_masks=False`` (inference) computes full-size mask logits for the
+        last prediction only (``pred_masks`` then has Dl = 1) and the attention masks from mask
+        features resized to each level, which is equal up to float rounding and cheaper."""
         if len(multi_scale_features) != self.num_feature_levels:
             raise ValueError(
                 f"expected {self.num_feature_levels} feature maps, got {len(multi_scale_features)}"
@@ -150,23 +148,48 @@ class FrameDecoder(nn.Module):
         fusion = self.audio_fusion(srcs, audio, query_embed)
         output = self.query_feat.weight.unsqueeze(1) + fusion  # (fQ, N, C)
 
+        level_features: list[Tensor] = []  # mask features at each level's size
+        if not all_layer_masks:
+            level_features = [
+                F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+                for size in sizes
+            ]
+        attn_mask: Tensor | None = None
         all_logits, all_masks, all_queries = [], [], []
-        logits, masks, attn_mask, decoded = self._heads(output, mask_features, sizes[0])
-        all_logits.append(logits)
-        all_masks.append(masks)
-        all_queries.append(decoded)
-        for i in range(self.num_layers):
-            lvl = i % self.num_feature_levels
-            output = self.transformer_cross_attention_layers[i](
-                output, srcs[lvl], memory_mask=attn_mask, pos=pos[lvl], query_pos=query_embed
-            )
-            output = self.transformer_self_attention_layers[i](output, query_pos=query_embed)
-            output = self.transformer_ffn_layers[i](output)
-            next_size = sizes[(i + 1) % self.num_feature_levels]
-            logits, masks, attn_mask, decoded = self._heads(output, mask_features, next_size)
-            all_logits.append(logits)
-            all_masks.append(masks)
+        for i in range(self.num_layers + 1):  # prediction i = after i decoder layers
+            if i > 0:
+                lvl = (i - 1) % self.num_feature_levels
+                output = self.transformer_cross_attention_layers[i - 1](
+                    output, srcs[lvl], memory_mask=attn_mask, pos=pos[lvl], query_pos=query_embed
+                )
+                output = self.transformer_self_attention_layers[i - 1](
+                    output, query_pos=query_embed
+                )
+                output = self.transformer_ffn_layers[i - 1](output)
+            decoded = self.decoder_norm(output).transpose(0, 1)  # (N, fQ, C)
+            embed = self.mask_embed(decoded)  # (N, fQ, mask_dim)
+            all_logits.append(self.class_embed(decoded))
             all_queries.append(decoded)
+            last = i == self.num_layers
+            if all_layer_masks or last:
+                masks = torch.bmm(embed, mask_features.flatten(2)).view(
+                    n, -1, *mask_features.shape[-2:]
+                )
+                all_masks.append(masks)  # (N, fQ, Hm, Wm)
+            if last:
+                break
+            # attention mask of layer i, at the size of its level; resizing is linear, so the
+            # mask embedding applied to resized features equals the resized mask logits
+            lvl = i % self.num_feature_levels
+            if all_layer_masks:
+                level_masks = F.interpolate(
+                    masks, size=sizes[lvl], mode="bilinear", align_corners=False
+                )
+            else:
+                level_masks = torch.bmm(embed, level_features[lvl].flatten(2)).view(
+                    n, -1, *sizes[lvl]
+                )
+            attn_mask = self.attention_mask(level_masks)
         return FrameDecoderOutput(
             pred_logits=torch.stack(all_logits),
             pred_masks=torch.stack(all_masks),
