@@ -15,7 +15,9 @@ Lv video-decoder layers, Hm x Wm the stride-4 grid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from math import ceil
 
 import torch
@@ -29,6 +31,9 @@ from avis.models.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttention
 # producing NaN. Kept for parity.
 SHIFT_MASK_VALUE = -1000.0
 MASK_EMBED_LAYERS = 3
+
+# (q tokens, kv tokens or None, attn_mask, key_padding_mask) -> q tokens; all (S, batch, C)
+Block = Callable[[Tensor, "Tensor | None", "Tensor | None", "Tensor | None"], Tensor]
 
 
 @dataclass
@@ -111,6 +116,18 @@ def _merge(x: Tensor, layout: WindowLayout, per_frame: int) -> Tensor:
     _, n, nw, c = x.shape
     w = layout.window
     return x.view(w, per_frame, n, nw, c).permute(3, 0, 1, 2, 4).reshape(nw * w, per_frame, n, c)
+
+
+def _self_block(
+    attn: SelfAttentionLayer, ffn: FFNLayer, q: Tensor, kv: Tensor | None, mask, kpm
+) -> Tensor:
+    return ffn(attn(q, attn_mask=mask, key_padding_mask=kpm))
+
+
+def _cross_block(
+    attn: CrossAttentionLayer, ffn: FFNLayer, q: Tensor, kv: Tensor | None, mask, kpm
+) -> Tensor:
+    return ffn(attn(q, kv, memory_mask=mask, memory_key_padding_mask=kpm))
 
 
 class VideoModule(nn.Module):
@@ -246,11 +263,7 @@ class VideoModule(nn.Module):
         """
         for i, (attn, ffn) in enumerate(zip(self.enc_self_attn, self.enc_ffn)):
             shifted = layout.windowed and not self.training and i % 2 == 1
-
-            def layer(q: Tensor, mask: Tensor | None, kpm: Tensor | None, attn=attn, ffn=ffn):
-                return ffn(attn(q, attn_mask=mask, key_padding_mask=kpm))
-
-            x = self._windowed(layer, x, None, layout, shifted)
+            x = self._windowed(partial(_self_block, attn, ffn), x, None, layout, shifted)
         return x
 
     def _encode_audio(self, sound: Tensor, frames: Tensor, layout: WindowLayout) -> Tensor:
@@ -263,27 +276,17 @@ class VideoModule(nn.Module):
         """
         for i, (attn, ffn) in enumerate(zip(self.enc_av_cross_attn, self.enc_av_ffn)):
             shifted = layout.windowed and i % 2 == 1
-
-            def layer(
-                q: Tensor,
-                mask: Tensor | None,
-                kpm: Tensor | None,
-                kv: Tensor | None = None,
-                attn=attn,
-                ffn=ffn,
-            ):
-                return ffn(attn(q, kv, memory_mask=mask, memory_key_padding_mask=kpm))
-
-            sound = self._windowed(layer, sound, frames, layout, shifted)
+            block = partial(_cross_block, attn, ffn)
+            sound = self._windowed(block, sound, frames, layout, shifted)
         return sound
 
     def _windowed(
-        self, layer, q: Tensor, kv: Tensor | None, layout: WindowLayout, shifted: bool
+        self, block: Block, q: Tensor, kv: Tensor | None, layout: WindowLayout, shifted: bool
     ) -> Tensor:
-        """Apply ``layer`` inside (plain or shifted) windows.
+        """Apply ``block`` inside (plain or shifted) windows.
 
         q (Tp, Pq, N, C) queries; kv (Tp, Pk, N, C) keys/values or None for self-attention.
-        ``layer(q_tokens, attn_mask, key_padding_mask[, kv_tokens])`` works on sequence-first
+        ``block(q_tokens, kv_tokens, attn_mask, key_padding_mask)`` works on sequence-first
         (S, batch, C) tensors.
         """
         pq, n = q.shape[1], q.shape[2]
@@ -295,18 +298,13 @@ class VideoModule(nn.Module):
         kw = None if kv is None else _split(kv, layout)
         nw, c = layout.num_windows, q.shape[-1]
 
-        def call(qs: Tensor, ks: Tensor | None, mask: Tensor | None, kpm: Tensor | None) -> Tensor:
-            if ks is None:
-                return layer(qs, mask, kpm)
-            return layer(qs, mask, kpm, kv=ks)
-
         if not shifted:
             kpm = None
             if bool(layout.padded.any()):
                 kpm = layout.padded.view(nw, layout.window).repeat_interleave(pk, 1)  # (Nw, S)
                 kpm = kpm.unsqueeze(0).expand(n, nw, -1).reshape(n * nw, -1)
             flat_k = None if kw is None else kw.reshape(kw.shape[0], n * nw, c)
-            out = call(qw.reshape(qw.shape[0], n * nw, c), flat_k, None, kpm)
+            out = block(qw.reshape(qw.shape[0], n * nw, c), flat_k, None, kpm)
             out = out.view(qw.shape[0], n, nw, c)
         else:
             out = torch.empty_like(qw)
@@ -319,7 +317,7 @@ class VideoModule(nn.Module):
                     blocked = _tokens_mask(frame_mask, pq, pk)
                     mask = torch.zeros(blocked.shape, dtype=q.dtype, device=q.device)
                     mask = mask.masked_fill(blocked, SHIFT_MASK_VALUE)
-                out[:, :, idx] = call(qs, ks, mask, None).view(qw.shape[0], n, k, c)
+                out[:, :, idx] = block(qs, ks, mask, None).view(qw.shape[0], n, k, c)
         out = _merge(out, layout, pq)
         if shifted:
             out = torch.roll(out, -layout.shift, 0)
