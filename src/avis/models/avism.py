@@ -199,6 +199,7 @@ def build_avism_with_backbone(
         num_points=cfg.pixel_decoder_points,
         ffn_dim=cfg.pixel_decoder_ffn_dim,
         num_groups=cfg.norm_groups,
+        dropout=cfg.dropout,
     )
     frame_decoder = FrameDecoder(
         in_channels=cfg.conv_dim,
@@ -212,6 +213,7 @@ def build_avism_with_backbone(
         audio_dim=cfg.audio_dim,
         pre_norm=cfg.frame_pre_norm,
         enforce_input_proj=cfg.frame_enforce_input_proj,
+        dropout=cfg.dropout,
     )
     video_module = VideoModule(
         frame_dim=cfg.frame_hidden_dim,

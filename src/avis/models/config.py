@@ -42,6 +42,7 @@ class AVISMConfig:
     pixel_decoder_points: int = 4  # fixed in the official code
     pixel_decoder_ffn_dim: int = 1024  # fixed in the official code
     norm_groups: int = 32  # GroupNorm groups of the pixel decoder convs
+    dropout: float = 0.0  # MODEL.MASK_FORMER.DROPOUT (pixel-decoder encoder + frame decoder)
 
     # --- frame-level decoder (AVISMMultiScaleMaskedTransformerDecoder)
     frame_hidden_dim: int = 256  # MODEL.MASK_FORMER.HIDDEN_DIM
@@ -146,6 +147,7 @@ _DETECTRON2_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "MODEL.PIXEL_MEAN": ("pixel_mean", lambda v: tuple(float(x) for x in v)),
     "MODEL.PIXEL_STD": ("pixel_std", lambda v: tuple(float(x) for x in v)),
     "MODEL.MASK_FORMER.SIZE_DIVISIBILITY": ("size_divisibility", int),
+    "MODEL.MASK_FORMER.DROPOUT": ("dropout", float),
     "MODEL.SEM_SEG_HEAD.NUM_CLASSES": ("num_classes", int),
     "MODEL.SEM_SEG_HEAD.CONVS_DIM": ("conv_dim", int),
     "MODEL.SEM_SEG_HEAD.MASK_DIM": ("mask_dim", int),
