@@ -11,6 +11,7 @@ To make the mask pass do real work with random weights, every top-k candidate is
 
     python benchmarks/long_video_memory.py --frames 60 600 --size 360 640 --mode streaming
     python benchmarks/long_video_memory.py --frames 60 --mode straightforward
+    python benchmarks/long_video_memory.py --frames 60 600 --phase video_module
 
 Letters: T frames, H x W frame size, D audio size.
 """
@@ -94,6 +95,35 @@ def measure(preset: str, frames: int, height: int, width: int, mode: str, keep: 
     }  # fmt: skip
 
 
+def measure_video_module(preset: str, frames: int, threads: int) -> dict:
+    """Only the T-dependent part of streaming inference: the video module once over T frames of
+    random frame queries (T, fQ, C), with the candidate selection."""
+    import torch
+
+    from avis.inference.postprocess import select_candidates
+    from avis.models.avism import build_avism
+    from avis.models.config import PRESETS
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = PRESETS[preset]()
+    model = build_avism(cfg).eval()
+    queries = torch.randn(frames, cfg.frame_queries, cfg.frame_hidden_dim)
+    audio = torch.randn(frames, cfg.audio_dim)
+    baseline = _status_kib("VmRSS")
+    start = time.perf_counter()
+    with torch.no_grad():
+        video = model.decode_video(queries, audio)
+        select_candidates(video.pred_logits[-1, 0, 0], cfg.top_k)
+    seconds = time.perf_counter() - start
+    return {
+        "preset": preset, "frames": frames, "phase": "video_module", "threads": threads,
+        "baseline_rss_mib": round(baseline * KIB / MIB, 1),
+        "peak_rss_mib": round(_status_kib("VmHWM") * KIB / MIB, 1),
+        "seconds": round(seconds, 2),
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="avism_r50")
@@ -102,18 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("streaming", "straightforward"), default="streaming")
     parser.add_argument("--keep", type=int, default=10, help="top-k candidates kept (threshold 0)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--phase", choices=("all", "video_module"), default="all",
+        help="all: whole inference; video_module: only the part whose memory depends on T",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="append the results (JSON lines) here")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
     if args.one:
-        result = measure(args.preset, args.frames[0], *args.size, args.mode, args.keep, args.threads)
+        if args.phase == "video_module":
+            result = measure_video_module(args.preset, args.frames[0], args.threads)
+        else:
+            result = measure(args.preset, args.frames[0], *args.size, args.mode, args.keep, args.threads)
         print(json.dumps(result))
         return 0
     results = []
     for frames in args.frames:
         cmd = [sys.executable, __file__, "--one", "--preset", args.preset, "--frames", str(frames),
                "--size", *map(str, args.size), "--mode", args.mode, "--keep", str(args.keep),
-               "--threads", str(args.threads)]  # fmt: skip
+               "--threads", str(args.threads), "--phase", args.phase]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)
