@@ -69,3 +69,16 @@ def test_demo_end_to_end(demo_checkpoint, tmp_path, capsys):
     evaluate = pytest.importorskip("avis.eval.evaluate").evaluate
     result = evaluate(folder / "ground_truth.json", folder / "results.json")
     assert {"FA", "HOTA", "AP_all"} <= set(result.metrics)  # FA = FSLA
+
+
+def test_ship_command(tmp_path, capsys):
+    cfg = replace(avism_tiny(), num_classes=2)
+    raw = tmp_path / "trained.pth"
+    save_model(raw, build_avism(cfg), cfg, optimizer={"state": {}}, iteration=5)
+    classes = tmp_path / "train.json"
+    classes.write_text(json.dumps({"categories": [{"id": 2, "name": "b"}, {"id": 1, "name": "a"}]}))
+    out = tmp_path / "shipped.pth"
+    assert shipped.main([str(raw), "--classes-from", str(classes), "--out", str(out)]) == 0
+    obj = torch.load(out, weights_only=True)
+    assert obj["class_names"] == ["a", "b"] and "optimizer" not in obj
+    assert "2 classes" in capsys.readouterr().out

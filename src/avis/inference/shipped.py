@@ -116,3 +116,31 @@ def ship_checkpoint(
     dst.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, dst)
     return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m avis.inference.shipped TRAINED.pth --classes-from ROOT/train.json`:
+    write the shipped prediction checkpoint (default: into this installation's assets)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m avis.inference.shipped", description=main.__doc__)
+    parser.add_argument("checkpoint", type=Path, help="trained avis checkpoint")
+    parser.add_argument(
+        "--classes-from", type=Path, required=True,
+        help="an annotation JSON whose categories (sorted by id) name the model's classes",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=None, help=f"default: assets/{SHIPPED_CHECKPOINT}")
+    parser.add_argument("--audio-features", default=WEIGHT_FREE, choices=(WEIGHT_FREE, VGGISH))
+    parser.add_argument("--float32", action="store_true", help="keep float32 weights")
+    args = parser.parse_args(argv)
+    categories = json.loads(args.classes_from.read_text())["categories"]
+    names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    out = args.out or asset_path(SHIPPED_CHECKPOINT)
+    path = ship_checkpoint(args.checkpoint, out, names, args.audio_features, half=not args.float32)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {len(names)} classes {names}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
