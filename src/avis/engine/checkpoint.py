@@ -22,7 +22,8 @@ import torch
 
 from avis.errors import CheckpointError
 
-CHECKPOINT_FORMAT = "avis"
+CHECKPOINT_FORMAT = "avis"  # = avis.models.checkpoint.AVIS_FORMAT
+CHECKPOINT_VERSION = 1  # = avis.models.checkpoint.AVIS_FORMAT_VERSION
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d{7})\.pth$")
 

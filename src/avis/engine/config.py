@@ -35,6 +35,7 @@ class DataConfig:
     flip_prob: float = 0.5
     num_workers: int = 0  # DataLoader worker processes per rank
     audio_policy: str = "pad"  # see avis.data.load_split
+    audio_features: str = ""  # extractor name stored in the model ("" = FEATAudios/extractor.json)
     eval_max_videos: int = 0  # 0 = every video of the eval split
 
 
@@ -105,6 +106,7 @@ def tiny_recipe() -> TrainConfig:
             frame_range=10,
             crop_prob=0.0,
             flip_prob=0.5,
+            audio_features="weight_free",
         ),
         optim=OptimConfig(
             lr=4e-4, clip_grad_norm=1.0, warmup_iters=50, warmup_factor=0.01, decay_steps=[2400]

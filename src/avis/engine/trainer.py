@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from avis.engine.checkpoint import (
     CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
     atomic_torch_save,
     capture_rng_state,
     checkpoint_path,
@@ -67,12 +68,14 @@ class Trainer:
         info: DistInfo,
         *,
         model_config: dict[str, Any],
+        model_extra: dict[str, Any] | None = None,
         evaluate: Evaluate | None = None,
         find_unused_parameters: bool = False,
     ) -> None:
         self.cfg, self.criterion, self.info = cfg, criterion, info
         self.train_dataset, self.collate = train_dataset, collate
         self.run_dir, self.model_config, self.evaluate = Path(run_dir), model_config, evaluate
+        self.model_extra = dict(model_extra or {})  # e.g. class_names, audio_features
         self.model = model.to(info.device)
         self.module = self.model  # the unwrapped model (what checkpoints hold)
         if info.enabled:
@@ -94,11 +97,19 @@ class Trainer:
             self.writer = MetricsWriter(self.run_dir, cfg.tensorboard)
 
     # ----------------------------------------------------------------- checkpoints
-    def state_dict(self, rng_states: list[dict]) -> dict[str, Any]:
+    def model_payload(self) -> dict[str, Any]:
+        """The avis model checkpoint fields (what `avis.models.checkpoint.load_model` reads)."""
         return {
             "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
             "config": self.model_config,
-            "model": self.module.state_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+            **self.model_extra,
+        }
+
+    def state_dict(self, rng_states: list[dict]) -> dict[str, Any]:
+        return {
+            **self.model_payload(),
             "train_config": self.cfg.to_dict(),
             "iteration": self.iteration,
             "optimizer": self.optimizer.state_dict(),
@@ -205,7 +216,7 @@ class Trainer:
         )
         batches = iter(loader)
         window: dict[str, float] = {}
-        window_steps, window_start = 0, time.perf_counter()
+        window_steps, window_start, window_cpu = 0, time.perf_counter(), time.process_time()
         start_iteration, start_time = self.iteration, time.perf_counter()
         last_eval: dict[str, float] = {}
         progress = ProgressBar(cfg.iterations, self.iteration) if self.info.is_main else None
@@ -230,10 +241,12 @@ class Trainer:
                         "lr": self.optimizer.param_groups[0]["lr"]
                         / self.optimizer.param_groups[0]["lr_mult"],
                         "seconds_per_iter": seconds_per_iter,
+                        "cpu_seconds_per_iter": (time.process_time() - window_cpu) / window_steps,
                         "eta_seconds": (cfg.iterations - self.iteration) / max(rate, 1e-9),
                     }
                     self.log(record, progress)
                     window, window_steps, window_start = {}, 0, now
+                    window_cpu = time.process_time()
                 elif progress is not None:
                     progress.advance(self.iteration, None)
                 if self.iteration % cfg.checkpoint_every == 0 or done:

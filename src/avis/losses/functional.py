@@ -34,21 +34,24 @@ def dice_loss(logits: Tensor, targets: Tensor, num_masks: float) -> Tensor:
 
 
 def pairwise_sigmoid_bce(logits: Tensor, targets: Tensor) -> Tensor:
-    """Mean BCE of every prediction against every target: logits (Q, P), targets (N, P) -> (Q, N)."""
-    num_values = logits.shape[1]
+    """Mean BCE of every prediction against every target.
+
+    logits (..., Q, P), targets (..., N, P) -> (..., Q, N); leading dims batch.
+    """
+    num_values = logits.shape[-1]
     pos = F.binary_cross_entropy_with_logits(
         logits, logits.new_ones(()).expand_as(logits), reduction="none"
     )
     neg = F.binary_cross_entropy_with_logits(
         logits, logits.new_zeros(()).expand_as(logits), reduction="none"
     )
-    cost = pos @ targets.T + neg @ (1 - targets).T
+    cost = pos @ targets.transpose(-1, -2) + neg @ (1 - targets).transpose(-1, -2)
     return cost / num_values
 
 
 def pairwise_dice(logits: Tensor, targets: Tensor) -> Tensor:
-    """Dice loss of every prediction against every target: (Q, P), (N, P) -> (Q, N)."""
+    """Dice loss of every prediction against every target: (..., Q, P), (..., N, P) -> (..., Q, N)."""
     probs = logits.sigmoid()
-    numerator = 2 * probs @ targets.T
-    denominator = probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    numerator = 2 * probs @ targets.transpose(-1, -2)
+    denominator = probs.sum(-1)[..., :, None] + targets.sum(-1)[..., None, :]
     return 1 - (numerator + DICE_SMOOTH) / (denominator + DICE_SMOOTH)

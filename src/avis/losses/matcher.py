@@ -97,6 +97,8 @@ class HungarianMatcher:
         self, pred_logits: Tensor, pred_masks: Tensor, targets: list[MatchTarget]
     ) -> list[Tensor]:
         """pred_logits (I, Q, K+1), pred_masks (I, Q, T, Hm, Wm) -> per item a (Q, n) cost."""
+        if len(targets) != pred_logits.shape[0]:
+            raise ValueError(f"{pred_logits.shape[0]} prediction items but {len(targets)} targets")
         num_items, num_queries = pred_logits.shape[:2]
         grid = tuple(pred_masks.shape[-2:])
         probs = pred_logits.float().softmax(-1)  # (I, Q, K+1)
@@ -108,26 +110,32 @@ class HungarianMatcher:
             pred_points = point_sample(flat, coords).reshape(
                 num_items, num_queries, -1
             )  # (I, Q, T*P)
-        costs = []
+        # Pad the items' targets to a common count n_max and cost every item at once.
+        counts = [len(target.labels) for target in targets]
+        n_max = max(counts, default=0)
+        num_values = pred_points.shape[-1]
+        tgt_points = pred_points.new_zeros((num_items, n_max, num_values))  # (I, n_max, T*P)
+        labels = torch.zeros((num_items, n_max), dtype=torch.int64, device=pred_logits.device)
         for item, target in enumerate(targets):
-            labels = target.labels
-            item_coords = None if coords is None else coords[item]
-            tgt_points = sample_target_points(target.masks, item_coords, grid)
-            cost = (
-                self.cost_class * -probs[item][:, labels]
-                + self.cost_mask * pairwise_sigmoid_bce(pred_points[item], tgt_points)
-                + self.cost_dice * pairwise_dice(pred_points[item], tgt_points)
-            )
-            costs.append(cost)
-        return costs
+            if counts[item]:
+                item_coords = None if coords is None else coords[item]
+                tgt_points[item, : counts[item]] = sample_target_points(
+                    target.masks, item_coords, grid
+                )
+                labels[item, : counts[item]] = target.labels
+        class_cost = -torch.gather(probs, 2, labels[:, None, :].expand(-1, num_queries, -1))
+        cost = (
+            self.cost_class * class_cost
+            + self.cost_mask * pairwise_sigmoid_bce(pred_points, tgt_points)
+            + self.cost_dice * pairwise_dice(pred_points, tgt_points)
+        )  # (I, Q, n_max)
+        return [cost[item, :, : counts[item]] for item in range(num_items)]
 
     @torch.no_grad()
     def __call__(
         self, pred_logits: Tensor, pred_masks: Tensor, targets: list[MatchTarget]
     ) -> list[Match]:
         """Per item the matched (prediction, target) index pairs, m = min(Q, n) of them."""
-        if len(targets) != pred_logits.shape[0]:
-            raise ValueError(f"{pred_logits.shape[0]} prediction items but {len(targets)} targets")
         matches = []
         for cost in self.cost_matrices(pred_logits, pred_masks, targets):
             cost = torch.nan_to_num(cost.cpu(), nan=1e8, posinf=1e8, neginf=-1e8)

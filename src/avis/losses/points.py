@@ -8,6 +8,8 @@ normalised, the same points address a stride-4 prediction and a full-size target
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,6 +29,11 @@ def point_sample(grid_values: Tensor, coords: Tensor) -> Tensor:
 
 def grid_centre_coords(height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
     """The centres of every cell of an H x W grid, row-major: (H*W, 2) as (x, y) in [0, 1]."""
+    return _grid_centre_coords(height, width, str(device))
+
+
+@lru_cache(maxsize=16)
+def _grid_centre_coords(height: int, width: int, device: str) -> Tensor:
     ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
     xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
     grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")

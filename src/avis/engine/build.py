@@ -1,0 +1,93 @@
+"""Build the training components (model, criterion, data, evaluator) from a `TrainConfig`.
+
+The trainer itself receives these objects; this module is the one place that reads the
+config to make them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields, replace
+from typing import Any
+
+from avis.engine.config import TrainConfig, coerce
+from avis.errors import CheckpointError, DataError
+from avis.losses import AVISMCriterion, LossWeights
+
+LOG = logging.getLogger("avis.train")
+
+
+def model_config(cfg: TrainConfig, num_classes: int | None = None, audio_dim: int | None = None):
+    """The AVISMConfig: preset, then `cfg.model` overrides; classes follow the data unless set."""
+    from avis.models.config import PRESETS, AVISMConfig
+
+    if cfg.model_preset not in PRESETS:
+        raise DataError(
+            f"config: unknown model_preset {cfg.model_preset!r}; expected one of {sorted(PRESETS)}"
+        )
+    base = PRESETS[cfg.model_preset]()
+    known = {f.name for f in fields(AVISMConfig)}
+    updates: dict[str, Any] = {}
+    for key, value in cfg.model.items():
+        if key not in known:
+            raise DataError(f"config: model.{key} is not an AVISMConfig field")
+        updates[key] = coerce(value, getattr(base, key), f"config model.{key}")
+    model_cfg = replace(base, **updates)
+    if (
+        num_classes is not None
+        and "num_classes" not in cfg.model
+        and model_cfg.num_classes != num_classes
+    ):
+        LOG.info("model num_classes %d -> %d (from the data)", model_cfg.num_classes, num_classes)
+        model_cfg = replace(model_cfg, num_classes=num_classes)
+    if audio_dim is not None and model_cfg.audio_dim != audio_dim:
+        raise DataError(
+            f"the data has {audio_dim}-d audio features but the model expects {model_cfg.audio_dim}"
+        )
+    return model_cfg
+
+
+def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
+    loss = cfg.loss
+    return AVISMCriterion(
+        num_classes,
+        weights=LossWeights(loss.class_weight, loss.mask_weight, loss.dice_weight, loss.sim_weight),
+        no_object_weight=loss.no_object_weight,
+        num_points=loss.num_points,
+        oversample_ratio=loss.oversample_ratio,
+        importance_sample_ratio=loss.importance_sample_ratio,
+        official_quirks=loss.official_quirks,
+    )
+
+
+def build_train_dataset(cfg: TrainConfig):
+    """(ClipDataset, split) of the training split."""
+    from avis.data import ClipDataset, ClipSampler, ClipTransform, load_split
+
+    if not cfg.data.root:
+        raise DataError("config: data.root is empty (give --data <AVISeg folder>)")
+    split = load_split(cfg.data.root, cfg.data.train_split, audio_policy=cfg.data.audio_policy)
+    sampler = ClipSampler(num_frames=cfg.data.clip_frames, frame_range=cfg.data.frame_range)
+    transform = ClipTransform(
+        short_sides=tuple(cfg.data.short_sides),
+        max_size=cfg.data.max_size,
+        flip_prob=cfg.data.flip_prob,
+        crop_prob=cfg.data.crop_prob,
+    )
+    return ClipDataset(split, sampler, transform, seed=cfg.seed), split
+
+
+def build_model(model_cfg, init_weights: str = ""):
+    from avis.models.avism import build_avism
+
+    model = build_avism(model_cfg)
+    if init_weights:
+        from avis.models.checkpoint import load_state_dict_strict, read_checkpoint, state_dict_of
+
+        obj = read_checkpoint(init_weights)
+        try:
+            load_state_dict_strict(model, state_dict_of(obj, init_weights), init_weights)
+        except CheckpointError:
+            raise
+        LOG.info("initialised the model from %s", init_weights)
+    return model
