@@ -133,17 +133,23 @@ def test_freeze_at_two_freezes_stem_and_res2() -> None:
             assert isinstance(module, nn.BatchNorm2d) != frozen, name
 
 
-def test_eval_forward_is_deterministic_and_channels_last_agrees() -> None:
+def test_eval_forward_is_deterministic_and_memory_formats_agree() -> None:
     torch.manual_seed(0)
     model = ResNet(18, norm="BN").eval()
+    plain = ResNet(18, norm="BN", channels_last=False).eval()
+    plain.load_state_dict(model.state_dict())
     images = torch.randn(2, 3, *SMALL_SIZE)
     with torch.no_grad():
         first = model(images)
         second = model(images)
         last = model(images.contiguous(memory_format=torch.channels_last))
+        reference = plain(images)
     for name in first:
         assert torch.equal(first[name], second[name])
+        assert first[name].is_contiguous()
+        assert last[name].is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(last[name], first[name], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(reference[name], first[name], rtol=1e-4, atol=1e-4)
 
 
 def test_unknown_names_and_arguments_are_refused() -> None:

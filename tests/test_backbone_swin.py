@@ -17,6 +17,8 @@ from avis.models.backbones.swin import (
     SwinTransformer,
     relative_position_index,
     shifted_window_mask,
+    window_layout,
+    window_partition,
 )
 
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "avism_reference"
@@ -140,7 +142,7 @@ def reference_block(block: SwinBlock, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("shift", [0, 2])
-def test_window_attention_block_matches_plain_reference(shift: int) -> None:
+def test_window_attention_block_and_gradients_match_plain_reference(shift: int) -> None:
     torch.manual_seed(0)
     block = SwinBlock(
         dim=12, num_heads=3, window_size=4, shift_size=shift, mlp_ratio=2.0, qkv_bias=True,
@@ -148,10 +150,35 @@ def test_window_attention_block_matches_plain_reference(shift: int) -> None:
     ).double().eval()
     torch.nn.init.normal_(block.attn.relative_position_bias_table)
     x = torch.randn(2, 6, 7, 12, dtype=torch.float64)  # 6 x 7 is padded to 8 x 8
-    padded = (8, 8)
-    mask = shifted_window_mask(*padded, 4, shift).double() if shift else None
-    with torch.no_grad():
-        torch.testing.assert_close(block(x, mask), reference_block(block, x))
+    layout = window_layout(6, 7, 4, shift)
+    weights = torch.randn(2, 6, 7, 12, dtype=torch.float64)
+    gradients = []
+    for forward in (lambda: block(x, layout), lambda: reference_block(block, x)):
+        block.zero_grad()
+        out = forward()
+        (out * weights).sum().backward()
+        gradients.append((out.detach(), {n: p.grad.clone() for n, p in block.named_parameters()}))
+    (ours, our_grads), (expected, expected_grads) = gradients
+    torch.testing.assert_close(ours, expected)
+    for name, grad in expected_grads.items():  # incl. the relative position bias table
+        torch.testing.assert_close(our_grads[name], grad, msg=name)
+
+
+@pytest.mark.parametrize(("height", "width", "window", "shift"), [(6, 7, 4, 2), (8, 8, 4, 0), (5, 13, 3, 1)])
+def test_window_layout_is_pad_roll_partition_and_back(
+    height: int, width: int, window: int, shift: int
+) -> None:
+    x = torch.randn(2, height, width, 3)
+    padded = F.pad(x, (0, 0, 0, (-width) % window, 0, (-height) % window))
+    expected = window_partition(torch.roll(padded, (-shift, -shift), (1, 2)), window)
+    layout = window_layout(height, width, window, shift)
+    flat = torch.cat([x.reshape(2, height * width, 3), torch.zeros(2, 1, 3)], dim=1)
+    windows = flat.index_select(1, layout.gather).view(2, layout.num_windows, -1, 3)
+    assert torch.equal(windows, expected)
+    back = windows.reshape(2, -1, 3).index_select(1, layout.scatter).view(x.shape)
+    assert torch.equal(back, x)
+    assert layout.padded == (height % window != 0 or width % window != 0)
+    assert (layout.mask is None) == (shift == 0)
 
 
 def test_patch_merging_order_and_odd_padding() -> None:

@@ -13,6 +13,8 @@ side, N = w * w tokens per window, nW windows per image.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,15 +53,6 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, -1, window_size * window_size, c)
 
 
-def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: int) -> torch.Tensor:
-    """(B, nW, N, C) -> (B, H, W, C); inverse of ``window_partition``."""
-    b, _, _, c = windows.shape
-    x = windows.view(
-        b, height // window_size, width // window_size, window_size, window_size, c
-    )
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, height, width, c)
-
-
 def shifted_window_mask(
     height: int, width: int, window_size: int, shift_size: int, device: torch.device | None = None
 ) -> torch.Tensor:
@@ -77,6 +70,52 @@ def shifted_window_mask(
     regions = window_partition(regions[None, :, :, None], window_size)[0, :, :, 0]  # (nW, N)
     different = regions[:, None, :] != regions[:, :, None]  # (nW, N, N)
     return torch.zeros(different.shape, device=device).masked_fill(different, SHIFT_MASK_VALUE)
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """How a (B, H, W, C) map is cut into windows, as one gather and one scatter.
+
+    ``gather`` (nW * N,) picks, for each window token after zero padding to multiples of
+    the window and the cyclic shift by -s, its source row in the flattened map (index
+    H * W = an appended zero row for padding). ``scatter`` (H * W,) is the inverse for
+    the unpadded positions (undoing the shift and cropping). ``mask`` (nW, N, N) is the
+    shift mask, None without shift.
+    """
+
+    gather: torch.Tensor
+    scatter: torch.Tensor
+    mask: torch.Tensor | None
+    num_windows: int
+    padded: bool
+
+
+def window_layout(
+    height: int, width: int, window_size: int, shift_size: int, device: torch.device | None = None
+) -> WindowLayout:
+    """Index tensors equivalent to pad -> roll(-s) -> partition and back (no loops)."""
+    w = window_size
+    padded_h, padded_w = height + (-height) % w, width + (-width) % w
+    # padded (rolled) coordinates of window tokens, ordered (window row, window col, r, c)
+    rows = ((torch.arange(padded_h, device=device) + shift_size) % padded_h).view(-1, w)
+    cols = ((torch.arange(padded_w, device=device) + shift_size) % padded_w).view(-1, w)
+    src_rows, src_cols = rows[:, None, :, None], cols[None, :, None, :]
+    inside = (src_rows < height) & (src_cols < width)
+    gather = torch.where(inside, src_rows * width + src_cols, height * width).reshape(-1)
+    # window-token position of every original (row, col)
+    win_rows = (torch.arange(height, device=device) - shift_size) % padded_h
+    win_cols = (torch.arange(width, device=device) - shift_size) % padded_w
+    window_index = (win_rows // w)[:, None] * (padded_w // w) + (win_cols // w)[None, :]
+    inner_index = (win_rows % w)[:, None] * w + (win_cols % w)[None, :]
+    scatter = (window_index * (w * w) + inner_index).reshape(-1)
+    mask = (
+        shifted_window_mask(padded_h, padded_w, w, shift_size, device) if shift_size > 0 else None
+    )
+    return WindowLayout(
+        gather=gather, scatter=scatter, mask=mask,
+        num_windows=(padded_h // w) * (padded_w // w),
+        padded=padded_h != height or padded_w != width,
+    )
 
 
 class DropPath(nn.Module):
@@ -136,18 +175,31 @@ class WindowAttention(nn.Module):
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, nW, N, C), mask (nW, N, N) or None -> (B, nW, N, C)."""
+        """x (B, nW, N, C), mask (nW, N, N) or None -> (B, nW, N, C).
+
+        Attention runs on 4-D (B * nW, h, N, d) inputs with a 4-D mask of the same batch
+        shape, which lets CPU ``scaled_dot_product_attention`` use its fused kernel (a 3-D
+        or 5-D mask falls back to the slower unfused path). With a shift mask, which differs
+        per window, images are attended one at a time so the mask is never copied B times.
+        """
         b, nw, n, c = x.shape
-        qkv = self.qkv(x).view(b, nw, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, h, N, d)
-        bias = self.position_bias()  # (h, N, N)
-        if mask is not None:
-            bias = bias[None] + mask[:, None]  # (nW, h, N, N)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype),
-            dropout_p=self.attn_drop if self.training else 0.0,
-        )  # (B, nW, h, N, d)
-        out = out.transpose(2, 3).reshape(b, nw, n, c)
+        heads = self.num_heads
+        qkv = self.qkv(x).view(b * nw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B * nW, h, N, d)
+        bias = self.position_bias().to(q.dtype)  # (h, N, N)
+        dropout = self.attn_drop if self.training else 0.0
+        if mask is None:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias.expand(b * nw, heads, n, n), dropout_p=dropout
+            )
+        else:
+            window_bias = bias[None] + mask[:, None].to(q.dtype)  # (nW, h, N, N)
+            outs = [
+                F.scaled_dot_product_attention(qi, ki, vi, attn_mask=window_bias, dropout_p=dropout)
+                for qi, ki, vi in zip(q.split(nw), k.split(nw), v.split(nw))
+            ]  # one image (nW windows) per call
+            out = outs[0] if b == 1 else torch.cat(outs)
+        out = out.transpose(1, 2).reshape(b, nw, n, c)  # (B, nW, N, C)
         return self.proj_drop(self.proj(out))
 
 
@@ -169,21 +221,20 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x: torch.Tensor, shift_mask: torch.Tensor | None) -> torch.Tensor:
-        """x (B, H, W, C); shift_mask (nW, N, N) of the padded grid -> (B, H, W, C)."""
-        _, height, width, _ = x.shape
-        w, s = self.window_size, self.shift_size
-        y = self.norm1(x)
-        pad_bottom, pad_right = (-height) % w, (-width) % w
-        y = F.pad(y, (0, 0, 0, pad_right, 0, pad_bottom))
-        padded_h, padded_w = height + pad_bottom, width + pad_right
-        if s > 0:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        y = self.attn(window_partition(y, w), shift_mask if s > 0 else None)
-        y = window_reverse(y, w, padded_h, padded_w)
-        if s > 0:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        y = y[:, :height, :width]
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """x (B, H, W, C); layout of this block's (shifted) windows -> (B, H, W, C).
+
+        As in the official code, the map is zero-padded after ``norm1`` and padded tokens
+        are attended to (only the shift is masked).
+        """
+        b, height, width, c = x.shape
+        y = self.norm1(x).reshape(b, height * width, c)
+        if layout.padded:
+            y = torch.cat([y, y.new_zeros(b, 1, c)], dim=1)  # row H * W: padding
+        windows = y.index_select(1, layout.gather).view(b, layout.num_windows, -1, c)
+        mask = None if layout.mask is None else layout.mask.to(x.dtype)
+        y = self.attn(windows, mask).reshape(b, -1, c)  # (B, nW * N, C)
+        y = y.index_select(1, layout.scatter).view(b, height, width, c)
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -229,14 +280,13 @@ class SwinStage(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, H, W, C) -> (stage output (B, H, W, C), merged (B, H/2, W/2, 2C) or None)."""
         _, height, width, _ = x.shape
-        w = self.window_size
-        shift_mask = None
-        if len(self.blocks) > 1 and self.shift_size > 0:
-            padded_h, padded_w = height + (-height) % w, width + (-width) % w
-            shift_mask = shifted_window_mask(padded_h, padded_w, w, self.shift_size, x.device)
-            shift_mask = shift_mask.to(x.dtype)
-        for block in self.blocks:
-            x = block(x, shift_mask)
+        layouts = [window_layout(height, width, self.window_size, 0, x.device)]
+        if len(self.blocks) > 1:
+            layouts.append(
+                window_layout(height, width, self.window_size, self.shift_size, x.device)
+            )
+        for i, block in enumerate(self.blocks):
+            x = block(x, layouts[i % 2])
         return x, (self.downsample(x) if self.downsample is not None else None)
 
 
