@@ -170,8 +170,11 @@ class VideoPredictor:
         """Every video of an AVISeg split -> `<out_dir>/results.json` (sharded under torchrun)."""
         from avis.inference.split_predict import predict_split
 
+        def predict_fn(frames: np.ndarray, audio: np.ndarray) -> Prediction:
+            return self.predict((frames, audio))
+
         return predict_split(
-            self.predict_arrays, root, split, out_dir,
+            predict_fn, root, split, out_dir,
             num_classes=self.config.num_classes, audio_dim=self.config.audio_dim,
             audio_features=self.info.audio_features,
         )  # fmt: skip

@@ -15,12 +15,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from avis.errors import DataError
-from avis.inference.results import sort_records, video_records, write_results
+from avis.inference.results import sort_records, write_results
+
+if TYPE_CHECKING:
+    from avis.inference.prediction import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,8 @@ RESULTS_NAME = "results.json"
 EXTRACTOR_MARKER = "extractor.json"  # FEATAudios/extractor.json, written by `avis extract-audio`
 ItemT = TypeVar("ItemT")
 
-# (frames (T, H, W, 3) uint8, audio (T, D) float32) -> (scores (N,), labels (N,), masks (N, T, H, W))
-ArrayPredictFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# (frames (T, H, W, 3) uint8, audio (T, D) float32) -> Prediction (avis.inference.prediction)
+ArrayPredictFn = Callable[[np.ndarray, np.ndarray], "Prediction"]
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,7 @@ def predict_split(
         for video in _progress(videos, f"predict {split} (rank {ctx.rank})", progress and ctx.rank == 0):
             frames = data.load_frames(video)  # (T, H, W, 3)
             audio = data.load_audio(video)  # (T, D)
-            scores, labels, masks = predict_fn(frames, audio)
-            records += video_records(video.id, scores, labels, masks, category_ids)
+            records += predict_fn(frames, audio).records(video.id, category_ids)
         log.info("rank %d: %d videos, %d records", ctx.rank, len(videos), len(records))
         merged = gather_records(records, ctx)
         if merged is None:
