@@ -64,7 +64,10 @@ class LazyFrames:
         return out if isinstance(index, slice) else out[0]
 
 
-def measure(preset: str, frames: int, height: int, width: int, mode: str, keep: int, threads: int) -> dict:
+def measure(
+    preset: str, frames: int, height: int, width: int, mode: str, keep: int, threads: int,
+    short_side: int | None = None,
+) -> dict:
     """One measurement in this process (call it in a fresh one)."""
     import numpy as np
     import torch
@@ -77,6 +80,8 @@ def measure(preset: str, frames: int, height: int, width: int, mode: str, keep: 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = replace(PRESETS[preset](), top_k=keep)
+    if short_side is not None:  # network input size (the preset's test resize by default)
+        cfg = replace(cfg, test_short_side=short_side, test_max_size=max(cfg.test_max_size, 4 * short_side))
     model = build_avism(cfg).eval()
     info = ModelInfo("random weights", "avis", [f"c{i}" for i in range(cfg.num_classes)], "weight_free")
     predictor = VideoPredictor(model, cfg, info, threshold=0.0, streaming=mode == "streaming")
@@ -89,6 +94,7 @@ def measure(preset: str, frames: int, height: int, width: int, mode: str, keep: 
     return {
         "preset": preset, "frames": frames, "size": [height, width], "mode": mode,
         "instances": prediction.num_instances, "threads": threads,
+        "network_short_side": cfg.test_short_side,
         "baseline_rss_mib": round(baseline * KIB / MIB, 1),
         "peak_rss_mib": round(_status_kib("VmHWM") * KIB / MIB, 1),
         "seconds": round(seconds, 1), "seconds_per_frame": round(seconds / frames, 3),
@@ -130,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, nargs="+", default=[60, 600])
     parser.add_argument("--size", type=int, nargs=2, default=[360, 640], metavar=("H", "W"))
     parser.add_argument("--mode", choices=("streaming", "straightforward"), default="streaming")
+    parser.add_argument(
+        "--short-side", type=int, default=None,
+        help="override the preset's test short side (network input size); default: the preset's",
+    )  # fmt: skip
     parser.add_argument("--keep", type=int, default=10, help="top-k candidates kept (threshold 0)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -143,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "video_module":
             result = measure_video_module(args.preset, args.frames[0], args.threads)
         else:
-            result = measure(args.preset, args.frames[0], *args.size, args.mode, args.keep, args.threads)
+            result = measure(
+                args.preset, args.frames[0], *args.size, args.mode, args.keep, args.threads, args.short_side
+            )
         print(json.dumps(result))
         return 0
     results = []
@@ -151,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, __file__, "--one", "--preset", args.preset, "--frames", str(frames),
                "--size", *map(str, args.size), "--mode", args.mode, "--keep", str(args.keep),
                "--threads", str(args.threads), "--phase", args.phase]  # fmt: skip
+        if args.short_side is not None:
+            cmd += ["--short-side", str(args.short_side)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)
