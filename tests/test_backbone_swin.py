@@ -10,11 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from avis.models.backbones import build_backbone
-from avis.models.backbones.swin import (
+from avis.models.backbones.swin import PatchMerging, SwinBlock, SwinTransformer
+from avis.models.backbones.windows import (
     SHIFT_MASK_VALUE,
-    PatchMerging,
-    SwinBlock,
-    SwinTransformer,
     relative_position_index,
     shifted_window_mask,
     window_layout,
