@@ -126,3 +126,24 @@ def test_presets_build(name: str) -> None:
     with torch.device("meta"):
         model = build_avism(PRESETS[name]())
     assert model.video_module.fq_pos.weight.shape[0] == PRESETS[name]().frame_queries
+
+
+def test_config_round_trip_and_detectron2_mapping() -> None:
+    import json
+
+    from avis.models import AVISMConfig, from_detectron2
+
+    cfg = get_preset("avism_tiny", window_size=0)
+    assert AVISMConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="unknown AVISMConfig fields"):
+        AVISMConfig.from_dict({"hidden": 3})
+    mapped = from_detectron2(
+        {
+            "MODEL.MASK_FORMER.DEC_LAYERS": 10,
+            "MODEL.MASK_FORMER.NHEADS": 4,
+            "MODEL.AVISM.SIM_WEIGHT": 0.0,
+        }
+    )
+    assert mapped.frame_dec_layers == 9 and mapped.pixel_decoder_heads == 4
+    assert mapped.frame_heads == 4 and not mapped.use_sim
+    assert mapped.video_hidden_dim == PRESETS["avism_r50"]().video_hidden_dim
