@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avis.cli.demo",
     "avis.cli.convert",
     "avis.cli.train",
+    "avis.cli.ablate_audio",
 )
 
 

@@ -297,12 +297,7 @@ class Trainer:
     def finish(self) -> None:
         """Write the model-only final checkpoint (avis format) on the main process."""
         if self.info.is_main:
-            final = {
-                "format": CHECKPOINT_FORMAT,
-                "config": self.model_config,
-                "model": self.module.state_dict(),
-            }
-            atomic_torch_save(final, self.run_dir / FINAL_MODEL_FILE)
+            atomic_torch_save(self.model_payload(), self.run_dir / FINAL_MODEL_FILE)
         barrier(self.info)
 
 
