@@ -163,7 +163,9 @@ class AVISM(nn.Module):
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         frame = None
         if with_queries:
-            frame = self.frame_decoder(pix.multi_scale_features, pix.mask_features, audio, 1)
+            frame = self.frame_decoder(
+                pix.multi_scale_features, pix.mask_features, audio, 1, all_layer_masks=False
+            )  # inference: full-size masks of the last prediction only (frame.pred_masks Dl = 1)
         return ChunkEncoding(
             mask_features=self.video_module.mask_features(pix.stride4_features),
             frame_queries=None if frame is None else frame.frame_queries[-1],
