@@ -66,7 +66,8 @@ def predictor(checkpoint):
 
 def test_cli_predict_writes_every_output(checkpoint, video, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["predict", str(video), "--weights", str(checkpoint), "--out", str(out), "--threshold", "0"])
+    args = ["--weights", str(checkpoint), "--out", str(out), "--threshold", "0", "--streaming", "yes"]
+    code = main(["predict", str(video), *args])
     assert code == 0
     folder = out / "clip"
     records = read_results(folder / "results.json")

@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-overlay", action="store_true", help="skip the overlay mp4 (the slowest output)"
     )
+    parser.add_argument(
+        "--streaming",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="memory-bounded inference (recomputes image features; identical masks): yes, no, "
+        "or auto = when the stored mask features of the video would exceed 1 GiB",
+    )
     parser.add_argument("--data", type=Path, help="AVISeg-layout root: predict a whole split")
     parser.add_argument("--split", default="test", help="split of --data (default: test)")
     parser.set_defaults(func=handle)
@@ -80,6 +87,7 @@ def handle(args: argparse.Namespace) -> int:
         device=args.device,
         vggish_weights=args.vggish_weights,
         threshold=args.threshold,
+        streaming={"auto": "auto", "yes": True, "no": False}[args.streaming],
     )
     if args.data is not None:
         from rich.console import Console
