@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avis.cli.predict",
     "avis.cli.demo",
     "avis.cli.convert",
+    "avis.cli.eval",
     "avis.cli.train",
     "avis.cli.ablate_audio",
 )

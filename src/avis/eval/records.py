@@ -21,7 +21,7 @@ from avis.eval.rle import (
     check_compressed_counts,
     check_uncompressed_counts,
     compress_counts,
-    rle_from_polygons,
+    rles_from_polygon_frames,
 )
 
 GT_SOURCE_DEFAULT = "<ground truth records>"
@@ -88,36 +88,63 @@ def _field(entry, key: str, where: str):
     return entry[key]
 
 
-def _gt_frame_rle(seg, video: GTVideo, where: str) -> dict | None:
-    """One GT frame -> compressed RLE (bytes counts) or None. Polygons are rasterised."""
-    if seg is None or (isinstance(seg, list) and len(seg) == 0):
-        return None
+def _gt_track_rles(segs: list, video: GTVideo, where: str) -> list[dict | None]:
+    """One GT track's frames -> compressed RLE (bytes counts) or None per frame.
+
+    Null and empty lists are absence; polygon lists are rasterised (all of the track's polygons
+    in one pycocotools call); RLE dicts are checked and compressed.
+    """
     h, w = video.height, video.width
-    if isinstance(seg, list):
-        for poly in seg:
-            if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+    out: list[dict | None] = [None] * len(segs)
+    polygon_frames: list[int] = []
+    for t, seg in enumerate(segs):
+        if seg is None or (isinstance(seg, list) and len(seg) == 0):
+            continue
+        if isinstance(seg, list):
+            for poly in seg:
+                if not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2:
+                    raise DataError(
+                        f"{where}, segmentations[{t}]: a polygon must be a list of an even "
+                        "number (>= 6) of coordinates"
+                    )
+            polygon_frames.append(t)
+        elif isinstance(seg, Mapping):
+            out[t] = _gt_rle(seg, h, w, f"{where}, segmentations[{t}]")
+        else:
+            raise DataError(
+                f"{where}, segmentations[{t}]: expected null, a polygon list or an RLE dict"
+            )
+    try:
+        rles = rles_from_polygon_frames([segs[t] for t in polygon_frames], h, w)
+    except (TypeError, ValueError):
+        for t in polygon_frames:  # find the culprit
+            try:
+                rles_from_polygon_frames([segs[t]], h, w)
+            except (TypeError, ValueError):
                 raise DataError(
-                    f"{where}: a polygon must be a list of an even number (>= 6) of coordinates"
-                )
-            if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in poly):
-                raise DataError(f"{where}: polygon coordinates must be numbers")
-        return rle_from_polygons(seg, h, w)
-    if isinstance(seg, Mapping):
-        size, counts = _field(seg, "size", where), _field(seg, "counts", where)
-        if list(size) != [h, w]:
-            raise DataError(f"{where}: RLE size {list(size)} differs from the video's [{h}, {w}]")
-        if isinstance(counts, list):
-            why = check_uncompressed_counts(counts, h * w)
-            if why:
-                raise DataError(f"{where}: malformed RLE ({why})")
-            return compress_counts(counts, h, w)
-        if isinstance(counts, bytes):
-            counts = counts.decode("ascii", errors="replace")
-        if not isinstance(counts, str):
-            raise DataError(f"{where}: RLE counts must be a string or a list of run lengths")
-        check_compressed_counts([counts], [h * w], lambda _: where)
-        return {"size": [h, w], "counts": counts}
-    raise DataError(f"{where}: a segmentation must be null, a polygon list or an RLE dict")
+                    f"{where}, segmentations[{t}]: polygon coordinates must be numbers"
+                ) from None
+        raise
+    for t, rle in zip(polygon_frames, rles):
+        out[t] = rle
+    return out
+
+
+def _gt_rle(seg: Mapping, h: int, w: int, where: str) -> dict:
+    size, counts = _field(seg, "size", where), _field(seg, "counts", where)
+    if not isinstance(size, (list, tuple)) or list(size) != [h, w]:
+        raise DataError(f"{where}: RLE size {size} differs from the video's [{h}, {w}]")
+    if isinstance(counts, list):
+        why = check_uncompressed_counts(counts, h * w)
+        if why:
+            raise DataError(f"{where}: malformed RLE ({why})")
+        return compress_counts(counts, h, w)
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii", errors="replace")
+    if not isinstance(counts, str):
+        raise DataError(f"{where}: RLE counts must be a string or a list of run lengths")
+    check_compressed_counts([counts], [h * w], lambda _: where)
+    return {"size": [h, w], "counts": counts}
 
 
 def _parse_video(entry, where: str) -> GTVideo:
@@ -198,9 +225,7 @@ def load_ground_truth(gt: str | Path | Mapping | GroundTruth) -> GroundTruth:
         areas = ann.get("areas")
         if areas is not None and (not isinstance(areas, list) or len(areas) != video.num_frames):
             raise DataError(f"{where}: 'areas' must have one entry per frame ({video.num_frames})")
-        rles = [
-            _gt_frame_rle(seg, video, f"{where}, segmentations[{t}]") for t, seg in enumerate(segs)
-        ]
+        rles = _gt_track_rles(segs, video, where)
         iscrowd = bool(ann.get("iscrowd", 0))
         video.tracks.append(GTTrack(ann_id, category_id, iscrowd, areas, rles))
     return GroundTruth(list(videos.values()), categories, source)

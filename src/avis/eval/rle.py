@@ -28,18 +28,34 @@ _DATA_BITS = 0x1F
 _BITS_PER_CHAR = 5
 _MAX_CHARS_PER_RUN = 7  # 35 bits: more than any uint32 run length needs
 _BATCH_CHARS = 1 << 16
+_AREA_CHUNK = 255
 _VALID_CHARS = bytes(range(_CHAR_OFFSET, _CHAR_OFFSET + _CHAR_RANGE))
 
 
-def rle_from_polygons(polygons: list, height: int, width: int) -> dict:
-    """One frame's polygon list -> one compressed RLE, as the official evaluator does it.
-
-    `frPyObjects` rasterises each polygon, `merge` takes their union.
+def rles_from_polygon_frames(frames: list[list], height: int, width: int) -> list[dict]:
+    """Per frame, a list of polygons -> one compressed RLE per frame, as the official evaluator
+    makes it: `frPyObjects` rasterises each polygon, `merge` takes their union. All polygons
+    go through pycocotools in one call; only frames with several polygons need a merge.
+    Raises TypeError/ValueError from pycocotools for non-numeric coordinates.
     """
-    rles = mask_utils.frPyObjects(polygons, height, width)
-    if isinstance(rles, dict):
-        return rles
-    return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
+    flat = [poly for polygons in frames for poly in polygons]
+    if not flat:
+        return []
+    rles = mask_utils.frPyObjects(flat, height, width)
+    out, first = [], 0
+    for polygons in frames:
+        n = len(polygons)
+        out.append(rles[first] if n == 1 else mask_utils.merge(rles[first : first + n]))
+        first += n
+    return out
+
+
+def area(rles: list[dict]) -> np.ndarray:
+    """Pixel counts of many RLEs (pycocotools' `area` fails on lists longer than 255)."""
+    if not rles:
+        return np.zeros(0, dtype=np.int64)
+    parts = [mask_utils.area(rles[i : i + _AREA_CHUNK]) for i in range(0, len(rles), _AREA_CHUNK)]
+    return np.concatenate(parts).astype(np.int64)
 
 
 def compress_counts(counts: list[int], height: int, width: int) -> dict:
@@ -118,29 +134,35 @@ def _check_batch(
         fail(np.searchsorted(string_end, end_pos[np.argmax(chars_per_run)], side="right"),
              "a run length is too long")
     top = chars[end_pos].astype(np.int64) - _CHAR_OFFSET  # (N,)
-    runs = (top & _DATA_BITS) - np.where(top & _SIGN_BIT, _MORE_BIT, 0)  # sign-extended top group
+    runs = ((top & _DATA_BITS) ^ _SIGN_BIT) - _SIGN_BIT  # sign-extended top 5-bit group
     for k in range(1, longest):  # lower groups, for the few runs longer than one character
         longer = np.flatnonzero(chars_per_run > k)
         lower = (chars[end_pos[longer] - k].astype(np.int64) - _CHAR_OFFSET) & _DATA_BITS
         runs[longer] = (runs[longer] << _BITS_PER_CHAR) + lower
 
-    # Undo the delta coding: run m (m >= 3) adds run m-2, i.e. a running sum over the odd runs
-    # from m=1 and over the even runs from m=2, separately within each string.
-    string_start = np.zeros(len(runs), dtype=np.int64)
-    np.add.at(string_start, first_run[nonempty], 1)
-    string_of_run = np.cumsum(string_start) - 1  # (N,) among the non-empty strings
-    string_ids = np.flatnonzero(nonempty)
-    index_in_string = np.arange(len(runs)) - first_run[string_ids][string_of_run]  # (N,)
-    decoded = runs
-    for parity in (0, 1):
-        in_chain = (index_in_string >= 1) & ((index_in_string & 1) == parity)
-        csum = np.cumsum(np.where(in_chain, runs, 0))
-        before = np.concatenate(([0], csum))[first_run[string_ids]]  # (S',)
-        decoded = np.where(in_chain, csum - before[string_of_run], decoded)
+    # Undo the delta coding: run m of a string (m >= 3) adds run m-2. Positions two apart in
+    # the string are two apart in the concatenation too, so one running sum over the even and
+    # one over the odd positions serve all strings: a decoded run is its running sum minus the
+    # running sum just before its string starts (first runs are zeroed: they start no chain).
+    string_ids = np.flatnonzero(nonempty)  # (S',)
+    starts = first_run[string_ids]  # (S',) index of each string's first run
+    marks = np.zeros(len(runs), dtype=np.int64)
+    marks[starts] = 1
+    string_of_run = np.cumsum(marks) - 1  # (N,) index into string_ids
+    chained = runs.copy()
+    chained[starts] = 0
+    csum = np.empty_like(chained)
+    csum[0::2] = np.cumsum(chained[0::2])
+    csum[1::2] = np.cumsum(chained[1::2])
+    # Running sum before each string, for the positions of its own parity and of the other.
+    before = np.stack([csum[starts], np.where(starts > 0, csum[np.maximum(starts - 1, 0)], 0)], 1)
+    other_parity = (np.arange(len(runs)) ^ starts[string_of_run]) & 1
+    decoded = csum - before.ravel()[2 * string_of_run + other_parity]
+    decoded[starts] = runs[starts]
     if (decoded < 0).any():
         fail(string_ids[string_of_run[np.argmax(decoded < 0)]], "a negative run length")
     totals = np.zeros(len(counts), dtype=np.int64)
-    totals[string_ids] = np.add.reduceat(decoded, first_run[string_ids])
+    totals[string_ids] = np.add.reduceat(decoded, starts)
     wrong = totals != np.asarray(num_pixels, dtype=np.int64)
     if wrong.any():
         i = int(np.argmax(wrong))

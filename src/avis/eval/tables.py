@@ -17,6 +17,7 @@ from pycocotools import mask as mask_utils
 
 from avis.eval.records import GTVideo, PredTrack
 from avis.eval.rle import OFFICIAL_EMPTY_COUNTS
+from avis.eval.rle import area as rle_area
 
 
 @dataclass
@@ -63,7 +64,7 @@ def _track_areas(rles: list[dict | None], num_frames: int) -> tuple[np.ndarray, 
     nonnull = np.fromiter((r is not None for r in rles), dtype=bool, count=num_frames)
     areas = np.zeros(num_frames, dtype=np.int64)
     if nonnull.any():
-        areas[nonnull] = mask_utils.area([r for r in rles if r is not None])
+        areas[nonnull] = rle_area([r for r in rles if r is not None])
     return nonnull, areas
 
 
