@@ -100,9 +100,13 @@ class FrameDecoder(nn.Module):
         """Predicted mask logits at a level's size (N, fQ, h_l, w_l) -> boolean attention mask
         (N*h, fQ, h_l*w_l), True = blocked (sigmoid < 0.5); a query whose mask is empty at
         this level is not blocked anywhere."""
+        return self._blocked(level_mask_logits).repeat_interleave(self.num_heads, dim=0)
+
+    @staticmethod
+    def _blocked(level_mask_logits: Tensor) -> Tensor:
+        """The attention mask shared by all heads: (N, fQ, h_l, w_l) -> (N, fQ, h_l*w_l) bool."""
         blocked = level_mask_logits.sigmoid().flatten(2) < MASK_THRESHOLD  # (N, fQ, h_l*w_l)
-        blocked = blocked & ~blocked.all(-1, keepdim=True)
-        return blocked.repeat_interleave(self.num_heads, dim=0).detach()
+        return (blocked & ~blocked.all(-1, keepdim=True)).detach()
 
     def audio_fusion(
         self, srcs: Sequence[Tensor], audio: Tensor, query_embed: Tensor
@@ -150,8 +154,13 @@ class FrameDecoder(nn.Module):
 
         level_features: list[Tensor] = []  # mask features at each level's size
         if not all_layer_masks:
+            # the CPU kernel of a downscaling interpolate copies an NCHW input to channels-last
+            # (and back) on every call: convert once for the three levels (same values)
+            source = mask_features
+            if source.device.type == "cpu":
+                source = source.contiguous(memory_format=torch.channels_last)
             level_features = [
-                F.interpolate(mask_features, size=size, mode="bilinear", align_corners=False)
+                F.interpolate(source, size=size, mode="bilinear", align_corners=False)
                 for size in sizes
             ]
         attn_mask: Tensor | None = None
@@ -189,7 +198,7 @@ class FrameDecoder(nn.Module):
                 level_masks = torch.bmm(embed, level_features[lvl].flatten(2)).view(
                     n, -1, *sizes[lvl]
                 )
-            attn_mask = self.attention_mask(level_masks)
+            attn_mask = self._blocked(level_masks).unsqueeze(1)  # (N, 1, fQ, h_l*w_l), all heads
         return FrameDecoderOutput(
             pred_logits=torch.stack(all_logits),
             pred_masks=torch.stack(all_masks),

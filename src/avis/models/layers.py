@@ -10,7 +10,8 @@ All sequences are sequence-first, like ``nn.MultiheadAttention(batch_first=False
 
 Masks follow the ``nn.MultiheadAttention`` conventions:
 - ``attn_mask``: (L, S) or (N*h, L, S); boolean (True = blocked) or float (added to the
-  attention logits, e.g. -1000 for blocked pairs).
+  attention logits, e.g. -1000 for blocked pairs). Also (N|1, h|1, L, S), e.g. one mask
+  shared by all heads as (N, 1, L, S) (8x less mask work than repeating it per head).
 - ``key_padding_mask``: (N, S); boolean (True = padded key) or float (added).
 """
 
@@ -43,9 +44,17 @@ def _merge_masks(
             masks.append(attn_mask.view(1, 1, q_len, k_len))
         elif attn_mask.dim() == 3:
             masks.append(attn_mask.view(n, heads, q_len, k_len))
+        elif (
+            attn_mask.dim() == 4
+            and attn_mask.shape[0] in (1, n)
+            and attn_mask.shape[1] in (1, heads)
+            and attn_mask.shape[2:] == (q_len, k_len)
+        ):
+            masks.append(attn_mask)
         else:
             raise ValueError(
-                f"attn_mask must be (L, S) or (N*h, L, S), got shape {tuple(attn_mask.shape)}"
+                "attn_mask must be (L, S), (N*h, L, S) or (N|1, h|1, L, S) with "
+                f"N={n}, h={heads}, L={q_len}, S={k_len}; got shape {tuple(attn_mask.shape)}"
             )
     if key_padding_mask is not None:
         if key_padding_mask.shape != (n, k_len):
