@@ -43,6 +43,7 @@ def test_same_seed_gives_byte_identical_files(generated, tmp_path):
     assert kinds == {"JPEGImages", "WAVAudios", "FEATAudios"}
 
 
+@pytest.mark.slow  # starts two worker processes (a few seconds of imports)
 def test_worker_processes_give_the_same_files(generated, tmp_path):
     generate_dataset(tmp_path, seed=11, counts=COUNTS, config=TINY, workers=2)
     assert files(tmp_path) == files(generated)

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="easy", help="difficulty preset: easy (default) or hard")
     parser.add_argument("--mp4", action="store_true", help="also write <split>/MP4/<video>.mp4 with the soundtrack")
     parser.add_argument("--mp4-fps", type=int, default=4, help="frame rate of the mp4 files (default %(default)s)")
+    parser.add_argument("--no-wav", action="store_true", help="skip the WAV soundtracks (~32 kB per video second)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
     parser.set_defaults(func=run)
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         task = bar.add_task("videos", total=sum(counts.values()))
         written = generate_dataset(
             args.out, seed=args.seed, counts=counts, config=config, workers=args.workers,
-            mp4_fps=args.mp4_fps if args.mp4 else None, on_video=lambda: bar.advance(task),
+            mp4_fps=args.mp4_fps if args.mp4 else None, wav=not args.no_wav, on_video=lambda: bar.advance(task),
         )  # fmt: skip
     elapsed = time.perf_counter() - start
     summary = ", ".join(f"{n} {split}" for split, n in written.items())

@@ -20,9 +20,9 @@ class SynthConfig:
     # objects
     object_size: tuple[float, float] = (22.0, 44.0)  # bounding size, px at 128
     max_objects: int = 5
-    sounding_class_weights: tuple[float, ...] = (0.4, 0.4, 0.2)  # P(1, 2, 3 sounding classes)
-    twin_prob: float = 0.3  # a sounding class shows two instances
-    distractor_prob: float = 0.5  # P(at least one silent distractor class)
+    sounding_class_weights: tuple[float, ...] = (0.5, 0.35, 0.15)  # P(1, 2, 3 sounding classes)
+    twin_prob: float = 0.25  # a sounding class shows two instances
+    distractor_prob: float = 0.45  # P(at least one silent distractor class)
     second_distractor_prob: float = 0.25  # P(a second one | a first one)
     max_classes_per_video: int = 4
     hue_jitter: float = 6.0  # degrees

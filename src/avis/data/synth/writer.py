@@ -53,6 +53,7 @@ class VideoJob:
     entropy: tuple[int, ...]  # SeedSequence entropy
     config: SynthConfig
     mp4_fps: int | None = None
+    write_wav: bool = True
 
 
 @dataclass
@@ -115,7 +116,8 @@ def make_video(job: VideoJob) -> VideoResult:
         Image.fromarray(frame).save(frame_dir / f"{t:05d}.jpg", quality=cfg.jpeg_quality)
     waveform = soundtrack(scene, cfg, np.random.default_rng(sound_seq))
     pcm = np.frombuffer(to_pcm16(waveform), dtype="<i2")  # features of exactly what the WAV holds
-    write_wav(split_dir / WAV_DIR / f"{job.name}.wav", waveform, cfg.sample_rate)
+    if job.write_wav:
+        write_wav(split_dir / WAV_DIR / f"{job.name}.wav", waveform, cfg.sample_rate)
     np.save(split_dir / FEAT_DIR / f"{job.name}.npy", weight_free_features(pcm, cfg.sample_rate, length))
     if job.mp4_fps:
         times = (k / job.mp4_fps for k in range(length * job.mp4_fps))
@@ -141,11 +143,11 @@ def split_json(results: list[VideoResult], cfg: SynthConfig, seed: int, split: s
     return {"info": info, "videos": videos, "annotations": annotations, "categories": categories}
 
 
-def _jobs(out: Path, split: str, count: int, seed: int, cfg: SynthConfig, mp4_fps: int | None) -> list[VideoJob]:
+def _jobs(out: Path, split: str, count: int, seed: int, cfg: SynthConfig, mp4_fps: int | None, wav: bool = True) -> list[VideoJob]:
     split_dir = out / split
     for sub in (FRAMES_DIR, WAV_DIR, FEAT_DIR) + ((MP4_DIR,) if mp4_fps else ()):
         (split_dir / sub).mkdir(parents=True, exist_ok=True)
-    return [VideoJob(str(split_dir), f"{split}_{i:04d}", (seed, SPLIT_CODES[split], i), cfg, mp4_fps) for i in range(count)]
+    return [VideoJob(str(split_dir), f"{split}_{i:04d}", (seed, SPLIT_CODES[split], i), cfg, mp4_fps, wav) for i in range(count)]
 
 
 @contextmanager
@@ -170,11 +172,14 @@ def generate_dataset(
     config: SynthConfig | None = None,
     workers: int | None = None,
     mp4_fps: int | None = None,
+    wav: bool = True,
     on_video: Callable[[], None] | None = None,
 ) -> dict[str, int]:
     """Write the splits (default 600/60/120 videos); returns the number of videos per split.
 
     workers: processes (default: the CPU count); 1 = in this process.
+    wav: write the WAV soundtracks (about 32 kB per second of video; the features are always
+    computed from the soundtrack, written or not).
     """
     cfg = config or SynthConfig()
     counts = dict(DEFAULT_COUNTS if counts is None else counts)
@@ -182,7 +187,7 @@ def generate_dataset(
     if unknown:
         raise ValueError(f"unknown splits {sorted(unknown)}; choose from {sorted(SPLIT_CODES)}")
     out = Path(out)
-    jobs = {split: _jobs(out, split, n, seed, cfg, mp4_fps) for split, n in counts.items()}
+    jobs = {split: _jobs(out, split, n, seed, cfg, mp4_fps, wav) for split, n in counts.items()}
     flat = [job for split_jobs in jobs.values() for job in split_jobs]
     workers = max(1, min(workers or os.cpu_count() or 1, len(flat) or 1))
     results: list[VideoResult] = []
