@@ -157,3 +157,25 @@ def test_check_collects_structural_error(root):
     (root / "train.json").write_text(json.dumps(obj))
     report = check_split(root, "train")
     assert not report.ok and "'category_id' 99" in report.errors[0]
+
+
+def test_check_reports_polygons_outside_the_frame(root):
+    obj, video = first_video(root)
+    track = next(a for a in obj["annotations"] if a["video_id"] == video["id"])
+    t = next(i for i, s in enumerate(track["segmentations"]) if s is not None)
+    track["segmentations"][t] = [[x * 3 for x in poly] for poly in track["segmentations"][t]]
+    track["areas"][t] = track["bboxes"][t] = None
+    (root / "train.json").write_text(json.dumps(obj))
+    report = check_split(root, "train")
+    assert any(f"(id {track['id']})" in w and f"segmentations[{t}]" in w and "outside" in w for w in report.warnings)
+
+
+def test_clip_dataset_in_a_dataloader(root):
+    from torch.utils.data import DataLoader
+
+    from avis.data import ClipDataset, ClipSampler, ClipTransform, collate_clips
+
+    ds = ClipDataset(load_split(root, "train"), ClipSampler(num_frames=2), ClipTransform(short_sides=(32,)), seed=0)
+    batches = list(DataLoader(ds, batch_size=2, collate_fn=collate_clips))
+    assert [b.frames.shape[0] for b in batches] == [2, 1]
+    assert batches[0].frames.shape[1:] == (2, 3, 32, 32)

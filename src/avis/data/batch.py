@@ -20,6 +20,8 @@ class ClipTargets:
     track_ids: Tensor  # (N,) int64, annotation id of the instance track
     masks: Tensor  # (N, T, Hp, Wp) bool, all False where the instance is not sounding
     valid: Tensor  # (N, T) bool, True where the GT segmentation of that frame is not null
+    # (and, after crop augmentation, still has pixels); masks[n, t] is all False where
+    # valid[n, t] is False. N may be 0. See avis.data.dataset for which tracks are kept.
 
     def to(self, device: torch.device | str) -> ClipTargets:
         return ClipTargets(*(t.to(device) for t in (self.labels, self.track_ids, self.masks, self.valid)))

@@ -4,7 +4,8 @@
 unknown id, bad RLE size, path escaping the root, missing frame / feature file, features not
 (T, D)). On top of that this reads every frame (size), decodes every mask, compares the stored
 areas and boxes with the decoded masks, looks for the WAV files and for frame names out of
-numeric order, and collects every problem instead of stopping at the first.
+numeric order or polygon points outside the frame, and collects every problem instead of
+stopping at the first.
 
 Letters: T frames, H x W frame size.
 """
@@ -16,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from avis.data.masks import area_and_bbox
 from avis.data.split import AudioPolicy, AVISegSplit, load_split
 from avis.errors import DataError
@@ -23,6 +26,7 @@ from avis.errors import DataError
 AREA_TOLERANCE = 0.02  # relative difference between stored and decoded area that is reported
 BOX_TOLERANCE = 1.0  # px
 TRAILING_NUMBER = re.compile(r"(\d+)(?=\.[^.]*$)")
+POLYGON_SLACK = 1.0  # px a polygon point may lie outside the frame before it is reported
 MAX_REPORTED = 50  # problems of one kind listed before "... and N more"
 
 
@@ -37,6 +41,14 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+def _outside(polygons: list, height: int, width: int) -> bool:
+    coords = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons if len(p) >= 2]
+    if not coords:
+        return False
+    pts = np.concatenate(coords)
+    return bool((pts < -POLYGON_SLACK).any() or (pts[:, 0] > width + POLYGON_SLACK).any() or (pts[:, 1] > height + POLYGON_SLACK).any())
 
 
 def _frame_order_ok(names: tuple[str, ...]) -> bool:
@@ -72,6 +84,8 @@ def _check_video(split: AVISegSplit, video, report: CheckReport, read_frames: bo
             except (ValueError, TypeError) as err:
                 report.errors.append(f"{tw}: field 'segmentations[{t}]' cannot be decoded ({err})")
                 continue
+            if isinstance(seg, list) and _outside(seg, video.height, video.width):
+                report.warnings.append(f"{tw}: field 'segmentations[{t}]' has polygon points outside the {video.width}x{video.height} frame (annotated at another size?)")
             if area == 0:
                 report.warnings.append(f"{tw}: field 'segmentations[{t}]' is an empty mask (null is expected for an absent instance)")
             if track.areas is not None and track.areas[t] is not None and abs(track.areas[t] - area) > AREA_TOLERANCE * max(area, 1.0):
