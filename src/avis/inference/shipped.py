@@ -90,19 +90,23 @@ def _generic(num_classes: int) -> list[str]:
 def ship_checkpoint(
     src: str | Path,
     dst: str | Path,
-    class_names: list[str],
+    class_names: list[str] | None = None,
     audio_features: str = WEIGHT_FREE,
     half: bool = True,
 ) -> Path:
     """Turn an avis (training) checkpoint into a prediction checkpoint: weights + config +
-    class names + audio-feature kind, without optimiser state; float16 storage when `half`
-    (loaded back into float32 parameters)."""
+    class names (default: the checkpoint's own) + audio-feature kind, without optimiser
+    state; float16 storage when `half` (loaded back into float32 parameters)."""
     from avis.models.checkpoint import is_avis_checkpoint, read_checkpoint
 
     obj = read_checkpoint(src)
     if not is_avis_checkpoint(obj):
         raise CheckpointError(f"{src}: not an avis checkpoint (field 'format' = 'avis' expected)")
     num_classes = int(obj["config"]["num_classes"])
+    if class_names is None:
+        class_names = obj.get(CLASS_NAMES_KEY)
+        if class_names is None:
+            raise CheckpointError(f"{src}: no '{CLASS_NAMES_KEY}' in the checkpoint; give the class names")
     if len(class_names) != num_classes:
         raise CheckpointError(f"{src}: model has {num_classes} classes, {len(class_names)} names given")
     out = {k: v for k, v in obj.items() if k not in TRAINING_ONLY_KEYS}
@@ -127,17 +131,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avis.inference.shipped", description=main.__doc__)
     parser.add_argument("checkpoint", type=Path, help="trained avis checkpoint")
     parser.add_argument(
-        "--classes-from", type=Path, required=True,
-        help="an annotation JSON whose categories (sorted by id) name the model's classes",
+        "--classes-from", type=Path,
+        help="an annotation JSON whose categories (sorted by id) name the model's classes "
+        "(default: the class names stored in the checkpoint)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help=f"default: assets/{SHIPPED_CHECKPOINT}")
     parser.add_argument("--audio-features", default=WEIGHT_FREE, choices=(WEIGHT_FREE, VGGISH))
     parser.add_argument("--float32", action="store_true", help="keep float32 weights")
     args = parser.parse_args(argv)
-    categories = json.loads(args.classes_from.read_text())["categories"]
-    names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    names = None
+    if args.classes_from is not None:
+        categories = json.loads(args.classes_from.read_text())["categories"]
+        names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     out = args.out or asset_path(SHIPPED_CHECKPOINT)
     path = ship_checkpoint(args.checkpoint, out, names, args.audio_features, half=not args.float32)
+    names = torch.load(path, weights_only=True)[CLASS_NAMES_KEY]
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {len(names)} classes {names}")
     return 0
 
