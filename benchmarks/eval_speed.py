@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/avis_eval_bench"))
-    parser.add_argument("--protocols", nargs="+", default=["official", "fixed"])
+    parser.add_argument("--protocols", nargs="*", default=["official", "fixed"])
     parser.add_argument("--reference", action="store_true", help="also time trackeval HOTA+TrackMAP")
     parser.add_argument("--run-one", nargs=3, metavar=("GT", "PRED", "PROTOCOL"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 
 from avis.errors import DataError
 from avis.eval import evaluate
-from avis.eval.rle import check_compressed_counts
+from avis.eval.rle import checked_areas
 from avis.eval.synthetic import SyntheticSpec, make_case
 
 
@@ -98,10 +98,12 @@ def test_run_decoder_matches_pycocotools():
         pixels.append(int(h * w))
     assert _encode_runs([3, 4, 5, 6]) == mask_utils.frPyObjects(
         {"size": [18, 1], "counts": [3, 4, 5, 6]}, 18, 1)["counts"].decode()
-    check_compressed_counts(counts, pixels, str)  # all valid: no error
+    rles = [{"size": [1, n], "counts": c} for c, n in zip(counts, pixels)]
+    want = np.concatenate([mask_utils.area(rles[i : i + 100]) for i in range(0, len(rles), 100)])
+    assert (checked_areas(counts, pixels, str) == want).all()  # all valid; areas decoded
     pixels[123] += 1
     with pytest.raises(DataError, match="^#123: "):
-        check_compressed_counts(counts, pixels, lambda i: f"#{i}")
+        checked_areas(counts, pixels, lambda i: f"#{i}")
 
 
 def test_duplicate_video_ids(case):

@@ -6,7 +6,8 @@
 """
 
 from avis.eval.evaluate import METRIC_KEYS, PROTOCOLS, EvalResult, evaluate
-from avis.eval.records import GroundTruth, load_ground_truth, load_predictions
+from avis.eval.predictions import load_predictions
+from avis.eval.records import GroundTruth, load_ground_truth
 
 __all__ = [
     "METRIC_KEYS",

@@ -19,7 +19,8 @@ import numpy as np
 
 from avis.eval import fsla, hota, track_map
 from avis.eval.constants import AP50_INDEX, AP75_INDEX, PERCENT
-from avis.eval.records import GroundTruth, PredTrack, load_ground_truth, load_predictions
+from avis.eval.predictions import PredTrack, load_predictions
+from avis.eval.records import GroundTruth, load_ground_truth
 from avis.eval.tables import VideoTable, build_video_table, canonical_order
 
 PROTOCOLS = ("official", "fixed")

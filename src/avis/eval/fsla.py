@@ -38,6 +38,11 @@ class FslaCounts:
         self.total[kind] += 1
         self.correct[kind] += np.broadcast_to(np.asarray(correct, dtype=np.int64), (len(ALPHAS),))
 
+    def add_frames(self, kind: str, num_frames: int, num_correct: int) -> None:
+        """Frames whose correctness does not depend on alpha."""
+        self.total[kind] += num_frames
+        self.correct[kind] += num_correct
+
 
 def _alignment(sim: np.ndarray, gt_present: np.ndarray, pr_present: np.ndarray) -> np.ndarray:
     """HOTA's global alignment score between tracks: (T, G, P) IoUs -> (G, P)."""
@@ -54,6 +59,27 @@ def _frame_kind(num_gt: int) -> str:
     return FRAME_TYPES[min(num_gt, 2)]
 
 
+def _gates(table: VideoTable, gt_present, pr_present, pr_counted) -> np.ndarray:
+    """(T,) bool: the GT class set equals the predicted class set, and the number of present
+    GT equals the number of counted predictions (pr_counted, (P, T))."""
+    classes, cat_index = np.unique(np.concatenate([table.gt_cat, table.pr_cat]), return_inverse=True)
+    gt_onehot = np.eye(len(classes), dtype=np.int64)[cat_index[: len(table.gt_cat)]]  # (G, C)
+    pr_onehot = np.eye(len(classes), dtype=np.int64)[cat_index[len(table.gt_cat) :]]  # (P, C)
+    gt_classes = gt_present.T.astype(np.int64) @ gt_onehot > 0  # (T, C)
+    pr_classes = pr_present.T.astype(np.int64) @ pr_onehot > 0
+    same_sets = (gt_classes == pr_classes).all(1)
+    return same_sets & (gt_present.sum(0) == pr_counted.sum(0))
+
+
+def _count_simple_frames(counts: FslaCounts, gate: np.ndarray, num_gt: np.ndarray) -> np.ndarray:
+    """Count silent frames and failed gates (correctness known); return the frames left."""
+    silent = num_gt == 0
+    counts.add_frames("n", int(silent.sum()), int((silent & gate).sum()))
+    for kind, is_kind in (("s", num_gt == 1), ("m", num_gt >= 2)):
+        counts.add_frames(kind, int((is_kind & ~gate).sum()), 0)
+    return np.flatnonzero(gate & ~silent)
+
+
 def official_video(table: VideoTable, counts: FslaCounts) -> None:
     """One video as the official evaluator scores it (docs/evaluation.md lists the quirks)."""
     gt_nonnull, pr_nonnull = table.gt_nonnull, table.pr_nonnull  # (G, T), (P, T)
@@ -63,16 +89,11 @@ def official_video(table: VideoTable, counts: FslaCounts) -> None:
     sim = table.iou[:, rows][:, :, cols]
     alignment = _alignment(sim, gt_nonnull[rows], pr_nonnull[cols])
     pair_rows, pair_cols = linear_sum_assignment(-alignment)  # pair_rows ascending
-    for t in range(table.num_frames):
+    gate = _gates(table, gt_nonnull, pr_nonnull, pr_nonnull & ~table.pr_literal_empty)
+    for t in _count_simple_frames(counts, gate, gt_nonnull.sum(0)):
         gts = np.flatnonzero(gt_nonnull[:, t])  # file order
         preds = np.flatnonzero(pr_nonnull[:, t])  # prediction order
         kind = _frame_kind(len(gts))
-        gate = set(table.gt_cat[gts].tolist()) == set(table.pr_cat[preds].tolist()) and len(
-            gts
-        ) == int((~table.pr_literal_empty[preds, t]).sum())
-        if not gate or kind == "n":
-            counts.add_frame(kind, gate)
-            continue
         if kind == "s":
             # k: file position of the sounding annotation, looked up among prediction indices.
             hits = np.flatnonzero(pair_cols == gts[0])
@@ -122,16 +143,10 @@ def fixed_video(table: VideoTable, counts: FslaCounts) -> None:
     alignment = _alignment(table.iou, gt_present, pr_present)  # (G, P)
     same_class = table.gt_cat[:, None] == table.pr_cat[None, :]
     partner = _pair_fixed(alignment, same_class)
-    for t in range(table.num_frames):
+    gate = _gates(table, gt_present, pr_present, pr_present)
+    for t in _count_simple_frames(counts, gate, gt_present.sum(0)):
         gts = np.flatnonzero(gt_present[:, t])
-        preds = np.flatnonzero(pr_present[:, t])
         kind = _frame_kind(len(gts))
-        gate = len(gts) == len(preds) and set(table.gt_cat[gts].tolist()) == set(
-            table.pr_cat[preds].tolist()
-        )
-        if not gate or kind == "n":
-            counts.add_frame(kind, gate)
-            continue
         ok = np.ones(len(ALPHAS), dtype=bool)
         for g in gts:
             p = partner.get(int(g))

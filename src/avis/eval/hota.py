@@ -69,36 +69,8 @@ def hota_sequence(
     pr_count = pr_present.sum(1)[None, :].astype(float)  # (1, P)
     alignment = potential / (gt_count + pr_count - potential)  # (G, P)
 
-    rows_all, cols_all, sims_all = [], [], []
-    both = gt_present.any(0) & pr_present.any(0)  # (T,)
-    for t in np.flatnonzero(both):
-        rows = gt_file_order[gt_present[gt_file_order, t]]
-        cols = np.flatnonzero(pr_present[:, t])
-        s_t = sim[t][np.ix_(rows, cols)]
-        score = alignment[np.ix_(rows, cols)] * s_t
-        if drop_zero_scores:
-            keep_r, keep_c = score.any(1), score.any(0)
-            rows, cols, s_t, score = (
-                rows[keep_r], cols[keep_c], s_t[np.ix_(keep_r, keep_c)],
-                score[np.ix_(keep_r, keep_c)],
-            )  # fmt: skip
-            if not len(rows) or not len(cols):
-                continue
-        if score.shape == (1, 1):
-            r, c = np.zeros(1, dtype=int), np.zeros(1, dtype=int)
-        else:
-            r, c = linear_sum_assignment(-score)
-        rows_all.append(rows[r])
-        cols_all.append(cols[c])
-        sims_all.append(s_t[r, c])
-    if rows_all:
-        m_rows = np.concatenate(rows_all)  # (M,)
-        m_cols = np.concatenate(cols_all)
-        m_sims = np.concatenate(sims_all)
-    else:
-        m_rows = m_cols = np.zeros(0, dtype=int)
-        m_sims = np.zeros(0)
-
+    m_rows, m_cols, m_sims = _assign(sim, alignment, gt_present, pr_present, gt_file_order,
+                                     drop_zero_scores)
     matched = m_sims[None, :] >= ALPHAS[:, None] - EPS  # (A, M)
     tp = matched.sum(1).astype(float)  # (A,)
     loc_sum = np.where(matched, m_sims[None, :], 0.0).sum(1)  # (A,)
@@ -122,6 +94,61 @@ def hota_sequence(
         ass_pr=weighted(ass_pr),
         loc_a=np.maximum(LOC_FLOOR, loc_sum) / np.maximum(LOC_FLOOR, tp),
     )
+
+
+def _assign(sim, alignment, gt_present, pr_present, gt_file_order, drop_zero_scores):
+    """Per frame, the Hungarian matches between present GT and predictions maximising
+    alignment x IoU. Returns (M,) rows, columns and IoUs of the matched pairs.
+
+    Frames with a single GT (or a single prediction) and a unique best score are solved with
+    an argmax over all such frames at once, which is what the assignment returns; other frames
+    go through scipy one by one, rows in GT file order as in TrackEval.
+    """
+    n_gt, n_pr = gt_present.sum(0), pr_present.sum(0)  # (T,)
+    out_rows, out_cols, out_sims = [], [], []
+    hard = []
+    for axis, single in ((0, (n_gt == 1) & (n_pr >= 1)), (1, (n_pr == 1) & (n_gt >= 2))):
+        frames = np.flatnonzero(single)  # (F,)
+        if not len(frames):
+            continue
+        present = gt_present if axis == 0 else pr_present
+        other = pr_present if axis == 0 else gt_present
+        one = np.argmax(present[:, frames], axis=0)  # (F,) the single row (or column)
+        if axis == 0:
+            s_f = sim[frames, one, :]  # (F, P)
+            score = alignment[one, :] * s_f
+        else:
+            s_f = sim[frames, :, one]  # (F, G)
+            score = alignment[:, one].T * s_f
+        score = np.where(other[:, frames].T, score, -1.0)
+        best = np.argmax(score, axis=1)  # (F,)
+        top = score[np.arange(len(frames)), best]
+        tied = ((score == top[:, None]).sum(1) > 1) & (top > 0)
+        hard.extend(frames[tied].tolist())
+        keep = ~tied & (top > 0 if drop_zero_scores else top >= 0)
+        rows, cols = (one, best) if axis == 0 else (best, one)
+        out_rows.append(rows[keep])
+        out_cols.append(cols[keep])
+        out_sims.append(s_f[np.arange(len(frames)), best][keep])
+    general = np.flatnonzero((n_gt >= 2) & (n_pr >= 2))
+    for t in sorted(hard) + general.tolist():
+        rows = gt_file_order[gt_present[gt_file_order, t]]
+        cols = np.flatnonzero(pr_present[:, t])
+        s_t = sim[t][rows[:, None], cols]
+        score = alignment[rows[:, None], cols] * s_t
+        if drop_zero_scores:
+            keep_r, keep_c = score.any(1), score.any(0)
+            rows, cols = rows[keep_r], cols[keep_c]
+            s_t, score = s_t[keep_r][:, keep_c], score[keep_r][:, keep_c]
+            if not len(rows) or not len(cols):
+                continue
+        r, c = linear_sum_assignment(-score)
+        out_rows.append(rows[r])
+        out_cols.append(cols[c])
+        out_sims.append(s_t[r, c])
+    if not out_rows:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int), np.zeros(0)
+    return np.concatenate(out_rows), np.concatenate(out_cols), np.concatenate(out_sims)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """COCO run-length encodings: batched validation of compressed RLE strings, polygon rasterisation.
 
 pycocotools trusts its input: a counts string whose runs do not add up to h*w is silently
-misread. `check_compressed_counts` decodes many strings at once with numpy (the same LEB128-like
+misread. `checked_areas` decodes many strings at once with numpy (the same LEB128-like
 code as pycocotools' `rleFrString`) so that bad entries are reported before any IoU is computed.
 
 Letters: S strings, C characters (all strings concatenated), N run lengths (all strings).
@@ -75,32 +75,39 @@ def check_uncompressed_counts(counts: list, num_pixels: int) -> str | None:
     return None
 
 
-def check_compressed_counts(
+def checked_areas(
     counts: Sequence[str],
     num_pixels: Sequence[int],
     describe: Callable[[int], str],
-) -> None:
-    """Raise DataError for the first counts string that is not a valid RLE of its pixel count.
+) -> np.ndarray:
+    """(S,) foreground pixel counts of compressed RLE strings, checked on the way.
+
+    Raises DataError for the first string that is not a valid RLE of its pixel count.
 
     `describe(i)` names the i-th entry (file, prediction, frame) for the message. The strings
     are checked in batches of about `_BATCH_CHARS` characters: numpy temporaries of that size are
     reused by the allocator instead of being mapped afresh, which is several times faster.
     """
+    areas = np.zeros(len(counts), dtype=np.int64)
     first = 0
     while first < len(counts):
         last, chars = first, 0
         while last < len(counts) and (last == first or chars + len(counts[last]) <= _BATCH_CHARS):
             chars += len(counts[last])
             last += 1
-        _check_batch(counts[first:last], num_pixels[first:last], lambda i, offset=first: describe(offset + i))
+        areas[first:last] = _check_batch(
+            counts[first:last], num_pixels[first:last], lambda i, offset=first: describe(offset + i)
+        )
         first = last
+    return areas
 
 
 def _check_batch(
     counts: Sequence[str], num_pixels: Sequence[int], describe: Callable[[int], str]
-) -> None:
+) -> np.ndarray:
+    areas = np.zeros(len(counts), dtype=np.int64)
     if not counts:
-        return
+        return areas
     try:
         buf = "".join(counts).encode("ascii")
     except UnicodeEncodeError:
@@ -167,3 +174,5 @@ def _check_batch(
     if wrong.any():
         i = int(np.argmax(wrong))
         fail(i, f"run lengths add up to {int(totals[i])} pixels, expected {int(num_pixels[i])}")
+    areas[string_ids] = np.add.reduceat(decoded * other_parity, starts)  # odd runs: foreground
+    return areas

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from avis.eval.records import GTVideo, PredTrack
+from avis.eval.predictions import PredTrack
+from avis.eval.records import GTVideo
 from avis.eval.rle import OFFICIAL_EMPTY_COUNTS
 from avis.eval.rle import area as rle_area
 
@@ -79,7 +80,8 @@ def build_video_table(video: GTVideo, preds: list[PredTrack]) -> VideoTable:
     pr_area = np.zeros((P, T), dtype=np.int64)
     pr_literal_empty = np.zeros((P, T), dtype=bool)
     for p, pred in enumerate(preds):
-        pr_nonnull[p], pr_area[p] = _track_areas(pred.rles, T)
+        pr_nonnull[p] = [r is not None for r in pred.rles]
+        pr_area[p] = pred.areas
         pr_literal_empty[p] = [r is not None and r["counts"] == OFFICIAL_EMPTY_COUNTS for r in pred.rles]
 
     iou = np.zeros((T, G, P), dtype=np.float64)

@@ -47,7 +47,7 @@ def map_sequence(
     gt_crowd: np.ndarray,
     official_matched_test: bool,
 ) -> dict[str, MapSequence]:
-    """Greedy matching of one class in one video, per area label.
+    """Greedy matching of one class in one video, for every area label at once.
 
     ious: (D, G) track IoUs with predictions already sorted by descending score (stable).
     dt_ids: (D,) internal prediction ids. official_matched_test: a GT counts as taken only if
@@ -55,36 +55,40 @@ def map_sequence(
     otherwise any match blocks it.
     """
     D, G = ious.shape
-    K = len(IOU_THRESHOLDS)
-    out = {}
-    for label in AREA_LABELS:
-        gt_ig = ~_in_range(gt_area, label) | gt_crowd  # (G,)
-        order = np.argsort(gt_ig, kind="mergesort")  # ignored GT last
-        gt_ig_sorted = gt_ig[order]
-        iou_sorted = ious[:, order]  # (D, G)
-        gt_taken_by = np.full((K, G), -1, dtype=np.int64)
-        dt_gt = np.full((K, D), -1, dtype=np.int64)  # sorted-GT index of the match
+    K, L = len(IOU_THRESHOLDS), len(AREA_LABELS)
+    gt_ig = np.stack([~_in_range(gt_area, label) | gt_crowd for label in AREA_LABELS])  # (L, G)
+    order = np.argsort(gt_ig, axis=1, kind="mergesort")  # ignored GT last
+    gt_ig_sorted = np.take_along_axis(gt_ig, order, axis=1)  # (L, G)
+    iou_sorted = ious.T[order]  # (L, G, D)
+    dt_gt = np.full((L, K, D), -1, dtype=np.int64)  # sorted-GT index of each match
+    if D and G:
+        gt_taken_by = np.full((L, K, G), -1, dtype=np.int64)
+        start_best = np.broadcast_to(np.minimum(IOU_THRESHOLDS, MAX_MATCH_IOU), (L, K))
         for d in range(D):
-            best = np.minimum(IOU_THRESHOLDS, MAX_MATCH_IOU)  # (K,)
-            m = np.full(K, -1, dtype=np.int64)
-            stopped = np.zeros(K, dtype=bool)
+            best = start_best
+            m = np.full((L, K), -1, dtype=np.int64)
+            stopped = np.zeros((L, K), dtype=bool)
             for g in range(G):
-                taken = gt_taken_by[:, g] > 0 if official_matched_test else gt_taken_by[:, g] >= 0
+                taken = gt_taken_by[:, :, g] > (0 if official_matched_test else -1)
                 live = ~stopped & ~taken
                 # Once a regular GT is matched, ignored GT (sorted last) are not tried.
-                stop = live & (m > -1) & ~gt_ig_sorted[np.maximum(m, 0)] & gt_ig_sorted[g]
+                m_ig = np.take_along_axis(gt_ig_sorted, np.maximum(m, 0), axis=1)
+                stop = live & (m > -1) & ~m_ig & gt_ig_sorted[:, g : g + 1]
                 stopped |= stop
-                better = live & ~stop & (iou_sorted[d, g] >= best - EPS)
-                best = np.where(better, iou_sorted[d, g], best)
+                value = iou_sorted[:, g, d : d + 1]  # (L, 1)
+                better = live & ~stop & (value >= best - EPS)
+                best = np.where(better, value, best)
                 m = np.where(better, g, m)
-            hit = m > -1
-            dt_gt[hit, d] = m[hit]
-            gt_taken_by[np.flatnonzero(hit), m[hit]] = dt_ids[d]
-        matched = dt_gt > -1
+            dt_gt[:, :, d] = m
+            hit_l, hit_k = np.nonzero(m > -1)
+            gt_taken_by[hit_l, hit_k, m[hit_l, hit_k]] = dt_ids[d]
+    out = {}
+    for i, label in enumerate(AREA_LABELS):
+        matched = dt_gt[i] > -1  # (K, D)
         dt_ig = np.zeros((K, D), dtype=bool)
-        dt_ig[matched] = gt_ig_sorted[dt_gt[matched]]
+        dt_ig[matched] = gt_ig_sorted[i][dt_gt[i][matched]]
         unmatched_out_of_range = ~matched & ~_in_range(dt_area, label)[None, :]
-        out[label] = MapSequence(scores, matched, dt_ig | unmatched_out_of_range, gt_ig_sorted)
+        out[label] = MapSequence(scores, matched, dt_ig | unmatched_out_of_range, gt_ig_sorted[i])
     return out
 
 
