@@ -133,19 +133,20 @@ def _check_batch(
     if len(end_pos) == 0:
         fail(0, "no run lengths")
 
-    # Run r spans characters end_pos[r] - chars_per_run[r] + 1 .. end_pos[r]; the last one
-    # holds the highest 5 bits and the sign.
-    chars_per_run = np.diff(end_pos, prepend=-1)  # (N,)
-    longest = int(chars_per_run.max())
-    if longest > _MAX_CHARS_PER_RUN:
-        fail(np.searchsorted(string_end, end_pos[np.argmax(chars_per_run)], side="right"),
-             "a run length is too long")
-    top = chars[end_pos].astype(np.int64) - _CHAR_OFFSET  # (N,)
-    runs = ((top & _DATA_BITS) ^ _SIGN_BIT) - _SIGN_BIT  # sign-extended top 5-bit group
-    for k in range(1, longest):  # lower groups, for the few runs longer than one character
-        longer = np.flatnonzero(chars_per_run > k)
-        lower = (chars[end_pos[longer] - k].astype(np.int64) - _CHAR_OFFSET) & _DATA_BITS
-        runs[longer] = (runs[longer] << _BITS_PER_CHAR) + lower
+    # A run length is stored low 5-bit group first; its last character (at end_pos) holds the
+    # top group and the sign. Continuation characters right before it belong to the same run.
+    top = (chars[end_pos] - _CHAR_OFFSET) & _DATA_BITS  # (N,) uint8
+    runs = (top ^ _SIGN_BIT).astype(np.int64) - _SIGN_BIT  # sign-extended top group
+    more = np.flatnonzero(chars[np.maximum(end_pos - 1, 0)] >= _CHAR_OFFSET + _MORE_BIT)
+    k = 1
+    while len(more):  # the few runs longer than one character, one group at a time
+        if k >= _MAX_CHARS_PER_RUN:
+            fail(np.searchsorted(string_end, end_pos[more[0]], side="right"), "a run length is too long")
+        lower = (chars[end_pos[more] - k] - _CHAR_OFFSET) & _DATA_BITS
+        runs[more] = (runs[more] << _BITS_PER_CHAR) + lower
+        k += 1
+        before = end_pos[more] - k
+        more = more[(before >= 0) & (chars[np.maximum(before, 0)] >= _CHAR_OFFSET + _MORE_BIT)]
 
     # Undo the delta coding: run m of a string (m >= 3) adds run m-2. Positions two apart in
     # the string are two apart in the concatenation too, so one running sum over the even and
@@ -153,9 +154,9 @@ def _check_batch(
     # running sum just before its string starts (first runs are zeroed: they start no chain).
     string_ids = np.flatnonzero(nonempty)  # (S',)
     starts = first_run[string_ids]  # (S',) index of each string's first run
-    marks = np.zeros(len(runs), dtype=np.int64)
-    marks[starts] = 1
-    string_of_run = np.cumsum(marks) - 1  # (N,) index into string_ids
+    string_of_run = np.repeat(
+        np.arange(len(starts), dtype=np.int32), np.diff(starts, append=len(runs))
+    )  # (N,) index into string_ids
     chained = runs.copy()
     chained[starts] = 0
     csum = np.empty_like(chained)
@@ -163,8 +164,8 @@ def _check_batch(
     csum[1::2] = np.cumsum(chained[1::2])
     # Running sum before each string, for the positions of its own parity and of the other.
     before = np.stack([csum[starts], np.where(starts > 0, csum[np.maximum(starts - 1, 0)], 0)], 1)
-    other_parity = (np.arange(len(runs)) ^ starts[string_of_run]) & 1
-    decoded = csum - before.ravel()[2 * string_of_run + other_parity]
+    odd = (np.arange(len(runs), dtype=np.int32) ^ starts.astype(np.int32)[string_of_run]) & 1
+    decoded = csum - before.ravel()[2 * string_of_run + odd]
     decoded[starts] = runs[starts]
     if (decoded < 0).any():
         fail(string_ids[string_of_run[np.argmax(decoded < 0)]], "a negative run length")
@@ -174,5 +175,5 @@ def _check_batch(
     if wrong.any():
         i = int(np.argmax(wrong))
         fail(i, f"run lengths add up to {int(totals[i])} pixels, expected {int(num_pixels[i])}")
-    areas[string_ids] = np.add.reduceat(decoded * other_parity, starts)  # odd runs: foreground
+    areas[string_ids] = np.add.reduceat(decoded * odd, starts)  # odd runs are foreground
     return areas
