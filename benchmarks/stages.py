@@ -109,8 +109,15 @@ def model_stages(
         results.append(_measure("pixel_decoder", lambda: model.pixel_decoder(maps), t, repeats, probe))
         pix = model.pixel_decoder(maps)
 
-        def frame_decoder():
-            return model.frame_decoder(pix.multi_scale_features, pix.mask_features, audio, 1)
+        def frame_decoder():  # as inference calls it (AVISM.encode_chunk_features)
+            return model.frame_decoder(
+                pix.multi_scale_features, pix.mask_features, audio, 1, all_layer_masks=False
+            )
+
+        # the official computation (full-size masks at every layer), for the reference floor
+        reference_flops, _ = count_flops(
+            lambda: model.frame_decoder(pix.multi_scale_features, pix.mask_features, audio, 1)
+        )
 
         results.append(_measure("frame_decoder", frame_decoder, t, repeats, probe))
         queries = frame_decoder().frame_queries[-1]
@@ -135,7 +142,12 @@ def model_stages(
                 resize_masks(cropped_mask_logits(kept, block, padded_hw, (h, w)), (h, w))
 
         results.append(_measure("mask_postprocess", postprocess, t, repeats, probe))
-    return results, {"distinct_candidate_queries": int(embed.shape[0]), "kept": int(kept.shape[0])}
+    info = {
+        "distinct_candidate_queries": int(embed.shape[0]),
+        "kept": int(kept.shape[0]),
+        "frame_decoder_all_layer_masks_gflops_per_frame": reference_flops / t / 1e9,
+    }
+    return results, info
 
 
 def audio_stages(seconds: int, repeats: int, probe: GemmProbe, seed: int = 0) -> list[StageResult]:

@@ -43,3 +43,57 @@ def test_channels_last_downscale_equals_contiguous() -> None:
             align_corners=False,
         )
         assert torch.equal(plain, cl)
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+class _Holder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = _Tiny()
+
+
+def test_compile_for_inference_falls_back_and_skips_training() -> None:
+    from avis.inference.accelerate import _CompiledForward, compile_for_inference, uncompile
+
+    model = _Holder()
+    compile_for_inference(model, ["backbone"])
+    wrapper = model.backbone.forward
+    assert isinstance(wrapper, _CompiledForward)
+    calls = []
+
+    def broken(*args):
+        calls.append(args)
+        raise RuntimeError("no compiler here")
+
+    wrapper.compiled = broken
+    x = torch.randn(4, 3)
+    want = model.backbone.lin(x)
+    model.train()
+    assert torch.equal(model.backbone(x), want) and not calls  # training: eager, no compile
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.backbone(x), want)  # compile fails -> eager result
+        assert len(calls) == 1 and wrapper.failed
+        assert torch.equal(model.backbone(x), want) and len(calls) == 1  # not retried
+    uncompile(model)
+    assert not isinstance(model.backbone.forward, _CompiledForward)
+    assert torch.equal(model.backbone(x), want)
+
+
+def test_compile_for_inference_rejects_unknown_parts() -> None:
+    from avis.inference.accelerate import compile_for_inference
+
+    try:
+        compile_for_inference(_Holder(), ["video_module"])
+    except ValueError as err:
+        assert "video_module" in str(err)
+    else:
+        raise AssertionError("unknown part accepted")
