@@ -124,7 +124,9 @@ class AVISM(nn.Module):
             num_frame_query_layers=layers,
         )
         video = self.video_module(frame.frame_queries, audio)
-        mask_features = self.video_module.mask_features(pix.stride4_features)  # (B*T, Cm, Hm, Wm)
+        mask_features = self.video_module.mask_features(
+            pix.stride4_features, audio.flatten(0, 1)
+        )  # (B*T, Cm, Hm, Wm)
         mask_features = mask_features.view(b, t, *mask_features.shape[1:])
         return AVISMOutput(
             frame=FrameOutput(
@@ -167,7 +169,7 @@ class AVISM(nn.Module):
                 pix.multi_scale_features, pix.mask_features, audio, 1, all_layer_masks=False
             )  # inference: full-size masks of the last prediction only (frame.pred_masks Dl = 1)
         return ChunkEncoding(
-            mask_features=self.video_module.mask_features(pix.stride4_features),
+            mask_features=self.video_module.mask_features(pix.stride4_features, audio),
             frame_queries=None if frame is None else frame.frame_queries[-1],
             frame=frame,
             stride4_features=pix.stride4_features,
@@ -235,6 +237,7 @@ def build_avism_with_backbone(
         enforce_input_proj=cfg.video_enforce_input_proj,
         use_sim=cfg.use_sim,
         sim_use_clip=cfg.sim_use_clip,
+        audio_mask_bias=cfg.audio_mask_bias,
     )
     return AVISM(
         backbone,

@@ -66,6 +66,7 @@ class AVISMConfig:
     last_layer_num: int = 3  # MODEL.AVISM.LAST_LAYER_NUM (frame-query layers used in training)
     use_sim: bool = True  # MODEL.AVISM.SIM_WEIGHT > 0 (builds sim_embed_frame)
     sim_use_clip: bool = True  # MODEL.AVISM.SIM_USE_CLIP (builds sim_embed_clip)
+    audio_mask_bias: bool = False  # avis option: per-frame audio term in the video masks
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

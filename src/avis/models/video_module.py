@@ -31,6 +31,7 @@ from avis.models.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttention
 # producing NaN. Kept for parity.
 SHIFT_MASK_VALUE = -1000.0
 MASK_EMBED_LAYERS = 3
+AUDIO_BIAS_LAYERS = 2  # MLP of the optional per-frame audio term of the video mask features
 
 # (q tokens, kv tokens or None, attn_mask, key_padding_mask) -> q tokens; all (S, batch, C)
 Block = Callable[[Tensor, "Tensor | None", "Tensor | None", "Tensor | None"], Tensor]
@@ -153,6 +154,7 @@ class VideoModule(nn.Module):
         enforce_input_proj: bool = True,
         use_sim: bool = True,
         sim_use_clip: bool = True,
+        audio_mask_bias: bool = False,
     ) -> None:
         super().__init__()
         if dec_layers < 1:
@@ -185,6 +187,10 @@ class VideoModule(nn.Module):
         self.avism_mask_features = nn.Conv2d(mask_in_dim, mask_dim, kernel_size=1)
         nn.init.xavier_uniform_(self.avism_mask_features.weight)
         nn.init.zeros_(self.avism_mask_features.bias)
+        if audio_mask_bias:  # not in the official model, see mask_features
+            self.audio_mask_bias = MLP(audio_dim, mask_dim, mask_dim, AUDIO_BIAS_LAYERS)
+            nn.init.zeros_(self.audio_mask_bias.layers[-1].weight)
+            nn.init.zeros_(self.audio_mask_bias.layers[-1].bias)
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
@@ -201,12 +207,21 @@ class VideoModule(nn.Module):
                 self.sim_embed_clip = nn.Linear(hidden_dim, hidden_dim)
 
     # ------------------------------------------------------------------ public API
-    def mask_features(self, stride4_map: Tensor) -> Tensor:
+    def mask_features(self, stride4_map: Tensor, audio: Tensor | None = None) -> Tensor:
         """The video module's own 1x1 conv of the pixel decoder's stride-4 map.
 
-        (BT, C_pix, Hm, Wm) -> (BT, Cm, Hm, Wm)
+        (BT, C_pix, Hm, Wm), audio (BT, D) -> (BT, Cm, Hm, Wm). With `audio_mask_bias` (an
+        avis option, off in the official model) an embedding of each frame's audio is added
+        at every pixel, so a track's mask logit gets a per-frame term embed . g(audio_t):
+        without it the masks of a track are the same function of the pixels in every frame
+        and cannot switch off where the object stops sounding.
         """
-        return self.avism_mask_features(stride4_map)
+        features = self.avism_mask_features(stride4_map)
+        if hasattr(self, "audio_mask_bias"):
+            if audio is None:
+                raise ValueError("this model adds an audio term to its mask features: pass audio")
+            features = features + self.audio_mask_bias(audio)[:, :, None, None]
+        return features
 
     def forward(self, frame_queries: Tensor, audio: Tensor) -> VideoModuleOutput:
         """frame_queries (Lf, B*T, fQ, C_frame), clip-major frames; audio (B, T, D)."""
