@@ -39,6 +39,7 @@ TINY_RUN = [
     "checkpoint_every=2",
     "data.eval_max_videos=2",
     "threads=1",
+    "processes=1",
 ]
 
 
@@ -75,7 +76,14 @@ def test_train_resume_and_ablate_audio(synth_root, tmp_path, capsys):
     # a second run into the same folder needs --resume; with it, training continues to 4
     assert main(args + SMALL_MODEL + TINY_RUN) == 1
     assert (
-        main(args + ["--resume"] + SMALL_MODEL + TINY_RUN[:-5] + ["iterations=4", "threads=1"]) == 0
+        main(
+            args
+            + ["--resume"]
+            + SMALL_MODEL
+            + TINY_RUN[:-6]
+            + ["iterations=4", "threads=1", "processes=1"]
+        )
+        == 0
     )
     assert list_checkpoints(run)[-1][0] == 4
 

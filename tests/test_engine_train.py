@@ -139,7 +139,8 @@ def test_config_preset_yaml_and_overrides(tmp_path):
         "avism_tiny", path, ["optim.lr=2e-4", "loss.num_points=null", "data.short_sides=[32,64]"]
     )
     assert cfg.iterations == 50 and cfg.optim.lr == pytest.approx(2e-4)
-    assert cfg.model == {"frame_queries": 7} and cfg.loss.num_points is None
+    assert cfg.model["frame_queries"] == 7 and cfg.model["audio_mask_bias"] is True
+    assert cfg.loss.num_points is None
     assert cfg.data.short_sides == [32, 64]
     assert parse_override("a.b=3") == {"a": {"b": 3}}
     with pytest.raises(DataError, match="unknown key"):

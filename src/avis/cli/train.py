@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 DEFAULT_RUNS = Path("runs")
@@ -111,6 +114,34 @@ def run(args: argparse.Namespace) -> int:
     finally:
         cleanup_distributed()
     return 0
+
+
+def launch_local_processes(
+    args: argparse.Namespace, run_dir: Path, processes: int, threads: int
+) -> int:
+    """Run this same command under `torchrun --standalone` with `processes` local processes."""
+    train_args = [
+        "train",
+        "--preset",
+        args.preset,
+        "--output",
+        str(run_dir),
+        "--device",
+        args.device,
+    ]
+    train_args += ["--data", str(args.data)] if args.data is not None else []
+    train_args += ["--config", str(args.config)] if args.config is not None else []
+    train_args += ["--resume"] if args.resume else []
+    train_args += ["--no-eval"] if args.no_eval else []
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={processes}", "-m", "avis.cli.main", *train_args, *args.overrides,
+    ]  # fmt: skip
+    env = dict(os.environ)
+    if threads > 0:
+        env["OMP_NUM_THREADS"] = str(threads)
+    logging.getLogger("avis.train").info("starting %d processes: %s", processes, " ".join(command))
+    return subprocess.call(command, env=env)
 
 
 def _audio_features(cfg, split) -> str:
