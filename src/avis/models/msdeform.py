@@ -121,21 +121,43 @@ def sample_with_gather(
     fx, fy = px - x0, py - y0
     top_left = base + (y0.to(index_dtype) + BORDER_BEFORE) * row_stride
     top_left += (x0.to(index_dtype) + BORDER_BEFORE) * heads
-    corners = (*attention_weights.shape, 4)  # (N, Lq, h, nL, P, 4), filled in place
-    bag_rows = torch.empty(corners, dtype=index_dtype, device=device)
-    bag_weights = torch.empty(corners, dtype=attention_weights.dtype, device=device)
-    for iy, (dy, wy) in enumerate(((0, 1 - fy), (row_stride, fy))):
-        y_weights = attention_weights * wy
-        for ix, (dx, wx) in enumerate(((0, 1 - fx), (heads, fx))):
-            torch.add(top_left, dy + dx, out=bag_rows[..., 2 * iy + ix])
-            torch.mul(y_weights, wx, out=bag_weights[..., 2 * iy + ix])
-    out = F.embedding_bag(
+    steps = (((0, 1 - fy), (row_stride, fy)), ((0, 1 - fx), (heads, fx)))
+    if _compiling():  # same values, as a graph Inductor fuses into one loop
+        rows, weights = [], []
+        for dy, wy in steps[0]:
+            y_weights = attention_weights * wy
+            for dx, wx in steps[1]:
+                rows.append(top_left + (dy + dx))
+                weights.append(y_weights * wx)
+        bag_rows, bag_weights = torch.stack(rows, -1), torch.stack(weights, -1)
+    else:
+        corners = (*attention_weights.shape, 4)  # (N, Lq, h, nL, P, 4), filled in place
+        bag_rows = torch.empty(corners, dtype=index_dtype, device=device)
+        bag_weights = torch.empty(corners, dtype=attention_weights.dtype, device=device)
+        for iy, (dy, wy) in enumerate(steps[0]):
+            y_weights = attention_weights * wy
+            for ix, (dx, wx) in enumerate(steps[1]):
+                torch.add(top_left, dy + dx, out=bag_rows[..., 2 * iy + ix])
+                torch.mul(y_weights, wx, out=bag_weights[..., 2 * iy + ix])
+    out = _weighted_bags(
         bag_rows.view(n * lq * heads, -1),  # (N*Lq*h, nL*P*4)
         table,
-        per_sample_weights=bag_weights.view(n * lq * heads, -1),
-        mode="sum",
+        bag_weights.view(n * lq * heads, -1),
     )  # (N*Lq*h, d)
     return out.view(n, lq, heads * d)
+
+
+def _compiling() -> bool:
+    """True while ``torch.compile`` traces this code (never in eager runs)."""
+    check = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(check()) if check is not None else False
+
+
+@torch.compiler.disable
+def _weighted_bags(rows: Tensor, table: Tensor, weights: Tensor) -> Tensor:
+    """``embedding_bag`` sum; kept out of ``torch.compile`` graphs, whose decomposition of it
+    materialises every gathered row (several times slower on CPU)."""
+    return F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
 
 
 def ms_deform_attn_sample(
