@@ -107,7 +107,10 @@ class _Accumulator:
             self._add_hota(table, c, gt_idx, pr_idx, gt_present, pr_present)
             self._add_map(table, c, gt_idx, pr_idx, pred_ids, gt_present, pr_present)
 
-    def _add_hota(self, table, c, gt_idx, pr_idx, gt_present, pr_present) -> None:
+    def _add_hota(
+        self, table: VideoTable, c: int, gt_idx: np.ndarray, pr_idx: np.ndarray,
+        gt_present: np.ndarray, pr_present: np.ndarray,
+    ) -> None:  # fmt: skip
         gt_idx = gt_idx[gt_present[gt_idx].any(1)]
         pr_idx = pr_idx[pr_present[pr_idx].any(1)]
         by_id = gt_idx[np.argsort(table.gt_ann_id[gt_idx], kind="stable")]  # HOTA row order
@@ -118,7 +121,10 @@ class _Accumulator:
         )
         self.hota[c].add(seq)
 
-    def _add_map(self, table, c, gt_idx, pr_idx, pred_ids, gt_present, pr_present) -> None:
+    def _add_map(
+        self, table: VideoTable, c: int, gt_idx: np.ndarray, pr_idx: np.ndarray,
+        pred_ids: np.ndarray, gt_present: np.ndarray, pr_present: np.ndarray,
+    ) -> None:  # fmt: skip
         if self.fixed:  # tracks that never show up are not tracks
             gt_idx = gt_idx[gt_present[gt_idx].any(1)]
             pr_idx = pr_idx[pr_present[pr_idx].any(1)]

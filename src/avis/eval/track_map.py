@@ -143,7 +143,7 @@ def _precision_recall(seqs: list[MapSequence]) -> tuple[np.ndarray, np.ndarray]:
 
 def class_average(per_class: list[dict[str, np.ndarray]], name: str) -> np.ndarray:
     """Mean over classes that have GT (value > -1), per threshold; -1 where none has."""
-    stacked = np.array([c[name] for c in per_class]).reshape(len(per_class), -1)  # (C, K)
+    stacked = np.array([c[name] for c in per_class]).reshape(len(per_class), len(IOU_THRESHOLDS))
     out = np.empty(stacked.shape[1])
     for k in range(stacked.shape[1]):
         values = stacked[:, k]
