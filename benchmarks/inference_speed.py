@@ -4,8 +4,8 @@
     python benchmarks/inference_speed.py --frames 6 --preset avism_tiny --size 128 224
 
 One subprocess per T (``--single T``) so that each peak memory is its own. In the subprocess:
-build the preset with seeded random weights, warm up every chunk shape the run will use
-(this is where ``torch.compile`` compiles; its time is reported as ``warmup_s``), reset the
+build the preset with seeded random weights, warm up (eager: one frame; compiled: every
+chunk shape the run will use, where ``torch.compile`` compiles; reported as ``warmup_s``), reset the
 peak-RSS mark, then time ``predict_video`` (or the streaming variant) on T random frames.
 Prints one JSON line per run: seconds, frames/s, time in the image encoder (all chunk
 passes), peak RSS during the run, number of kept instances.
@@ -57,11 +57,10 @@ def run_single(args: argparse.Namespace) -> dict:
 
     start = time.perf_counter()
     chunk = options.run_chunk_size
-    sizes = {min(chunk, args.single), args.single % chunk} - {0}
+    sizes = {min(chunk, args.single), args.single % chunk} - {0} if args.compile else {1}
     with torch.no_grad():
         for size in sorted(sizes):  # every chunk shape of the run (compiles here)
             encode(0, size, True)
-            encode(0, size, False)
     warmup_s = time.perf_counter() - start
 
     encoder_s = [0.0]
