@@ -13,8 +13,9 @@ from avis.audio import frontend
 from avis.audio.features import log_mel_examples, weight_free_features
 from avis.audio.resample import resample
 from avis.errors import MediaError
+from shared_data import AUDIO_REFERENCE
 
-REFERENCE_DIR = Path("/work/shared/audio_reference")
+REFERENCE_DIR = AUDIO_REFERENCE
 # README: a float32 implementation of the same algorithm must match within atol 1e-3; ours
 # computes in float64 and only casts at the end, so it must also meet the float64 bound.
 FLOAT32_ATOL = 1e-3

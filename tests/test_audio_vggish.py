@@ -24,8 +24,9 @@ from avis.audio.vggish import (
     vggish_from_state_dict,
 )
 from avis.errors import CheckpointError
+from shared_data import AUDIO_REFERENCE
 
-KEYS_FILE = Path("/work/shared/audio_reference/torchvggish_keys.json")
+KEYS_FILE = AUDIO_REFERENCE / "torchvggish_keys.json"
 
 
 def _layout() -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from avis.models.backbones import BACKBONES, FrozenBatchNorm2d, ResNet, build_backbone
+from shared_data import AVISM_REFERENCE
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "avism_reference"
+REFERENCE_DIR = AVISM_REFERENCE
 SMALL_SIZE = (64, 96)
 EXPECTED_CHANNELS = {
     18: (64, 128, 256, 512),

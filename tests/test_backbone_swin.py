@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +17,9 @@ from avis.models.backbones.windows import (
     window_layout,
     window_partition,
 )
+from shared_data import AVISM_REFERENCE
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "avism_reference"
+REFERENCE_DIR = AVISM_REFERENCE
 SMALL_SIZE = (64, 96)
 # narrow Swin with the Swin-L window (12) so that padding, shifts and merging all occur
 NARROW = {"embed_dim": 24, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 3, 4), "window_size": 12}

@@ -22,8 +22,9 @@ from avis.models.checkpoint import (
     save_model,
 )
 from avis.models.config import PRESETS, get_preset
+from shared_data import AVISM_REFERENCE
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "avism_reference"
+REFERENCE = AVISM_REFERENCE
 LISTINGS = {"avism_r50": "keys_R50.json", "avism_swinl": "keys_SwinL.json"}
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
 

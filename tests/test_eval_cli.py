@@ -1,13 +1,13 @@
 """`avis eval`: table on stdout, metrics JSON comparable with the cases' expected.json."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from avis.cli.main import main
+from shared_data import METRIC_CASES
 
-CASE = Path(__file__).resolve().parents[2] / "shared" / "metric_cases" / "case_022"
+CASE = METRIC_CASES / "case_022"
 
 pytestmark = pytest.mark.skipif(not CASE.exists(), reason="metric cases not available")
 

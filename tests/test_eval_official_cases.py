@@ -5,13 +5,13 @@ The expected numbers are read from each case's expected.json (never copied here)
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from avis.eval import METRIC_KEYS, evaluate
+from shared_data import METRIC_CASES
 
-CASES_DIR = Path(__file__).resolve().parents[2] / "shared" / "metric_cases"
+CASES_DIR = METRIC_CASES
 CASES = sorted(CASES_DIR.glob("case_*"))
 UNROUNDED_REL_TOL = 1e-9  # the README's allowance for a different summation order
 

@@ -8,7 +8,6 @@ every recorded intermediate and final output, within the README's tolerances.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,8 +23,9 @@ from avis.inference.video import (
 from avis.models.avism import FEATURE_NAMES, build_avism_with_backbone
 from avis.models.checkpoint import load_state_dict_strict, official_to_avis
 from avis.models.config import from_detectron2
+from shared_data import GOLDEN_S1
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "avism_reference" / "golden_S1"
+GOLDEN = GOLDEN_S1
 R50_CHANNELS = (256, 512, 1024, 2048)
 ATOL = RTOL = 1e-4
 MASK_LOGIT_ATOL = 5e-4

@@ -14,8 +14,9 @@ import pytest
 from avis.audio.features import WeightFreeExtractor, weight_free_features
 from avis.errors import MediaError
 from avis.io.video import frame_audio_features, read_video
+from shared_data import MEDIA
 
-BBB = Path("/work/shared/media/bigbuckbunny.mp4")
+BBB = MEDIA / "bigbuckbunny.mp4"
 GRAY_STEP = 8  # frame k is a uniform picture of gray level GRAY_STEP * k (mod 256)
 GRAY_TOLERANCE = 3  # lossy codecs keep a flat picture within a few levels
 

@@ -7,15 +7,15 @@ weights are loaded strictly from the official key names, by prefix only.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from avis.models.frame_decoder import FrameDecoder
 from avis.models.pixel_decoder import MSDeformAttnPixelDecoder
+from shared_data import GOLDEN_S1
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "avism_reference" / "golden_S1"
+GOLDEN = GOLDEN_S1
 FEATURE_NAMES = ("res2", "res3", "res4", "res5")
 BACKBONE_CHANNELS = (256, 512, 1024, 2048)
 AUDIO_DIM = 128

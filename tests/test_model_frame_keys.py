@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from avis.models.frame_decoder import FrameDecoder
 from avis.models.pixel_decoder import MSDeformAttnPixelDecoder
+from shared_data import AVISM_REFERENCE
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "avism_reference"
+REFERENCE = AVISM_REFERENCE
 CASES = {
     # listing file: (backbone channels stride ascending, frame queries)
     "keys_R50.json": ((256, 512, 1024, 2048), 100),
