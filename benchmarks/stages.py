@@ -11,7 +11,8 @@ Letters: t frames, Hp x Wp padded input, q distinct candidate queries, N kept in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +79,32 @@ def _measure(
     return StageResult(name, flops // frames, timing.median / frames, timing.samples, frames)
 
 
+def _measure_compiled(
+    name: str, fn: Callable[[], object], frames: int, repeats: int, probe: GemmProbe, flops: int
+) -> tuple[StageResult, float]:
+    """Like ``_measure`` for a compiled stage: the first call compiles (its seconds returned)."""
+    start = time.perf_counter()
+    fn()
+    compile_s = time.perf_counter() - start
+    probe.sample()
+    timing = time_call(fn, repeats=repeats, warmup=0)
+    return StageResult(name, flops, timing.median / frames, timing.samples, frames), compile_s
+
+
 def model_stages(
-    model, cfg, frames: torch.Tensor, audio: torch.Tensor, repeats: int, probe: GemmProbe
+    model,
+    cfg,
+    frames: torch.Tensor,
+    audio: torch.Tensor,
+    repeats: int,
+    probe: GemmProbe,
+    compile_parts: Sequence[str] = (),
 ) -> tuple[list[StageResult], dict]:
     """frames (t, 3, h, w) 0..255 at the network input size, audio (t, D).
 
     Returns the stage results and the candidate counts used by the post-processing stage.
+    With ``compile_parts`` the model is then compiled (``avis.inference.accelerate``) and
+    those stages are timed again as ``<stage>+compiled`` (compile time in the info dict).
     """
     from avis.inference.postprocess import (
         cropped_mask_logits,
@@ -102,11 +123,15 @@ def model_stages(
     with torch.inference_mode():
         batch = padded.unsqueeze(0)
         results.append(
-            _measure("backbone", lambda: model.backbone_features(batch, [(h, w)]), t, repeats, probe)
+            _measure(
+                "backbone", lambda: model.backbone_features(batch, [(h, w)]), t, repeats, probe
+            )
         )
         feats = model.backbone_features(batch, [(h, w)])
         maps = [feats[n] for n in FEATURE_NAMES]
-        results.append(_measure("pixel_decoder", lambda: model.pixel_decoder(maps), t, repeats, probe))
+        results.append(
+            _measure("pixel_decoder", lambda: model.pixel_decoder(maps), t, repeats, probe)
+        )
         pix = model.pixel_decoder(maps)
 
         def frame_decoder():  # as inference calls it (AVISM.encode_chunk_features)
@@ -142,7 +167,24 @@ def model_stages(
                 resize_masks(cropped_mask_logits(kept, block, padded_hw, (h, w)), (h, w))
 
         results.append(_measure("mask_postprocess", postprocess, t, repeats, probe))
+        compile_s = {}
+        if compile_parts:
+            from avis.inference.accelerate import compile_for_inference
+
+            compile_for_inference(model, compile_parts)
+            calls = {
+                "backbone": lambda: model.backbone_features(batch, [(h, w)]),
+                "pixel_decoder": lambda: model.pixel_decoder(maps),
+                "frame_decoder": frame_decoder,
+            }
+            flops = {r.name: r.flops_per_frame for r in results}
+            for part in compile_parts:
+                result, compile_s[part] = _measure_compiled(
+                    f"{part}+compiled", calls[part], t, repeats, probe, flops[part]
+                )
+                results.append(result)
     info = {
+        "compile_seconds": compile_s,
         "distinct_candidate_queries": int(embed.shape[0]),
         "kept": int(kept.shape[0]),
         "frame_decoder_all_layer_masks_gflops_per_frame": reference_flops / t / 1e9,
