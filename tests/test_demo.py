@@ -82,3 +82,18 @@ def test_ship_command(tmp_path, capsys):
     obj = torch.load(out, weights_only=True)
     assert obj["class_names"] == ["a", "b"] and "optimizer" not in obj
     assert "2 classes" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(
+    not shipped.asset_path(shipped.SHIPPED_CHECKPOINT).is_file(),
+    reason="the trained tiny checkpoint is not shipped yet (python -m avis.inference.shipped)",
+)
+def test_demo_with_the_shipped_checkpoint(tmp_path):
+    from avis.inference.predictor import VideoPredictor
+
+    predictor = VideoPredictor.from_checkpoint()
+    gt = json.loads(shipped.asset_path(shipped.DEMO_ANNOTATIONS).read_text())
+    assert predictor.info.audio_features == "weight_free"
+    assert predictor.class_names == [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    assert main(["demo", "--out", str(tmp_path), "--no-overlay"]) == 0
+    assert read_results(tmp_path / "demo" / "results.json")
