@@ -136,6 +136,8 @@ def run_inference(args: argparse.Namespace, floor: dict | None) -> dict:
     rows = []
     for frames in args.frames:
         for mode in args.modes:
+            if mode == "eager" and frames > args.eager_max_frames:
+                continue  # long eager runs take too long on a shared 2-core machine
             parts = args.compile_parts if mode == "compiled" else []
             before = probe.sample()
             cmd = inference_speed.child_command(args, frames, args.variant, parts)
@@ -251,6 +253,8 @@ def main() -> int:
         help="inference runs per T",
     )
     parser.add_argument("--compile-parts", nargs="+", default=["backbone", "pixel_decoder"])
+    parser.add_argument("--eager-max-frames", type=int, default=60,
+                        help="skip eager inference runs above this T")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--eval-videos", type=int, default=20)
     parser.add_argument("--train-iters", type=int, default=10)
