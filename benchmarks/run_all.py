@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import GemmProbe, fmt_seconds, machine_info  # noqa: E402
+from benchmarks.common import GemmProbe, fmt_seconds, load_average, machine_info  # noqa: E402
 from benchmarks.flops import deform_encoder_flops, stride4_conv3x3_flops  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -86,11 +86,13 @@ def run_floor(args: argparse.Namespace) -> dict:
         if decoded is not None:
             results.append(decoded)
     probe.sample()
-    rate = probe.rate
-    stages = {r.name: r.as_dict(rate) for r in results}
+    rate, cpu_rate = probe.rate, probe.cpu_rate
+    stages = {r.name: r.as_dict(rate, cpu_rate) for r in results}
     e2e = [stages[n] for n in E2E_STAGES if n in stages]
     floor_s = sum(s["floor_seconds_per_frame"] for s in e2e)
     measured_s = sum(s["seconds_per_frame"] for s in e2e)
+    cpu_floor_s = sum(s["gflops_per_frame"] for s in e2e) * 1e9 / cpu_rate
+    cpu_s = sum(s["cpu_seconds_per_frame"] for s in e2e)
     # the same sum with the compiled stages where they were timed
     compiled_s = sum(
         stages.get(f"{n}+compiled", stages[n])["seconds_per_frame"] for n in E2E_STAGES if n in stages
@@ -117,6 +119,7 @@ def run_floor(args: argparse.Namespace) -> dict:
         "model_floor_seconds_per_frame": floor_s,
         "model_stage_seconds_per_frame": measured_s,
         "model_stage_fraction_of_floor": floor_s / measured_s,
+        "model_stage_fraction_of_floor_cpu_time": cpu_floor_s / cpu_s,
         "model_stage_seconds_per_frame_compiled": compiled_s,
         "model_stage_fraction_of_floor_compiled": floor_s / compiled_s,
         "model_gflops_per_frame": sum(s["gflops_per_frame"] for s in e2e),
@@ -142,12 +145,19 @@ def run_inference(args: argparse.Namespace, floor: dict | None) -> dict:
             before = probe.sample()
             cmd = inference_speed.child_command(args, frames, args.variant, parts)
             row = {"mode": mode, **inference_speed.run_child(cmd)}
+            row["record"] = {"date_utc": machine_info()["date_utc"], "load_average_1_5_15": load_average()}
             after = probe.sample()
             row["gemm_gflops_around_run"] = [before / 1e9, after / 1e9]
             if floor is not None and (floor["preset"], floor["size"]) == (args.preset, args.size):
                 floor_s = frames * floor["model_gflops_per_frame"] * 1e9 / (0.5 * (before + after))
                 row["floor_seconds"] = floor_s
                 row["floor_fraction"] = floor_s / row["seconds"]
+                cpu_rates = probe.cpu_rates[-2:]  # GEMM FLOP per CPU second, before and after
+                cpu_floor_s = frames * floor["model_gflops_per_frame"] * 1e9 / (
+                    0.5 * sum(cpu_rates)
+                )
+                row["gemm_gflops_per_cpu_second_around_run"] = [r / 1e9 for r in cpu_rates]
+                row["floor_fraction_cpu_time"] = cpu_floor_s / row["cpu_seconds"]
             rows.append(row)
             print(json.dumps(row), flush=True)
     return {**section_record(args), "gemm": probe.as_dict(), "runs": rows}
@@ -203,6 +213,8 @@ def print_tables(results: dict) -> None:
               f"{fmt_seconds(floor['model_stage_seconds_per_frame']):>12}"
               f"{fmt_seconds(floor['model_floor_seconds_per_frame']):>15}"
               f"{floor['model_stage_fraction_of_floor']:>10.0%}")  # fmt: skip
+        if "model_stage_fraction_of_floor_cpu_time" in floor:
+            print(f"{'  (in CPU time)':<59}{floor['model_stage_fraction_of_floor_cpu_time']:>10.0%}")
         if floor.get("model_stage_seconds_per_frame_compiled", 0) < floor["model_stage_seconds_per_frame"]:
             print(f"{'model (compiled)':<20}{'':>12}"
                   f"{fmt_seconds(floor['model_stage_seconds_per_frame_compiled']):>12}{'':>15}"
@@ -210,12 +222,13 @@ def print_tables(results: dict) -> None:
     inf = results.get("inference")
     if inf:
         print(f"\n{'T':>5}{'mode':>10}{'variant':>10}{'s':>9}{'frames/s':>10}{'peak MB':>9}"
-              f"{'encoder':>9}{'warm-up':>9}{'floor frac':>12}")  # fmt: skip
+              f"{'encoder':>9}{'warm-up':>9}{'floor frac':>12}{'(CPU time)':>11}")  # fmt: skip
         for r in inf["runs"]:
-            frac = r.get("floor_fraction")
+            frac, cpu_frac = r.get("floor_fraction"), r.get("floor_fraction_cpu_time")
             print(f"{r['frames']:>5}{r['mode']:>10}{r['variant']:>10}{r['seconds']:>9.1f}"
                   f"{r['fps']:>10.3f}{r['peak_mb']:>9.0f}{r['encoder_share']:>9.0%}"
-                  f"{r['warmup_s']:>8.0f}s{'' if frac is None else f'{frac:.0%}':>12}")  # fmt: skip
+                  f"{r['warmup_s']:>8.0f}s{'' if frac is None else f'{frac:.0%}':>12}"
+                  f"{'' if cpu_frac is None else f'{cpu_frac:.0%}':>11}")  # fmt: skip
     ev = results.get("eval")
     if ev:
         for r in ev["runs"]:
@@ -268,7 +281,18 @@ def main() -> int:
     if "floor" in args.sections:
         results["floor"] = run_floor(args)
     if "inference" in args.sections:
+        previous = results.get("inference", {})
         results["inference"] = run_inference(args, results.get("floor"))
+        # keep earlier runs of other (T, mode, parts), each with its own record
+        done = {
+            (r["preset"], r["frames"], r["mode"], tuple(r["compile"]))
+            for r in results["inference"]["runs"]
+        }
+        for row in previous.get("runs", []):
+            key = (row["preset"], row["frames"], row.get("mode", "eager"), tuple(row.get("compile", [])))
+            if key not in done:
+                row.setdefault("record", {k: previous.get(k) for k in ("date_utc", "command", "load_average_1_5_15")})
+                results["inference"]["runs"].append(row)
         runs = [r for r in results["inference"]["runs"] if "floor_fraction" in r]
         if runs and args.preset == "avism_r50":
             first = [r for r in runs if r["frames"] == runs[0]["frames"]]  # the first T

@@ -37,20 +37,26 @@ class StageResult:
     seconds_per_frame: float  # median over repeats
     samples_s: list[float]  # per-call seconds of each repeat
     frames: int  # frames per call
+    cpu_seconds_per_frame: float = 0.0  # median CPU time (all threads) per frame
 
     def floor_s(self, gemm_flops: float) -> float:
         return self.flops_per_frame / gemm_flops
 
-    def as_dict(self, gemm_flops: float) -> dict:
+    def as_dict(self, gemm_flops: float, gemm_flops_per_cpu_s: float | None = None) -> dict:
         floor = self.floor_s(gemm_flops)
-        return {
+        out = {
             "gflops_per_frame": self.flops_per_frame / 1e9,
             "seconds_per_frame": self.seconds_per_frame,
             "floor_seconds_per_frame": floor,
             "fraction_of_floor": floor / self.seconds_per_frame if self.seconds_per_frame else None,
             "frames_per_call": self.frames,
             "samples_s": self.samples_s,
+            "cpu_seconds_per_frame": self.cpu_seconds_per_frame,
         }
+        if gemm_flops_per_cpu_s and self.cpu_seconds_per_frame:
+            cpu_floor = self.flops_per_frame / gemm_flops_per_cpu_s
+            out["fraction_of_floor_cpu_time"] = cpu_floor / self.cpu_seconds_per_frame
+        return out
 
 
 def build_model(preset: str = "avism_r50", seed: int = 0):
@@ -76,7 +82,10 @@ def _measure(
     flops, _ = count_flops(fn)  # doubles as the warm-up run
     probe.sample()
     timing = time_call(fn, repeats=repeats, warmup=0)
-    return StageResult(name, flops // frames, timing.median / frames, timing.samples, frames)
+    return StageResult(
+        name, flops // frames, timing.median / frames, timing.samples, frames,
+        timing.cpu_median / frames,
+    )  # fmt: skip
 
 
 def _measure_compiled(
@@ -88,7 +97,10 @@ def _measure_compiled(
     compile_s = time.perf_counter() - start
     probe.sample()
     timing = time_call(fn, repeats=repeats, warmup=0)
-    return StageResult(name, flops, timing.median / frames, timing.samples, frames), compile_s
+    result = StageResult(
+        name, flops, timing.median / frames, timing.samples, frames, timing.cpu_median / frames
+    )
+    return result, compile_s
 
 
 def model_stages(
