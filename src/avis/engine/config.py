@@ -108,6 +108,7 @@ def tiny_recipe() -> TrainConfig:
             "backbone_kwargs": {"norm": "GN", "stem_channels": 32},  # a half-width ResNet-18
             "audio_mask_bias": True,  # masks can switch off where a track is silent
             "test_short_side": 96,  # test at the training scale
+            "score_threshold": 0.5,  # keep fewer duplicate tracks (FSLA counts objects per frame)
         },
         data=DataConfig(
             short_sides=[96],
@@ -119,10 +120,10 @@ def tiny_recipe() -> TrainConfig:
             audio_features="weight_free",
         ),
         optim=OptimConfig(
-            lr=6e-4, clip_grad_norm=1.0, warmup_iters=50, warmup_factor=0.01, decay_steps=[2400]
+            lr=6e-4, clip_grad_norm=1.0, warmup_iters=50, warmup_factor=0.01, decay_steps=[2000]
         ),
-        loss=LossConfig(num_points=None),
-        iterations=3000,
+        loss=LossConfig(num_points=None, no_object_weight=0.5),
+        iterations=2500,
         batch_size=4,
         threads=1,
         processes=2,
