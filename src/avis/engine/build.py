@@ -11,7 +11,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from avis.engine.config import TrainConfig, coerce
-from avis.errors import CheckpointError, DataError
+from avis.errors import DataError
 from avis.losses import AVISMCriterion, LossWeights
 
 LOG = logging.getLogger("avis.train")
@@ -85,9 +85,6 @@ def build_model(model_cfg, init_weights: str = ""):
         from avis.models.checkpoint import load_state_dict_strict, read_checkpoint, state_dict_of
 
         obj = read_checkpoint(init_weights)
-        try:
-            load_state_dict_strict(model, state_dict_of(obj, init_weights), init_weights)
-        except CheckpointError:
-            raise
+        load_state_dict_strict(model, state_dict_of(obj, init_weights), init_weights)
         LOG.info("initialised the model from %s", init_weights)
     return model

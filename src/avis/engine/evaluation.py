@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +140,3 @@ def _maybe_progress(items: list, enabled: bool):
         for item in items:
             yield item
             bar.advance(task)
-
-
-Evaluate = Callable[[nn.Module], dict[str, float]]
