@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(
             f"{run_dir} already holds checkpoints: add --resume, or give another --output"
         )
+    if cfg.processes > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_local_processes(args, run_dir, cfg.processes, cfg.threads)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     info = init_distributed(args.device)
