@@ -96,3 +96,15 @@ def test_train_resume_and_ablate_audio(synth_root, tmp_path, capsys):
     assert set(results) == {"real", "shuffled", "zeros", "drop_shuffled", "drop_zeros"}
     drop = results["drop_shuffled"]["FSLA"]
     assert drop == pytest.approx(results["real"]["FSLA"] - results["shuffled"]["FSLA"])
+
+
+def test_processes_option_runs_local_ddp(synth_root, tmp_path):
+    run = tmp_path / "ddp"
+    args = ["train", "--preset", "avism_tiny", "--data", str(synth_root), "--output", str(run)]
+    overrides = [o for o in TINY_RUN if not o.startswith(("processes", "iterations"))]
+    assert (
+        main(args + ["--no-eval"] + SMALL_MODEL + overrides + ["iterations=2", "processes=2"]) == 0
+    )
+    checkpoint = torch.load(list_checkpoints(run)[-1][1], weights_only=True)
+    assert checkpoint["world_size"] == 2 and checkpoint["iteration"] == 2
+    assert len(checkpoint["rng"]) == 2

@@ -107,7 +107,7 @@ def tiny_recipe() -> TrainConfig:
         model={
             "backbone_kwargs": {"norm": "GN", "stem_channels": 32},  # a half-width ResNet-18
             "audio_mask_bias": True,  # masks can switch off where a track is silent
-            "test_short_side": 96,  # test at the training scale
+            "test_short_side": 128,  # the benchmark's own size: finer masks (val HOTA 63 -> 67)
             "score_threshold": 0.5,  # keep fewer duplicate tracks (FSLA counts objects per frame)
         },
         data=DataConfig(
