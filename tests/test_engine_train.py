@@ -147,3 +147,29 @@ def test_config_preset_yaml_and_overrides(tmp_path):
         load_config("avism_tiny", None, ["optim.learning_rate=1"])
     with pytest.raises(DataError, match="expected a int"):
         load_config("avism_tiny", None, ["iterations=many"])
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    from test_engine_toys import ToyClips
+
+    torch.set_num_threads(1)
+    results = []
+    for accumulation in (1, 2):
+        cfg = toy_config(iterations=3, accumulation=accumulation, checkpoint_every=100)
+        trainer = toy_trainer(
+            cfg, tmp_path / str(accumulation), SINGLE, ToyClips(always_sounding=True)
+        )
+        trainer.train()
+        results.append(params_of(trainer.module))
+    for name in results[0]:
+        assert torch.allclose(results[0][name], results[1][name], atol=1e-5, rtol=1e-4), name
+
+
+def test_bf16_autocast_on_cpu_trains(tmp_path):
+    torch.set_num_threads(1)
+    cfg = toy_config(iterations=4, amp="bf16", checkpoint_every=100)
+    trainer = toy_trainer(cfg, tmp_path, SINGLE)
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
