@@ -12,6 +12,7 @@ To make the mask pass do real work with random weights, every top-k candidate is
     python benchmarks/long_video_memory.py --frames 60 600 --size 360 640 --mode streaming
     python benchmarks/long_video_memory.py --frames 60 --mode straightforward
     python benchmarks/long_video_memory.py --frames 60 600 --phase video_module
+    python benchmarks/long_video_memory.py --frames 60 600 --compile backbone pixel_decoder
 
 Letters: T frames, H x W frame size, D audio size.
 """
@@ -66,7 +67,7 @@ class LazyFrames:
 
 def measure(
     preset: str, frames: int, height: int, width: int, mode: str, keep: int, threads: int,
-    short_side: int | None = None,
+    short_side: int | None = None, compile_parts: tuple[str, ...] = (),
 ) -> dict:
     """One measurement in this process (call it in a fresh one)."""
     import numpy as np
@@ -83,6 +84,10 @@ def measure(
     if short_side is not None:  # network input size (the preset's test resize by default)
         cfg = replace(cfg, test_short_side=short_side, test_max_size=max(cfg.test_max_size, 4 * short_side))
     model = build_avism(cfg).eval()
+    if compile_parts:
+        from avis.inference.accelerate import compile_for_inference
+
+        compile_for_inference(model, compile_parts)
     info = ModelInfo("random weights", "avis", [f"c{i}" for i in range(cfg.num_classes)], "weight_free")
     predictor = VideoPredictor(model, cfg, info, threshold=0.0, streaming=mode == "streaming")
     audio = np.random.default_rng(0).standard_normal((frames, cfg.audio_dim)).astype(np.float32)
@@ -94,7 +99,7 @@ def measure(
     return {
         "preset": preset, "frames": frames, "size": [height, width], "mode": mode,
         "instances": prediction.num_instances, "threads": threads,
-        "network_short_side": cfg.test_short_side,
+        "network_short_side": cfg.test_short_side, "compiled": list(compile_parts),
         "baseline_rss_mib": round(baseline * KIB / MIB, 1),
         "peak_rss_mib": round(_status_kib("VmHWM") * KIB / MIB, 1),
         "seconds": round(seconds, 1), "seconds_per_frame": round(seconds / frames, 3),
@@ -146,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         "--phase", choices=("all", "video_module"), default="all",
         help="all: whole inference; video_module: only the part whose memory depends on T",
     )  # fmt: skip
+    parser.add_argument(
+        "--compile", nargs="*", default=[], metavar="PART",
+        help="parts run through avis.inference.accelerate (e.g. backbone pixel_decoder)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="append the results (JSON lines) here")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
@@ -154,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_video_module(args.preset, args.frames[0], args.threads)
         else:
             result = measure(
-                args.preset, args.frames[0], *args.size, args.mode, args.keep, args.threads, args.short_side
-            )
+                args.preset, args.frames[0], *args.size, args.mode, args.keep, args.threads,
+                args.short_side, tuple(args.compile),
+            )  # fmt: skip
         print(json.dumps(result))
         return 0
     results = []
@@ -165,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                "--threads", str(args.threads), "--phase", args.phase]  # fmt: skip
         if args.short_side is not None:
             cmd += ["--short-side", str(args.short_side)]
+        if args.compile:
+            cmd += ["--compile", *args.compile]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)

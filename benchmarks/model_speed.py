@@ -8,7 +8,7 @@ max allocated on CUDA) is its own. Reports frames per second of the whole infere
 (frame encoding + video module + mask post-processing), the share of the image encoder
 (backbone + pixel decoder + frame decoder, all passes), peak memory and the number of kept
 instances. Variants: ``standard`` (official procedure, keeps every frame's mask features)
-and ``streaming`` (memory-bounded, two more image-encoder passes).
+and ``streaming`` (memory-bounded, one more image-encoder pass).
 """
 
 from __future__ import annotations

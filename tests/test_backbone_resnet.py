@@ -101,6 +101,24 @@ def test_frozen_batch_norm_matches_batch_norm_in_eval() -> None:
     assert not list(frozen.parameters())
 
 
+def test_conv_with_frozen_norm_folds_to_conv_then_norm() -> None:
+    from avis.models.backbones.resnet import ConvNorm
+
+    generator = torch.Generator().manual_seed(2)
+    conv = ConvNorm(4, 6, 3, "FrozenBN", stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator))
+        for buffer in (conv.norm.weight, conv.norm.bias, conv.norm.running_mean):
+            buffer.copy_(torch.randn(6, generator=generator))
+        conv.norm.running_var.copy_(torch.rand(6, generator=generator) + 0.1)
+    x = torch.randn(2, 4, 9, 10, generator=generator)
+    unfolded = conv.norm(F.conv2d(x, conv.weight, None, stride=2, padding=1))
+    torch.testing.assert_close(conv(x), unfolded, rtol=1e-5, atol=1e-5)
+    assert sorted(conv.state_dict()) == sorted(
+        ["weight", "norm.weight", "norm.bias", "norm.running_mean", "norm.running_var"]
+    )
+
+
 @pytest.mark.parametrize("norm", ["BN", "GN"])
 def test_gradients_reach_every_trainable_parameter(norm: str) -> None:
     torch.manual_seed(0)

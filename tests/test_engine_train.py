@@ -173,3 +173,47 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
+
+
+class FakeClock:
+    """One second passes per reading."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_time_budget_stops_the_run_and_moves_the_decay_earlier(tmp_path):
+    torch.set_num_threads(1)
+    cfg = toy_config(iterations=20, checkpoint_every=100, max_minutes=10 / 60)
+    cfg.optim.decay_steps = [16]  # at 80 % of the iterations
+    budgeted = toy_trainer(cfg, tmp_path / "budget", SINGLE)
+    budgeted.clock = FakeClock()  # iteration i ends i seconds into the 10-second budget
+    budgeted.train()
+    assert budgeted.iteration == 10  # stopped when the budget was spent
+    assert cfg.optim.decay_steps == [9]  # 80 % of the budget reached at iteration 8
+    assert (tmp_path / "budget/model_final.pth").is_file()
+    assert [it for it, _ in list_checkpoints(tmp_path / "budget")] == [10]
+    records = [json.loads(x) for x in (tmp_path / "budget/metrics.jsonl").read_text().splitlines()]
+    budget = [r for r in records if r["kind"] == "budget"]
+    assert len(budget) == 1 and budget[0]["iteration"] == 10 and budget[0]["decay_steps"] == [9]
+    lrs = {r["iteration"]: r["lr"] for r in records if r["kind"] == "train"}
+    assert lrs[10] == pytest.approx(lrs[8] * cfg.optim.decay_gamma)
+
+    # the logged iteration count and decay steps repeat the run exactly, without a budget
+    fixed = toy_config(iterations=10, checkpoint_every=100)
+    fixed.optim.decay_steps = [9]
+    repeat = toy_trainer(fixed, tmp_path / "fixed", SINGLE)
+    repeat.train()
+    expected, got = params_of(repeat.module), params_of(budgeted.module)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+    # resuming a run whose budget is spent does not train further
+    again = toy_trainer(cfg, tmp_path / "budget", SINGLE)
+    assert again.resume() and again.elapsed_before >= 10
+    again.train()
+    assert again.iteration == 10

@@ -22,6 +22,7 @@ from avis.inference.postprocess import (
 )
 from avis.inference.video import (
     InferenceOptions,
+    InferenceTrace,
     features_encoder,
     predict_frames,
     predict_video,
@@ -92,7 +93,7 @@ def _cached_encoder(encoded):
     return encode
 
 
-def _predict(golden, frames=None, streaming=False, window=None, cached=True, **opts):
+def _predict(golden, frames=None, streaming=False, window=None, cached=True, trace=None, **opts):
     model, cfg, inputs, feats, encoded = golden
     if window is not None:
         model.video_module.window_size = window
@@ -106,7 +107,7 @@ def _predict(golden, frames=None, streaming=False, window=None, cached=True, **o
         options = replace(InferenceOptions.from_config(cfg), **opts)
         run = predict_video_streaming if streaming else predict_video
         size = tuple(inputs["image_size"])
-        return run(model, encode, audio, size, size, (144, 180), options)
+        return run(model, encode, audio, size, size, (144, 180), options, trace)
     finally:
         model.video_module.window_size = cfg.window_size
 
@@ -147,6 +148,31 @@ def test_streaming_equals_standard_for_other_t_and_windows(
     assert a.masks.shape[1:] == (frames, 144, 180)
     assert torch.isfinite(a.scores).all()
     _assert_same(a, b, exact=True)
+
+
+@needs_golden
+def test_threshold_between_candidates_keeps_what_filtering_keeps(golden) -> None:
+    """Masks are made only for candidates whose class probability passes the threshold; at a
+    threshold where some of those still fail (mask score < 1), both paths keep exactly the
+    instances (and masks) that filtering the threshold-0 prediction by score keeps."""
+    full = _predict(golden, score_threshold=0.0)
+    trace = InferenceTrace()
+    _predict(golden, score_threshold=0.0, trace=trace)
+    class_probs = trace.candidates.scores
+    # a threshold that keeps some instances while some candidates above it by class
+    # probability fail it by final score
+    finals = sorted(full.scores.tolist(), reverse=True)
+    thresholds = [(a + b) / 2 for a, b in zip(finals, finals[1:])]
+    threshold = next(
+        t for t in thresholds if (class_probs > t).sum() > (full.scores > t).sum() > 0
+    )
+    want = full.scores > threshold
+    for streaming in (False, True):
+        got = _predict(golden, streaming=streaming, score_threshold=threshold)
+        assert torch.equal(got.query_indices, full.query_indices[want])
+        assert torch.equal(got.labels, full.labels[want])
+        torch.testing.assert_close(got.scores, full.scores[want])
+        assert (got.masks != full.masks[want]).float().mean() <= 1e-4
 
 
 @needs_golden

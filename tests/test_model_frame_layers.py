@@ -130,6 +130,22 @@ def test_ffn_and_mlp() -> None:
     assert mlp(x).shape == (L, N, 5)
 
 
+@pytest.mark.parametrize("pre", [False, True])
+def test_ffn_row_blocks_without_autograd_give_the_same_result(pre: bool) -> None:
+    torch.manual_seed(0)
+    ffn = FFNLayer(C, 32, normalize_before=pre)
+    x = torch.randn(13, 5, C)  # 65 rows
+    whole = ffn._block(x)
+    ffn.chunk_rows = 7  # 10 blocks, the last one short
+    with torch.no_grad():
+        blocked = ffn(x)
+    torch.testing.assert_close(blocked, whole.detach(), rtol=0, atol=1e-6)
+    # with autograd the layer runs whole (blocks would not save memory) and gradients flow
+    out = ffn(x.requires_grad_())
+    out.sum().backward()
+    assert x.grad is not None and out.shape == x.shape
+
+
 def test_key_names_match_official_layout() -> None:
     assert sorted(SelfAttentionLayer(C, HEADS).state_dict()) == sorted(
         [

@@ -180,3 +180,19 @@ def test_lazy_frame_source_gives_the_same_prediction(predictor):
     from_array = predictor.predict((frames, audio), streaming=True)
     np.testing.assert_array_equal(from_lazy.masks(), from_array.masks())
     assert lazy.reads and all(stop - start <= predictor.options.run_chunk_size for start, stop in lazy.reads)
+
+
+def test_cli_compile_flag_compiles_the_image_encoder(checkpoint, video, tmp_path, monkeypatch):
+    import avis.inference.accelerate as accelerate
+
+    compiled = []
+
+    def fake_compile(model, parts):  # record the call; compiling itself is tested elsewhere
+        compiled.append((type(model).__name__, tuple(parts)))
+        return model
+
+    monkeypatch.setattr(accelerate, "compile_for_inference", fake_compile)
+    args = ["--weights", str(checkpoint), "--out", str(tmp_path), "--no-overlay", "--compile"]
+    assert main(["predict", str(video), *args]) == 0
+    assert compiled == [("AVISM", ("backbone", "pixel_decoder"))]
+    assert (tmp_path / "clip" / "results.json").exists()

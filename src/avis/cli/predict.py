@@ -68,6 +68,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="memory-bounded inference (recomputes image features; identical masks): yes, no, "
         "or auto = when the stored mask features of the video would exceed 1 GiB",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the backbone and pixel decoder through torch.compile (CPU: ~1.6x faster "
+        "model for R50, same outputs; costs 0.5-1.5 min per new frame-chunk shape, cached by "
+        "PyTorch; falls back to eager if compiling fails)",
+    )
     parser.add_argument("--data", type=Path, help="AVISeg-layout root: predict a whole split")
     parser.add_argument("--split", default="test", help="split of --data (default: test)")
     parser.set_defaults(func=handle)
@@ -89,6 +96,10 @@ def handle(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         streaming={"auto": "auto", "yes": True, "no": False}[args.streaming],
     )
+    if args.compile:
+        from avis.inference.accelerate import compile_for_inference
+
+        compile_for_inference(predictor.model, parts=("backbone", "pixel_decoder"))
     if args.data is not None:
         from rich.console import Console
 

@@ -84,3 +84,12 @@ def mean_over_processes(values: dict[str, float], info: DistInfo) -> dict[str, f
     dist.all_reduce(tensor)
     tensor /= info.world_size
     return dict(zip(names, tensor.tolist()))
+
+
+def max_over_processes(value: float, info: DistInfo) -> float:
+    """The largest `value` over processes (the same number on every process)."""
+    if not info.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())

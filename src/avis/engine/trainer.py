@@ -38,7 +38,13 @@ from avis.engine.checkpoint import (
 )
 from avis.engine.config import TrainConfig, save_config
 from avis.engine.data import make_train_loader
-from avis.engine.distributed import DistInfo, all_gather_objects, barrier, mean_over_processes
+from avis.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    barrier,
+    max_over_processes,
+    mean_over_processes,
+)
 from avis.engine.metrics import LOG, MetricsWriter, read_metrics
 from avis.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from avis.engine.plot import plot_curves
@@ -89,6 +95,8 @@ class Trainer:
         use_scaler = cfg.amp == "fp16" and info.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.iteration = 0  # optimiser steps done
+        self.elapsed_before = 0.0  # training-loop seconds of earlier segments (resumed runs)
+        self.clock: Callable[[], float] = time.perf_counter  # tests may replace it
         torch.manual_seed(cfg.seed + 1 + TRAIN_SEED_STRIDE * info.rank)
         self.writer: MetricsWriter | None = None
         if info.is_main:
@@ -117,6 +125,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_states,
             "world_size": self.info.world_size,
+            "elapsed_seconds": self.elapsed_before,
         }
 
     def save_checkpoint(self) -> None:
@@ -152,6 +161,9 @@ class Trainer:
                 self.cfg.seed + 1 + TRAIN_SEED_STRIDE * self.info.rank + data["iteration"]
             )
         self.iteration = int(data["iteration"])
+        self.elapsed_before = float(data.get("elapsed_seconds", 0.0))
+        if self.cfg.max_minutes > 0:  # decay steps the time budget moved earlier
+            self.cfg.optim.decay_steps[:] = data["train_config"]["optim"]["decay_steps"]
         if self.writer is not None:
             self.writer.truncate_after(self.iteration)
         LOG.info("resumed from %s at iteration %d", path, self.iteration)
@@ -218,15 +230,21 @@ class Trainer:
         window: dict[str, float] = {}
         window_steps, window_start, window_cpu = 0, time.perf_counter(), time.process_time()
         start_iteration, start_time = self.iteration, time.perf_counter()
+        loop_start, elapsed_start = self.clock(), self.elapsed_before
         last_eval: dict[str, float] = {}
         progress = ProgressBar(cfg.iterations, self.iteration) if self.info.is_main else None
+        spent = cfg.max_minutes > 0 and self.elapsed_before >= cfg.max_minutes * 60
+        if spent:
+            LOG.info("the time budget of %.1f min was already spent", cfg.max_minutes)
         try:
-            while self.iteration < cfg.iterations:
+            while self.iteration < cfg.iterations and not spent:
                 terms = self.train_step(batches)
                 for name, value in terms.items():
                     window[name] = window.get(name, 0.0) + value
                 window_steps += 1
-                done = self.iteration == cfg.iterations
+                self.elapsed_before = elapsed_start + self.clock() - loop_start
+                out_of_time = self.check_time_budget()
+                done = self.iteration == cfg.iterations or out_of_time
                 if self.iteration % cfg.log_every == 0 or done:
                     now = time.perf_counter()
                     means = mean_over_processes(
@@ -242,7 +260,7 @@ class Trainer:
                         / self.optimizer.param_groups[0]["lr_mult"],
                         "seconds_per_iter": seconds_per_iter,
                         "cpu_seconds_per_iter": (time.process_time() - window_cpu) / window_steps,
-                        "eta_seconds": (cfg.iterations - self.iteration) / max(rate, 1e-9),
+                        "eta_seconds": self.eta_seconds(rate),
                     }
                     self.log(record, progress)
                     window, window_steps, window_start = {}, 0, now
@@ -255,6 +273,8 @@ class Trainer:
                     last_eval = self.run_evaluation()
                 if stop_after is not None and self.iteration >= stop_after and not done:
                     raise StopTraining(f"stopped after iteration {self.iteration}")
+                if done:
+                    break
             self.finish()
         finally:
             if progress is not None:
@@ -262,6 +282,48 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return last_eval
+
+    def check_time_budget(self) -> bool:
+        """Apply `max_minutes`; True when the budget is spent (the run then ends here).
+
+        The elapsed time is the largest over processes, so every process takes the same
+        decisions. A decay step d that has not happened yet is moved to the next iteration
+        once the elapsed fraction of the budget reaches d / iterations: a run on a slow
+        machine keeps the shape of its schedule. The moved steps are written to the config
+        of later checkpoints and logged, so `iterations=N optim.decay_steps=[...]` repeats
+        such a run exactly."""
+        cfg = self.cfg
+        if cfg.max_minutes <= 0:
+            return False
+        self.elapsed_before = max_over_processes(self.elapsed_before, self.info)
+        fraction = self.elapsed_before / (cfg.max_minutes * 60)
+        steps = cfg.optim.decay_steps
+        for k, step in enumerate(steps):
+            if step > self.iteration + 1 and fraction >= step / cfg.iterations:
+                steps[k] = self.iteration + 1  # the next optimiser step is the first decayed one
+                LOG.info(
+                    "time budget: %.0f %% spent at iteration %d; learning-rate decay %d moved "
+                    "from iteration %d to %d", 100 * fraction, self.iteration, k + 1, step, steps[k],
+                )  # fmt: skip
+        if fraction < 1 or self.iteration >= cfg.iterations:
+            return False
+        LOG.info(
+            "time budget of %.1f min spent: stopping at iteration %d of %d (to repeat this run "
+            "exactly: iterations=%d 'optim.decay_steps=%s' max_minutes=0)",
+            cfg.max_minutes, self.iteration, cfg.iterations, self.iteration, sorted(steps),
+        )  # fmt: skip
+        if self.writer is not None:
+            self.writer.write(
+                {"kind": "budget", "iteration": self.iteration,
+                 "elapsed_seconds": self.elapsed_before, "decay_steps": sorted(steps)}
+            )  # fmt: skip
+        return True
+
+    def eta_seconds(self, rate: float) -> float:
+        by_iterations = (self.cfg.iterations - self.iteration) / max(rate, 1e-9)
+        if self.cfg.max_minutes <= 0:
+            return by_iterations
+        return min(by_iterations, max(self.cfg.max_minutes * 60 - self.elapsed_before, 0.0))
 
     def should_evaluate(self, done: bool) -> bool:
         if self.evaluate is None or self.cfg.eval_every < 0:

@@ -89,6 +89,24 @@ class MaskConfidence:
     numerator: Tensor  # (q,) sum of sigmoid * [sigmoid > thr]
     denominator: Tensor  # (q,) number of pixels with sigmoid > thr
 
+    @classmethod
+    def zeros(cls, embed: Tensor) -> MaskConfidence:
+        q = embed.shape[0]
+        return cls(embed.new_zeros(q, dtype=torch.float32), embed.new_zeros(q, dtype=torch.float32))
+
+    def add(
+        self,
+        embed: Tensor,  # (q, Cm)
+        block: Tensor,  # (t, Cm, Hm, Wm) mask features of the next frames
+        padded_size: tuple[int, int],
+        input_size: tuple[int, int],
+        prob_threshold: float,
+    ) -> None:
+        probs = cropped_mask_logits(embed, block, padded_size, input_size).sigmoid()
+        hard = (probs > prob_threshold).float()
+        self.numerator += (probs * hard).flatten(1).sum(1)
+        self.denominator += hard.flatten(1).sum(1)
+
     def score(self) -> Tensor:  # (q,)
         return self.numerator / (self.denominator + SCORE_EPS)
 
@@ -101,11 +119,7 @@ def mask_confidence(
     prob_threshold: float,
 ) -> MaskConfidence:
     """Accumulate the mask-confidence sums block by block (float32, block sums added in order)."""
-    numerator = embed.new_zeros(embed.shape[0], dtype=torch.float32)
-    denominator = embed.new_zeros(embed.shape[0], dtype=torch.float32)
+    conf = MaskConfidence.zeros(embed)
     for block in mask_feature_blocks:
-        probs = cropped_mask_logits(embed, block, padded_size, input_size).sigmoid()
-        hard = (probs > prob_threshold).float()
-        numerator += (probs * hard).flatten(1).sum(1)
-        denominator += hard.flatten(1).sum(1)
-    return MaskConfidence(numerator, denominator)
+        conf.add(embed, block, padded_size, input_size, prob_threshold)
+    return conf

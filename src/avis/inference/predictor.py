@@ -9,7 +9,7 @@
 Frames are resized like the official test transform (short side `test_short_side`, long side
 at most `test_max_size`), one chunk at a time; masks come back at the original size.
 Memory: `streaming=True` keeps only the frame queries of the whole video and recomputes the
-image features for the masks (two more image-encoder passes); `streaming=False` keeps every
+image features once more for the mask scores and masks; `streaming=False` keeps every
 frame's mask features (the official procedure); "auto" (default) streams when those features
 would exceed `feature_budget_mb`. Both give identical masks.
 

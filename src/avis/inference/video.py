@@ -4,9 +4,11 @@
 the official code does; memory grows with T * Cm * Hm * Wm).
 ``predict_video_streaming``: memory-bounded. Pass 1 keeps only the frame queries (T * fQ * C);
 after the video module, pass 2 recomputes each chunk's mask features (backbone + pixel
-decoder, no frame decoder) to get the mask scores, pass 3 recomputes them again to produce
-the masks of the kept instances chunk by chunk. Same results as ``predict_video`` (chunks
-and sums are cut identically), at the cost of two more image-encoder passes.
+decoder, no frame decoder), adds up the mask scores and keeps, as compressed RLE, the masks of
+every candidate that can still be kept: the final score is the class probability times a
+mask score below 1, so only candidates whose class probability is above the threshold can
+pass it. Same results as ``predict_video`` (chunks, sums and mask products are cut
+identically), at the cost of one more image-encoder pass.
 
 Both take an ``encode(start, stop, with_queries) -> ChunkEncoding`` function, so the frames
 may come from memory, a decoder or precomputed backbone features (``frames_encoder``,
@@ -28,12 +30,14 @@ from torch import Tensor
 from avis.inference.postprocess import (
     SCORE_EPS,
     Candidates,
+    MaskConfidence,
     cropped_mask_logits,
     mask_confidence,
     rechunk,
     resize_masks,
     select_candidates,
 )
+from avis.inference.results import decode_rle, encode_mask
 from avis.models.avism import AVISM, ChunkEncoding
 from avis.models.config import AVISMConfig
 
@@ -128,10 +132,24 @@ def _keep(sel: _Selection, conf, options, trace) -> tuple[Tensor, Tensor]:
     return keep, reweighted[keep]
 
 
-def _kept_rows(sel: _Selection, keep: Tensor) -> tuple[Tensor, Tensor]:
-    """Distinct embed rows needed by the kept candidates and each kept candidate's row among them."""
-    rows, pick = torch.unique(sel.inverse[keep], return_inverse=True)
-    return rows, pick
+def _possible_rows(sel: _Selection, options: InferenceOptions) -> Tensor:
+    """Sorted distinct embed rows of the candidates that can pass the score threshold.
+
+    A candidate's final score is its class probability times numerator / (denominator + eps)
+    < 1, so a candidate whose class probability is not above the threshold is never kept.
+    Both inference paths compute masks for exactly these rows (identical products)."""
+    return torch.unique(sel.inverse[sel.candidates.scores > options.score_threshold])
+
+
+def _pick(sel: _Selection, possible: Tensor, keep: Tensor) -> Tensor:
+    """(N,) position of each kept candidate's embed row among the possible rows."""
+    return torch.searchsorted(possible, sel.inverse[keep])
+
+
+def _possible_masks(sel, possible, block, padded_size, input_size, out_size) -> Tensor:
+    """Boolean masks (p, t, H, W) of the possible rows for one block of mask features."""
+    logits = cropped_mask_logits(sel.embed[possible], block, padded_size, input_size)
+    return resize_masks(logits, out_size)
 
 
 @torch.no_grad()
@@ -168,12 +186,13 @@ def predict_video(
         sel.embed, blocks(), padded_size, input_size, options.mask_prob_threshold
     )
     keep, scores = _keep(sel, conf, options, trace)
-    rows, pick = _kept_rows(sel, keep)
+    possible = _possible_rows(sel, options)
+    pick = _pick(sel, possible, keep)
     masks = torch.zeros((len(keep), num_frames, *out_size), dtype=torch.bool)
     start = 0
-    for block in blocks():
-        logits = cropped_mask_logits(sel.embed[rows], block, padded_size, input_size)
-        masks[:, start : start + block.shape[0]] = resize_masks(logits, out_size)[pick].cpu()
+    for block in blocks() if len(keep) else ():
+        block_masks = _possible_masks(sel, possible, block, padded_size, input_size, out_size)
+        masks[:, start : start + block.shape[0]] = block_masks[pick].cpu()
         start += block.shape[0]
     return VideoPrediction(
         scores=scores.cpu(),
@@ -207,34 +226,43 @@ def stream_video(
     options: InferenceOptions | None = None,
     trace: InferenceTrace | None = None,
 ) -> StreamedPrediction:
-    """Memory-bounded inference; mask blocks are produced lazily by the returned iterator."""
+    """Memory-bounded inference: two image-encoder passes; the kept masks are decoded from
+    their RLE block by block by the returned iterator."""
     options = options or InferenceOptions()
     num_frames = audio.shape[0]
     _check(model, num_frames, audio, options)
     out_size = tuple(out_size) if out_size is not None else tuple(input_size)
     spans = _chunks(num_frames, options.run_chunk_size)
-    queries = [encode(start, stop, True).frame_queries for start, stop in spans]
+    queries = [encode(start, stop, True).frame_queries for start, stop in spans]  # pass 1
     sel = _select(model, torch.cat(queries), audio, options, trace)
     del queries
-
-    def blocks() -> Iterator[Tensor]:
-        stream = (encode(start, stop, False).mask_features for start, stop in spans)
-        return rechunk(stream, options.interpolate_chunk_size)
-
-    conf = mask_confidence(
-        sel.embed, blocks(), padded_size, input_size, options.mask_prob_threshold
-    )
+    # pass 2: mask scores of every candidate query, masks of the possible ones (as RLE)
+    conf = MaskConfidence.zeros(sel.embed)
+    possible = _possible_rows(sel, options)
+    stored: list[list[dict]] = [[] for _ in range(len(possible))]  # [p][T] RLE
+    block_sizes: list[int] = []
+    features = (encode(start, stop, False).mask_features for start, stop in spans)
+    for block in rechunk(features, options.interpolate_chunk_size):
+        conf.add(sel.embed, block, padded_size, input_size, options.mask_prob_threshold)
+        block_sizes.append(block.shape[0])
+        if len(possible):
+            block_masks = _possible_masks(sel, possible, block, padded_size, input_size, out_size)
+            for row, track in enumerate(block_masks.cpu().numpy()):
+                stored[row].extend(encode_mask(frame) for frame in track)
     keep, scores = _keep(sel, conf, options, trace)
-    rows, pick = _kept_rows(sel, keep)
-    embed = sel.embed[rows]
+    pick = _pick(sel, possible, keep).tolist()
+    kept = [stored[row] for row in pick]
+    del stored
 
     def mask_chunks() -> Iterator[tuple[int, Tensor]]:
         start = 0
-        with torch.no_grad():
-            for block in blocks() if len(keep) else ():
-                logits = cropped_mask_logits(embed, block, padded_size, input_size)
-                yield start, resize_masks(logits, out_size)[pick].cpu()
-                start += block.shape[0]
+        for size in block_sizes if len(keep) else ():
+            block = torch.zeros((len(kept), size, *out_size), dtype=torch.bool)
+            for i, track in enumerate(kept):
+                for offset in range(size):
+                    block[i, offset] = torch.from_numpy(decode_rle(track[start + offset]))
+            yield start, block
+            start += size
 
     return StreamedPrediction(
         scores=scores.cpu(),

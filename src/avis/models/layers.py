@@ -237,7 +237,23 @@ class FFNLayer(nn.Module):
         self.normalize_before = normalize_before
         _xavier_init(self)
 
+    # Without autograd, inputs of more rows than this are processed in row blocks, so the
+    # (rows, dim_feedforward) hidden tensor stays small: the video module applies its FFNs to
+    # all T x Q tokens of a video at once (two 491 MB temporaries at T = 600, R50). Every
+    # operation is row-wise, so the result is the same. 0 = never split.
+    chunk_rows: int = 8192
+
     def forward(self, tgt: Tensor) -> Tensor:  # (..., C) -> (..., C)
+        rows = tgt.numel() // max(tgt.shape[-1], 1)
+        if self.chunk_rows <= 0 or rows <= self.chunk_rows or torch.is_grad_enabled():
+            return self._block(tgt)
+        flat = tgt.reshape(rows, tgt.shape[-1])
+        out = torch.empty_like(flat)
+        for start in range(0, rows, self.chunk_rows):
+            out[start : start + self.chunk_rows] = self._block(flat[start : start + self.chunk_rows])
+        return out.view(tgt.shape)
+
+    def _block(self, tgt: Tensor) -> Tensor:
         x = self.norm(tgt) if self.normalize_before else tgt
         out = self.linear2(self.dropout(self.activation(self.linear1(x))))
         tgt = tgt + self.dropout(out)

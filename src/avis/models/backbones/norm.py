@@ -30,9 +30,13 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features) - eps)
 
+    def scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale (C,), shift (C,)) with ``forward(x) = x * scale + shift`` per channel."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H, W)
-        scale = self.weight * (self.running_var + self.eps).rsqrt()  # (C,)
-        shift = self.bias - self.running_mean * scale  # (C,)
+        scale, shift = self.scale_shift()
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
 
     def extra_repr(self) -> str:

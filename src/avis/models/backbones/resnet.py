@@ -53,6 +53,12 @@ class ConvNorm(nn.Conv2d):
         self.norm = make_norm(norm, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.norm, FrozenBatchNorm2d):
+            # a frozen norm is a per-channel affine map: fold it into the convolution's weight
+            # and bias (one pass over the output instead of three; same result up to rounding)
+            scale, shift = self.norm.scale_shift()  # (C_out,)
+            weight = self.weight * scale.view(-1, 1, 1, 1).to(self.weight.dtype)
+            return self._conv_forward(x, weight, shift.to(x.dtype))
         return self.norm(super().forward(x))
 
 
