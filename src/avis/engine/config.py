@@ -133,6 +133,7 @@ def tiny_recipe() -> TrainConfig:
         ),
         loss=LossConfig(num_points=None, no_object_weight=0.5),
         iterations=2500,
+        max_minutes=25.0,  # + ~0.5 min start-up and ~2 min final evaluation: within 30 min
         batch_size=4,
         threads=1,
         processes=2,
