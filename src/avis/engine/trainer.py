@@ -301,18 +301,20 @@ class Trainer:
         for k, step in enumerate(steps):
             if step > self.iteration + 1 and fraction >= step / cfg.iterations:
                 steps[k] = self.iteration + 1  # the next optimiser step is the first decayed one
-                LOG.info(
-                    "time budget: %.0f %% spent at iteration %d; learning-rate decay %d moved "
-                    "from iteration %d to %d", 100 * fraction, self.iteration, k + 1, step, steps[k],
-                )  # fmt: skip
+                if self.info.is_main:
+                    LOG.info(
+                        "time budget: %.0f %% spent at iteration %d; learning-rate decay %d "
+                        "moved from iteration %d to %d",
+                        100 * fraction, self.iteration, k + 1, step, steps[k],
+                    )  # fmt: skip
         if fraction < 1 or self.iteration >= cfg.iterations:
             return False
-        LOG.info(
-            "time budget of %.1f min spent: stopping at iteration %d of %d (to repeat this run "
-            "exactly: iterations=%d 'optim.decay_steps=%s' max_minutes=0)",
-            cfg.max_minutes, self.iteration, cfg.iterations, self.iteration, sorted(steps),
-        )  # fmt: skip
-        if self.writer is not None:
+        if self.writer is not None:  # the main process
+            LOG.info(
+                "time budget of %.1f min spent: stopping at iteration %d of %d (to repeat this "
+                "run exactly: iterations=%d 'optim.decay_steps=%s' max_minutes=0)",
+                cfg.max_minutes, self.iteration, cfg.iterations, self.iteration, sorted(steps),
+            )  # fmt: skip
             self.writer.write(
                 {"kind": "budget", "iteration": self.iteration,
                  "elapsed_seconds": self.elapsed_before, "decay_steps": sorted(steps)}
