@@ -212,3 +212,14 @@ def test_big_buck_bunny() -> None:
     feats = frame_audio_features(video, WeightFreeExtractor())
     assert feats.shape == (6, 128) and feats[:5].all(axis=1).any()
     assert not feats[5].any()  # the last second has only ~0.31 s of audio -> zeros
+
+
+def test_frames_past_the_memory_budget_go_to_a_temporary_file(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "long.mp4", 5.0, rate=10, audio=_tone(5.0, 16000)[:, None])
+    in_memory = read_video(path)
+    # one 24 x 32 frame is 2304 bytes: the budget holds two frames, the rest spills
+    spilled = read_video(path, frame_memory_mb=2.5 * 2304 / 2**20)
+    assert not isinstance(in_memory.frames, np.memmap)
+    assert isinstance(spilled.frames, np.memmap) and spilled.frames.shape == (5, 24, 32, 3)
+    np.testing.assert_array_equal(spilled.frames, in_memory.frames)
+    np.testing.assert_array_equal(spilled.audio, in_memory.audio)

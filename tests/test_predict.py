@@ -196,3 +196,14 @@ def test_cli_compile_flag_compiles_the_image_encoder(checkpoint, video, tmp_path
     assert main(["predict", str(video), *args]) == 0
     assert compiled == [("AVISM", ("backbone", "pixel_decoder"))]
     assert (tmp_path / "clip" / "results.json").exists()
+
+
+def test_lazy_track_masks_decode_the_same_masks(predictor, video):
+    prediction = predictor.predict(video)
+    dense = prediction.masks()
+    assert prediction.num_instances > 0
+    for i in range(prediction.num_instances):
+        track = prediction.track_masks(i)
+        assert track.shape == dense.shape[1:] and len(track) == NUM_FRAMES
+        for t in range(NUM_FRAMES):
+            np.testing.assert_array_equal(track[t], dense[i, t])

@@ -67,6 +67,10 @@ class Prediction:
                 out[i, t] = decode_rle(rle)
         return out
 
+    def track_masks(self, i: int) -> RLETrack:
+        """Instance i's masks as a lazy (T, H, W) sequence (one frame decoded per index)."""
+        return RLETrack(self.rles[i], (self.num_frames, *self.image_size))
+
     def frame(self, t: int) -> FrameResult:
         masks = np.zeros((self.num_instances, *self.image_size), dtype=bool)
         for i, track in enumerate(self.rles):
@@ -90,6 +94,20 @@ class Prediction:
             }
             for score, label, track in zip(self.scores, self.labels, self.rles)
         ]
+
+
+@dataclass
+class RLETrack:
+    """One track's masks, decoded frame by frame: `track[t]` -> (H, W) bool."""
+
+    rles: list[dict]  # [T] compressed RLE
+    shape: tuple[int, int, int]  # (T, H, W)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return decode_rle(self.rles[t])
 
 
 class PredictionBuilder:

@@ -114,10 +114,9 @@ def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overla
 def _write_overlay(prediction: Prediction, decoded, path: Path) -> Path:
     from avis.io.overlay import OverlayInstance, write_overlay_video
 
-    masks = prediction.masks()  # (N, T, H, W)
-    instances = [
+    instances = [  # masks decoded one frame at a time while drawing
         OverlayInstance(
-            label=int(label), score=float(score), masks=masks[i], track_id=i + 1,
+            label=int(label), score=float(score), masks=prediction.track_masks(i), track_id=i + 1,
             color=instance_color(i),
         )  # fmt: skip
         for i, (score, label) in enumerate(zip(prediction.scores, prediction.labels))

@@ -49,7 +49,9 @@ class OverlayInstance:
 
     label: int  # class index into class_names (0-based)
     score: float
-    masks: np.ndarray  # (T, H, W) bool; empty in frames where the instance is silent
+    # (T, H, W) bool, empty in frames where the instance is silent: an array or any object
+    # with `.shape` whose `masks[t]` gives frame t's (H, W) bool mask (decoded lazily)
+    masks: np.ndarray
     track_id: int
     color: tuple[int, int, int] | None = None  # default: DEFAULT_PALETTE[position % 15]
 

@@ -11,12 +11,17 @@ k / sample_rate after the first video frame (leading audio before the first fram
 a late audio start is padded with zeros). It is kept up to the end of the last sampled frame's
 1-second window, (T - 1) / fps + 1 s, or less when the soundtrack ends earlier.
 
+Memory: the sampled frames are kept in RAM up to `frame_memory_mb` (default 1 GiB, ~1 h of
+360p at 1 fps); past that they move to an unlinked temporary file read through `np.memmap`, so
+hours of video do not need their frames in RAM (the predictor reads them chunk by chunk).
+
 Shape legend: T = sampled frames, H x W = frame size, N = audio samples, D = feature size.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from avis.audio.features import AudioFeatureExtractor
 from avis.errors import MediaError
 
 SILENT_SAMPLE_RATE = 16000
+DEFAULT_FRAME_MEMORY_MB = 1024.0  # sampled frames kept in RAM up to this, then in a temp file
 AUDIO_WINDOW_S = 1.0  # one feature = one second of audio starting at the frame's time
 _TIME_EPS = 1e-6  # seconds; absorbs float noise in presentation times
 
@@ -74,9 +80,42 @@ def _frame_duration(
     return float(1.0 / stream.average_rate) if stream.average_rate else 0.0
 
 
+class _FrameStore:
+    """Sampled frames in a list, moved to an unlinked temporary file past a byte budget."""
+
+    def __init__(self, budget_bytes: float) -> None:
+        self.budget = budget_bytes
+        self.frames: list[np.ndarray] = []
+        self.file = None  # tempfile.TemporaryFile once spilled
+        self.count, self.shape = 0, None
+
+    def append(self, frame: np.ndarray) -> None:  # (H, W, 3) uint8
+        self.shape = frame.shape
+        self.count += 1
+        if self.file is not None:
+            self.file.write(np.ascontiguousarray(frame).tobytes())
+            return
+        self.frames.append(frame)
+        if self.count * frame.nbytes > self.budget:
+            self.file = tempfile.TemporaryFile(prefix="avis_frames_")  # noqa: SIM115 (lives on in the memmap)
+            for kept in self.frames:
+                self.file.write(np.ascontiguousarray(kept).tobytes())
+            self.frames = []
+
+    def __len__(self) -> int:
+        return self.count
+
+    def array(self) -> np.ndarray:
+        """(T, H, W, 3) uint8: in memory, or a read-only memmap of the temporary file."""
+        if self.file is None:
+            return np.stack(self.frames)
+        self.file.flush()
+        return np.memmap(self.file, dtype=np.uint8, mode="r", shape=(self.count, *self.shape))
+
+
 def _sample_frames(
-    path: Path, fps: float
-) -> tuple[list[np.ndarray], list[float], float, float | None, float]:
+    path: Path, fps: float, store: _FrameStore
+) -> tuple[_FrameStore, list[float], float, float | None, float]:
     """Decode the first video stream; return RGB frames, their times, duration, native fps, t0."""
     container = _open(path)
     with container:
@@ -87,7 +126,7 @@ def _sample_frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         native_fps = float(stream.average_rate) if stream.average_rate else None
-        frames: list[np.ndarray] = []
+        frames = store
         times: list[float] = []
         gaps: list[float] = []
         prev, prev_time, prev_rgb, t0, index = None, 0.0, None, None, 0
@@ -159,8 +198,16 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int, float] | None:
     return samples, int(rate), start or 0.0
 
 
-def read_video(path: str | Path, fps: float = 1.0, allow_silent: bool = False) -> DecodedVideo:
+def read_video(
+    path: str | Path,
+    fps: float = 1.0,
+    allow_silent: bool = False,
+    frame_memory_mb: float = DEFAULT_FRAME_MEMORY_MB,
+) -> DecodedVideo:
     """Decode a video: frames sampled at `fps` (frame i at i / fps s) and the mono soundtrack.
+
+    Frames beyond `frame_memory_mb` of RAM go to a temporary file (`frames` is then a
+    read-only np.memmap; the file is deleted when the last reference goes).
 
     Raises MediaError naming the file when it is missing, unreadable, has no video stream,
     or has no audio stream (unless allow_silent=True: then the audio is silence at 16 kHz
@@ -169,7 +216,8 @@ def read_video(path: str | Path, fps: float = 1.0, allow_silent: bool = False) -
     path = Path(path)
     if not fps > 0:
         raise MediaError(f"{path}: sampling fps must be positive, got {fps}")
-    frames, times, duration, native_fps, t0 = _sample_frames(path, fps)
+    store = _FrameStore(frame_memory_mb * 2**20)
+    frames, times, duration, native_fps, t0 = _sample_frames(path, fps, store)
     num_frames = len(frames)
     audio_end = (num_frames - 1) / fps + AUDIO_WINDOW_S
     decoded = read_audio(path)
@@ -198,7 +246,7 @@ def read_video(path: str | Path, fps: float = 1.0, allow_silent: bool = False) -
             )
     return DecodedVideo(
         path=path,
-        frames=np.stack(frames),
+        frames=frames.array(),
         timestamps=np.arange(num_frames, dtype=np.float64) / fps,
         frame_times=np.asarray(times, dtype=np.float64),
         fps=float(fps),
