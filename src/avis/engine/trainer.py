@@ -14,7 +14,6 @@ collate function and the evaluation callable; nothing is built from strings here
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -48,6 +47,7 @@ from avis.engine.distributed import (
 from avis.engine.metrics import LOG, MetricsWriter, read_metrics
 from avis.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from avis.engine.plot import plot_curves
+from avis.engine.progress import ProgressBar, format_record
 from avis.errors import CheckpointError
 
 CURVES_FILE = "curves.png"
@@ -95,7 +95,9 @@ class Trainer:
         use_scaler = cfg.amp == "fp16" and info.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.iteration = 0  # optimiser steps done
-        self.elapsed_before = 0.0  # training-loop seconds of earlier segments (resumed runs)
+        # training-loop seconds so far, earlier segments of a resumed run included (updated
+        # every step; saved in checkpoints for the time budget)
+        self.elapsed_before = 0.0
         self.clock: Callable[[], float] = time.perf_counter  # tests may replace it
         torch.manual_seed(cfg.seed + 1 + TRAIN_SEED_STRIDE * info.rank)
         self.writer: MetricsWriter | None = None
@@ -363,49 +365,3 @@ class Trainer:
         if self.info.is_main:
             atomic_torch_save(self.model_payload(), self.run_dir / FINAL_MODEL_FILE)
         barrier(self.info)
-
-
-def format_record(record: dict[str, Any]) -> str:
-    parts = [f"{record['kind']} it {record['iteration']}"]
-    for key, value in record.items():
-        if key not in ("kind", "iteration") and isinstance(value, (int, float)):
-            parts.append(f"{key} {value:.4g}")
-    return "  ".join(parts)
-
-
-class ProgressBar:
-    """A rich progress bar with the loss and ETA (plain log lines when not on a terminal)."""
-
-    def __init__(self, total: int, completed: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        console = Console(file=sys.stderr)
-        self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("[bold]train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not self.live,
-        )
-        self.task = self.progress.add_task("train", total=total, completed=completed, loss="-")
-        self.progress.start()
-
-    def advance(self, iteration: int, record: dict[str, Any] | None) -> None:
-        fields = {"loss": f"{record['loss']:.3f}"} if record and "loss" in record else {}
-        self.progress.update(self.task, completed=iteration, **fields)
-
-    def close(self) -> None:
-        self.progress.stop()
