@@ -65,14 +65,22 @@ def rechunk(chunks: Iterable[Tensor], size: int) -> Iterator[Tensor]:
 def cropped_mask_logits(
     embed: Tensor, mask_features: Tensor, padded_size: tuple[int, int], input_size: tuple[int, int]
 ) -> Tensor:
-    """embed (q, Cm) . mask_features (t, Cm, Hm, Wm) -> logits (q, t, h, w).
+    """embed (q, Cm) or per frame (q, t, Cm) . mask_features (t, Cm, Hm, Wm) -> logits (q, t, h, w).
 
     Bilinear upsampling (align_corners=False) to the padded size, then the crop to the
     unpadded input size.
     """
-    logits = torch.einsum("qc,tchw->qthw", embed, mask_features)
+    if embed.dim() == 3:
+        logits = torch.einsum("qtc,tchw->qthw", embed, mask_features)
+    else:
+        logits = torch.einsum("qc,tchw->qthw", embed, mask_features)
     logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
     return logits[:, :, : input_size[0], : input_size[1]]
+
+
+def block_embed(embed: Tensor, start: int, size: int) -> Tensor:
+    """The mask embeddings of frames start .. start+size: (q, Cm) as is, (q, T, Cm) sliced."""
+    return embed if embed.dim() == 2 else embed[:, start : start + size]
 
 
 def resize_masks(logits: Tensor, out_size: tuple[int, int]) -> Tensor:
@@ -96,7 +104,7 @@ class MaskConfidence:
 
     def add(
         self,
-        embed: Tensor,  # (q, Cm)
+        embed: Tensor,  # (q, Cm) or (q, t, Cm) per frame
         block: Tensor,  # (t, Cm, Hm, Wm) mask features of the next frames
         padded_size: tuple[int, int],
         input_size: tuple[int, int],
@@ -120,6 +128,9 @@ def mask_confidence(
 ) -> MaskConfidence:
     """Accumulate the mask-confidence sums block by block (float32, block sums added in order)."""
     conf = MaskConfidence.zeros(embed)
+    start = 0
     for block in mask_feature_blocks:
-        conf.add(embed, block, padded_size, input_size, prob_threshold)
+        size = block.shape[0]
+        conf.add(block_embed(embed, start, size), block, padded_size, input_size, prob_threshold)
+        start += size
     return conf

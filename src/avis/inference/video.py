@@ -31,6 +31,7 @@ from avis.inference.postprocess import (
     SCORE_EPS,
     Candidates,
     MaskConfidence,
+    block_embed,
     cropped_mask_logits,
     mask_confidence,
     rechunk,
@@ -93,7 +94,7 @@ class InferenceTrace:
 @dataclass
 class _Selection:
     candidates: Candidates
-    embed: Tensor  # (q, Cm) distinct candidate queries' mask embeddings
+    embed: Tensor  # (q, Cm) or (q, T, Cm) distinct candidate queries' mask embeddings
     inverse: Tensor  # (k,) candidate -> row of embed
 
 
@@ -146,9 +147,10 @@ def _pick(sel: _Selection, possible: Tensor, keep: Tensor) -> Tensor:
     return torch.searchsorted(possible, sel.inverse[keep])
 
 
-def _possible_masks(sel, possible, block, padded_size, input_size, out_size) -> Tensor:
-    """Boolean masks (p, t, H, W) of the possible rows for one block of mask features."""
-    logits = cropped_mask_logits(sel.embed[possible], block, padded_size, input_size)
+def _possible_masks(sel, possible, start, block, padded_size, input_size, out_size) -> Tensor:
+    """Boolean masks (p, t, H, W) of the possible rows for the block of frames from ``start``."""
+    embed = block_embed(sel.embed[possible], start, block.shape[0])
+    logits = cropped_mask_logits(embed, block, padded_size, input_size)
     return resize_masks(logits, out_size)
 
 
@@ -191,7 +193,9 @@ def predict_video(
     masks = torch.zeros((len(keep), num_frames, *out_size), dtype=torch.bool)
     start = 0
     for block in blocks() if len(keep) else ():
-        block_masks = _possible_masks(sel, possible, block, padded_size, input_size, out_size)
+        block_masks = _possible_masks(
+            sel, possible, start, block, padded_size, input_size, out_size
+        )
         masks[:, start : start + block.shape[0]] = block_masks[pick].cpu()
         start += block.shape[0]
     return VideoPrediction(
@@ -242,13 +246,18 @@ def stream_video(
     stored: list[list[dict]] = [[] for _ in range(len(possible))]  # [p][T] RLE
     block_sizes: list[int] = []
     features = (encode(start, stop, False).mask_features for start, stop in spans)
+    start = 0
     for block in rechunk(features, options.interpolate_chunk_size):
-        conf.add(sel.embed, block, padded_size, input_size, options.mask_prob_threshold)
-        block_sizes.append(block.shape[0])
+        embed = block_embed(sel.embed, start, block.shape[0])
+        conf.add(embed, block, padded_size, input_size, options.mask_prob_threshold)
         if len(possible):
-            block_masks = _possible_masks(sel, possible, block, padded_size, input_size, out_size)
+            block_masks = _possible_masks(
+                sel, possible, start, block, padded_size, input_size, out_size
+            )
             for row, track in enumerate(block_masks.cpu().numpy()):
                 stored[row].extend(encode_mask(frame) for frame in track)
+        block_sizes.append(block.shape[0])
+        start += block.shape[0]
     keep, scores = _keep(sel, conf, options, trace)
     pick = _pick(sel, possible, keep).tolist()
     kept = [stored[row] for row in pick]

@@ -137,7 +137,9 @@ class AVISM(nn.Module):
             video=VideoOutput(
                 pred_logits=video.pred_logits,
                 pred_mask_embed=video.pred_mask_embed,
-                pred_masks=video_masks(video.pred_mask_embed, mask_features),
+                pred_masks=video_masks(
+                    video.pred_mask_embed, mask_features, self.video_module.per_frame_mask_embed
+                ),
                 pred_fq_embed=video.pred_fq_embed,
                 pred_cq_embed=video.pred_cq_embed,
             ),
@@ -238,6 +240,7 @@ def build_avism_with_backbone(
         use_sim=cfg.use_sim,
         sim_use_clip=cfg.sim_use_clip,
         audio_mask_bias=cfg.audio_mask_bias,
+        per_frame_mask_embed=cfg.per_frame_mask_embed,
     )
     return AVISM(
         backbone,

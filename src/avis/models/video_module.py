@@ -155,6 +155,7 @@ class VideoModule(nn.Module):
         use_sim: bool = True,
         sim_use_clip: bool = True,
         audio_mask_bias: bool = False,
+        per_frame_mask_embed: bool = False,
     ) -> None:
         super().__init__()
         if dec_layers < 1:
@@ -191,6 +192,8 @@ class VideoModule(nn.Module):
             self.audio_mask_bias = MLP(audio_dim, mask_dim, mask_dim, AUDIO_BIAS_LAYERS)
             nn.init.zeros_(self.audio_mask_bias.layers[-1].weight)
             nn.init.zeros_(self.audio_mask_bias.layers[-1].bias)
+        if per_frame_mask_embed:  # not in the official model, see _mask_embed
+            self.frame_refine = attn(CrossAttentionLayer)
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
@@ -207,6 +210,11 @@ class VideoModule(nn.Module):
                 self.sim_embed_clip = nn.Linear(hidden_dim, hidden_dim)
 
     # ------------------------------------------------------------------ public API
+    @property
+    def per_frame_mask_embed(self) -> bool:
+        """True when the mask embeddings are per frame: (..., cQ, T, Cm) instead of (..., cQ, Cm)."""
+        return hasattr(self, "frame_refine")
+
     def mask_features(self, stride4_map: Tensor, audio: Tensor | None = None) -> Tensor:
         """The video module's own 1x1 conv of the pixel decoder's stride-4 map.
 
@@ -257,13 +265,14 @@ class VideoModule(nn.Module):
 
         src = fused.flatten(0, 1)  # (T*fQ, N, C)
         decoded = self._decode(src, t)  # (Lv, cQ, N, C)
+        mask_embed = self._mask_embed(decoded, fused, lf, b)
         decoded = decoded.transpose(1, 2).reshape(decoded.shape[0], lf, b, self.num_queries, -1)
         cq_embed = None
         if self.use_sim and self.sim_use_clip:
             cq_embed = self.sim_embed_clip(decoded)
         return VideoModuleOutput(
             pred_logits=self.class_embed(decoded),
-            pred_mask_embed=self.mask_embed(decoded),
+            pred_mask_embed=mask_embed,
             pred_fq_embed=fq_embed,
             pred_cq_embed=cq_embed,
             enc_frame_tokens=enc_frames,
@@ -358,19 +367,53 @@ class VideoModule(nn.Module):
             decoded.append(self.decoder_norm(out))
         return torch.stack(decoded)
 
+    def _mask_embed(self, decoded: Tensor, fused: Tensor, lf: int, b: int) -> Tensor:
+        """decoded (Lv, cQ, N, C) -> (Lv, Lf, B, cQ, Cm), or per frame (Lr, Lf, B, cQ, T, Cm).
+
+        Per frame (an avis option, ``per_frame_mask_embed``, off in the official model): each
+        video query re-reads the fused tokens (T, fQ, N, C) of one frame at a time before its
+        mask embedding. With one embedding per track, two look-alike instances of a class can
+        only be told apart by position features, which move; a per-frame embedding can follow
+        the frame query that holds its instance in that frame. Class scores stay per track.
+        Training refines every decoder layer (deep supervision, Lr = Lv), inference the last
+        one only (Lr = 1).
+        """
+        if not self.per_frame_mask_embed:
+            per_track = decoded.transpose(1, 2).reshape(decoded.shape[0], lf, b, self.num_queries, -1)
+            return self.mask_embed(per_track)
+        if not self.training:
+            decoded = decoded[-1:]
+        lr, cq, n, c = decoded.shape
+        t, fq = fused.shape[:2]
+        # one cross-attention batch element per (layer, sequence, frame): index (l*N + n)*T + t
+        queries = decoded[:, :, :, None].expand(lr, cq, n, t, c).transpose(0, 1)
+        memory = fused.permute(1, 2, 0, 3)[:, None].expand(fq, lr, n, t, c)
+        out = self.frame_refine(
+            queries.reshape(cq, lr * n * t, c),
+            memory.reshape(fq, lr * n * t, c),
+            pos=self.fq_pos.weight.unsqueeze(1),  # (fQ, 1, C)
+            query_pos=self.query_embed.weight.unsqueeze(1),  # (cQ, 1, C)
+        )
+        out = out.view(cq, lr, lf, b, t, c).permute(1, 2, 3, 0, 4, 5)  # (Lr, Lf, B, cQ, T, C)
+        return self.mask_embed(out)
+
 
 @dataclass
 class VideoModuleOutput:
     """Raw video-module outputs (all decoder layers; index -1 = last)."""
 
     pred_logits: Tensor  # (Lv, Lf, B, cQ, K+1)
-    pred_mask_embed: Tensor  # (Lv, Lf, B, cQ, Cm)
+    # (Lv, Lf, B, cQ, Cm); per_frame_mask_embed: (Lv, Lf, B, cQ, T, Cm), Lv = 1 at test
+    pred_mask_embed: Tensor
     pred_fq_embed: Tensor | None  # (Lf, B, T, fQ, C), sim_embed_frame of the fused tokens
     pred_cq_embed: Tensor | None  # (Lv, Lf, B, cQ, C)
     enc_frame_tokens: Tensor  # (T, fQ, N, C) frame-token encoder output, real frames only
     enc_audio_tokens: Tensor  # (T, fQ, N, C) audio-visual encoder output (constant over fQ)
 
 
-def video_masks(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
-    """Mask logits of video queries: (..., B, cQ, Cm) x (B, T, Cm, Hm, Wm) -> (..., B, cQ, T, Hm, Wm)."""
+def video_masks(mask_embed: Tensor, mask_features: Tensor, per_frame: bool = False) -> Tensor:
+    """Mask logits of video queries: (..., B, cQ, Cm), or with ``per_frame`` (..., B, cQ, T, Cm),
+    x (B, T, Cm, Hm, Wm) -> (..., B, cQ, T, Hm, Wm)."""
+    if per_frame:
+        return torch.einsum("...bqtc,btchw->...bqthw", mask_embed, mask_features)
     return torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
