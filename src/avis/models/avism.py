@@ -32,7 +32,7 @@ class ChunkEncoding:
     """What inference keeps from one chunk of frames."""
 
     mask_features: Tensor  # (t, Cm, Hm, Wm) the video module's mask features
-    frame_queries: Tensor | None  # (t, fQ, C) last-layer frame queries as the video module reads them
+    frame_queries: Tensor | None  # (t, fQ, C) last-layer frame queries (None if not asked)
     frame: FrameDecoderOutput | None  # full frame-decoder output (None if not asked)
     stride4_features: Tensor  # (t, C_pix, Hm, Wm) pixel decoder's stride-4 map
 
@@ -123,7 +123,7 @@ class AVISM(nn.Module):
             audio.flatten(0, 1),
             num_frame_query_layers=layers,
         )
-        video = self.video_module(self._handed_over(frame), audio)
+        video = self.video_module(frame.frame_queries, audio)
         mask_features = self.video_module.mask_features(
             pix.stride4_features, audio.flatten(0, 1)
         )  # (B*T, Cm, Hm, Wm)
@@ -172,18 +172,10 @@ class AVISM(nn.Module):
             )  # inference: full-size masks of the last prediction only (frame.pred_masks Dl = 1)
         return ChunkEncoding(
             mask_features=self.video_module.mask_features(pix.stride4_features, audio),
-            frame_queries=None if frame is None else self._handed_over(frame)[-1],
+            frame_queries=None if frame is None else frame.frame_queries[-1],
             frame=frame,
             stride4_features=pix.stride4_features,
         )
-
-    def _handed_over(self, frame: FrameDecoderOutput) -> Tensor:
-        """The frame queries the video module reads: (Lf, N, fQ, C), with ``position_cues``
-        plus the embedding of their masks' positions (the masks of the same predictions)."""
-        queries = frame.frame_queries
-        if not self.video_module.position_cues:
-            return queries
-        return self.video_module.add_position_cues(queries, frame.pred_masks[-queries.shape[0] :])
 
     def decode_video(self, frame_queries: Tensor, audio: Tensor) -> VideoModuleOutput:
         """The video module once over a whole video: frame_queries (T, fQ, C), audio (T, D)."""
@@ -249,7 +241,6 @@ def build_avism_with_backbone(
         sim_use_clip=cfg.sim_use_clip,
         audio_mask_bias=cfg.audio_mask_bias,
         per_frame_mask_embed=cfg.per_frame_mask_embed,
-        position_cues=cfg.position_cues,
     )
     return AVISM(
         backbone,

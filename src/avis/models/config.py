@@ -68,7 +68,6 @@ class AVISMConfig:
     sim_use_clip: bool = True  # MODEL.AVISM.SIM_USE_CLIP (builds sim_embed_clip)
     audio_mask_bias: bool = False  # avis option: per-frame audio term in the video masks
     per_frame_mask_embed: bool = False  # avis option: video queries re-read each frame
-    position_cues: bool = False  # avis option: mask positions of frame tokens, pixel coordinates
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

@@ -31,8 +31,6 @@ from avis.models.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttention
 # producing NaN. Kept for parity.
 SHIFT_MASK_VALUE = -1000.0
 MASK_EMBED_LAYERS = 3
-MOMENTS = ("x", "y", "spread_x", "spread_y", "log_area")  # mask_moments features
-COORDS = ("x", "y", "x^2", "y^2")  # coordinate_channels features
 AUDIO_BIAS_LAYERS = 2  # MLP of the optional per-frame audio term of the video mask features
 
 # (q tokens, kv tokens or None, attn_mask, key_padding_mask) -> q tokens; all (S, batch, C)
@@ -158,7 +156,6 @@ class VideoModule(nn.Module):
         sim_use_clip: bool = True,
         audio_mask_bias: bool = False,
         per_frame_mask_embed: bool = False,
-        position_cues: bool = False,
     ) -> None:
         super().__init__()
         if dec_layers < 1:
@@ -197,12 +194,6 @@ class VideoModule(nn.Module):
             nn.init.zeros_(self.audio_mask_bias.layers[-1].bias)
         if per_frame_mask_embed:  # not in the official model, see _mask_embed
             self.frame_refine = attn(CrossAttentionLayer)
-        if position_cues:  # not in the official model, see add_position_cues
-            self.mask_position_embed = MLP(len(MOMENTS), frame_dim, frame_dim, 2)
-            self.mask_coords = nn.Conv2d(len(COORDS), mask_dim, kernel_size=1)
-            for layer in (self.mask_position_embed.layers[-1], self.mask_coords):
-                nn.init.zeros_(layer.weight)
-                nn.init.zeros_(layer.bias)
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
@@ -224,21 +215,6 @@ class VideoModule(nn.Module):
         """True when the mask embeddings are per frame: (..., cQ, T, Cm) instead of (..., cQ, Cm)."""
         return hasattr(self, "frame_refine")
 
-    @property
-    def position_cues(self) -> bool:
-        return hasattr(self, "mask_position_embed")
-
-    def add_position_cues(self, frame_queries: Tensor, frame_masks: Tensor) -> Tensor:
-        """Frame queries (..., fQ, C_frame) + an embedding of where their masks lie.
-
-        frame_masks (..., fQ, Hm, Wm) mask logits of the same queries (not differentiated).
-        An avis option (``position_cues``, off in the official model): the frame queries of
-        Mask2Former carry little position information, so two look-alike instances of a class
-        give near-identical tokens; the soft moments of each query's mask (``mask_moments``)
-        tell the video module where each token's object is, frame by frame.
-        """
-        return frame_queries + self.mask_position_embed(mask_moments(frame_masks.detach()))
-
     def mask_features(self, stride4_map: Tensor, audio: Tensor | None = None) -> Tensor:
         """The video module's own 1x1 conv of the pixel decoder's stride-4 map.
 
@@ -249,9 +225,6 @@ class VideoModule(nn.Module):
         and cannot switch off where the object stops sounding.
         """
         features = self.avism_mask_features(stride4_map)
-        if self.position_cues:  # coordinates of each pixel: a mask embedding can say where
-            grid = coordinate_channels(*stride4_map.shape[-2:], stride4_map)
-            features = features + self.mask_coords(grid)
         if hasattr(self, "audio_mask_bias"):
             if audio is None:
                 raise ValueError("this model adds an audio term to its mask features: pass audio")
@@ -436,30 +409,6 @@ class VideoModuleOutput:
     pred_cq_embed: Tensor | None  # (Lv, Lf, B, cQ, C)
     enc_frame_tokens: Tensor  # (T, fQ, N, C) frame-token encoder output, real frames only
     enc_audio_tokens: Tensor  # (T, fQ, N, C) audio-visual encoder output (constant over fQ)
-
-
-def mask_moments(mask_logits: Tensor) -> Tensor:
-    """Soft position of masks: (..., Hm, Wm) logits -> (..., 5) = centroid x, y in [-1, 1] of
-    the grid, spreads (standard deviations) in the same units, log of the area fraction."""
-    probs = mask_logits.float().sigmoid()
-    h, w = probs.shape[-2:]
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=probs.device)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=probs.device)
-    mass_y, mass_x = probs.sum(-1), probs.sum(-2)  # (..., Hm), (..., Wm)
-    mass = mass_y.sum(-1, keepdim=True) + 1e-6
-    cy = (mass_y * ys).sum(-1, keepdim=True) / mass
-    cx = (mass_x * xs).sum(-1, keepdim=True) / mass
-    sy = ((mass_y * (ys - cy) ** 2).sum(-1, keepdim=True) / mass).sqrt()
-    sx = ((mass_x * (xs - cx) ** 2).sum(-1, keepdim=True) / mass).sqrt()
-    return torch.cat([cx, cy, sx, sy, (mass / (h * w)).log()], -1).to(mask_logits.dtype)
-
-
-def coordinate_channels(height: int, width: int, like: Tensor) -> Tensor:
-    """(1, 4, H, W): x, y in [-1, 1] at the cell centres of the (padded) grid, x^2, y^2."""
-    ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=like.device)
-    xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=like.device)
-    y, x = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([x, y, x * x, y * y]).unsqueeze(0).to(like.dtype)
 
 
 def video_masks(mask_embed: Tensor, mask_features: Tensor, per_frame: bool = False) -> Tensor:
