@@ -97,3 +97,35 @@ def test_compile_for_inference_rejects_unknown_parts() -> None:
         assert "video_module" in str(err)
     else:
         raise AssertionError("unknown part accepted")
+
+
+def test_in_place_encoder_layer_equals_out_of_place_with_gradients() -> None:
+    """The deformable encoder layer adds residuals and applies ReLU in place; forward values
+    and every gradient equal the out-of-place formula."""
+    import torch.nn.functional as F
+
+    from avis.models.pixel_decoder import MSDeformAttnEncoderLayer
+
+    torch.manual_seed(0)
+    layer = MSDeformAttnEncoderLayer(C, 32, 2, HEADS, 2, 0.0)  # (C, ffn, levels, heads, points)
+    shapes = [(4, 6), (2, 3)]
+    s = sum(h * w for h, w in shapes)
+    src = torch.randn(N, s, C, requires_grad=True)
+    pos = torch.randn(N, s, C)
+    ref = torch.rand(N, s, len(shapes), 2)
+
+    def plain(x):
+        attn = layer.self_attn(x + pos, ref, x, shapes)
+        x = layer.norm1(x + attn)
+        return layer.norm2(x + layer.linear2(F.relu(layer.linear1(x))))
+
+    outputs, grads = [], []
+    for fn in (plain, lambda x: layer(x, pos, ref, shapes)):
+        layer.zero_grad()
+        src.grad = None
+        out = fn(src)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([src.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))

@@ -44,7 +44,7 @@ class ConvNorm(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.norm(super().forward(x))
-        return F.relu(x) if self.relu else x
+        return x.relu_() if self.relu else x  # in place (GroupNorm's backward does not read its output)
 
 
 class MSDeformAttnEncoderLayer(nn.Module):
@@ -68,10 +68,13 @@ class MSDeformAttnEncoderLayer(nn.Module):
         reference_points: Tensor,  # (N, S, nL, 2)
         spatial_shapes: Sequence[tuple[int, int]],
     ) -> Tensor:  # (N, S, C)
+        # residual adds and the ReLU work in place on the fresh outputs of the attention and
+        # linear layers (whose backward does not read them): no new (N, S, C) / (N, S, ffn)
+        # tensors per layer; same values (addition commutes exactly)
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes)
-        src = self.norm1(src + self.dropout(attn))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
-        return self.norm2(src + self.dropout(ffn))
+        src = self.norm1(self.dropout(attn).add_(src))
+        ffn = self.linear2(self.dropout(self.linear1(src).relu_()))
+        return self.norm2(self.dropout(ffn).add_(src))
 
 
 class MSDeformAttnEncoder(nn.Module):
