@@ -6,8 +6,8 @@ called without autograd in eval mode; in training, with autograd, or when compil
 (no C++ compiler, an unsupported op, an old PyTorch) they run eagerly as before. Measured on
 the R50 preset on a 2-core CPU (docs/benchmarks.md, "Performance"): the compiled backbone and
 pixel decoder are ~1.3x faster than their eager forms (the ResNet-50's outputs identical, the
-pixel decoder's equal up to float rounding); end to end at T = 18 the compiled model reached
-60 % of the machine's GEMM floor against 42 % eagerly. Compiling costs ~1-2 min per new chunk
+pixel decoder's equal up to float rounding); end to end at T = 18 the compiled model ran at
+52-60 % of the machine's GEMM floor, the eager one at 39-42 %. Compiling costs ~1-2 min per new chunk
 shape (a video usually has two: full chunks and the last one), cached on disk by PyTorch
 across runs. The frame decoder is slower compiled at the default chunk size, hence the default.
 
