@@ -149,7 +149,7 @@ def _pick(sel: _Selection, possible: Tensor, keep: Tensor) -> Tensor:
 
 def _possible_masks(sel, possible, start, block, padded_size, input_size, out_size) -> Tensor:
     """Boolean masks (p, t, H, W) of the possible rows for the block of frames from ``start``."""
-    embed = block_embed(sel.embed[possible], start, block.shape[0])
+    embed = block_embed(sel.embed, start, block.shape[0])[possible]  # slice, then gather
     logits = cropped_mask_logits(embed, block, padded_size, input_size)
     return resize_masks(logits, out_size)
 
