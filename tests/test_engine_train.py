@@ -109,6 +109,40 @@ def test_global_batch_layout_is_the_same_for_any_process_count():
     assert sorted(order(k) % 5 for k in range(5, 10)) == list(range(5))
 
 
+def test_repeat_factor_order_shows_each_video_its_number_of_times():
+    repeats = [1, 3, 1, 2]
+    order = ClipOrder(4, seed=2, repeats=repeats)
+    assert order.pass_length == 7
+    for epoch in range(3):
+        indices = [order(k) for k in range(7 * epoch, 7 * (epoch + 1))]
+        assert sorted(i % 4 for i in indices) == [0, 1, 1, 1, 2, 3, 3]  # video = index % V
+    all_indices = [order(k) for k in range(21)]
+    assert len(set(all_indices)) == 21  # every showing draws its own clip
+    # all ones = the plain order, unchanged
+    plain, ones = ClipOrder(4, seed=2), ClipOrder(4, seed=2, repeats=[1, 1, 1, 1])
+    assert [plain(k) for k in range(12)] == [ones(k) for k in range(12)]
+    with pytest.raises(ValueError):
+        ClipOrder(4, seed=2, repeats=[1, 0, 1, 1])
+
+
+def test_multi_instance_repeat_picks_videos_with_two_instances_of_a_class():
+    from types import SimpleNamespace
+
+    from avis.engine.build import video_repeats
+
+    def track(cat):
+        return SimpleNamespace(category_id=cat)
+
+    split = SimpleNamespace(
+        videos=[SimpleNamespace(id=i) for i in (10, 11, 12)],
+        tracks={10: [track(1), track(2)], 11: [track(3), track(3)], 12: [track(4)]},
+    )
+    assert video_repeats(split, 1) is None
+    assert video_repeats(split, 3) == [1, 3, 1]
+    with pytest.raises(DataError):
+        video_repeats(split, 0)
+
+
 def test_param_groups_backbone_multiplier_and_no_decay():
     model = ToyAVISM()
     cfg = OptimConfig(lr=1e-3, weight_decay=0.05, backbone_lr_mult=0.1)

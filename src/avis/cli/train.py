@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         build_model,
         build_train_dataset,
         model_config,
+        video_repeats,
     )
     from avis.engine.checkpoint import list_checkpoints
     from avis.engine.config import load_config
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 ),
             },
             evaluate=evaluate,
+            repeats=video_repeats(split, cfg.data.multi_instance_repeat),
         )
         if args.resume and not trainer.resume():
             logging.getLogger("avis.train").info(

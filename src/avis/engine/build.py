@@ -77,6 +77,22 @@ def build_train_dataset(cfg: TrainConfig):
     return ClipDataset(split, sampler, transform, seed=cfg.seed), split
 
 
+def video_repeats(split, multi_instance_repeat: int) -> list[int] | None:
+    """Per-video repeat factors of the training order (`data.multi_instance_repeat`): the
+    factor for videos in which some class has two or more instance tracks, 1 for the others;
+    None when the factor is 1."""
+    if multi_instance_repeat < 1:
+        raise DataError(f"config: data.multi_instance_repeat must be >= 1, got {multi_instance_repeat}")
+    if multi_instance_repeat == 1:
+        return None
+    repeats = []
+    for video in split.videos:
+        cats = [t.category_id for t in split.tracks[video.id]]
+        several = len(cats) > len(set(cats))
+        repeats.append(multi_instance_repeat if several else 1)
+    return repeats
+
+
 def build_model(model_cfg, init_weights: str = ""):
     from avis.models.avism import build_avism
 

@@ -37,6 +37,9 @@ class DataConfig:
     audio_policy: str = "pad"  # see avis.data.load_split
     audio_features: str = ""  # extractor name stored in the model ("" = FEATAudios/extractor.json)
     eval_max_videos: int = 0  # 0 = every video of the eval split
+    # repeat-factor sampling: a video in which some class has >= 2 instances is shown this
+    # many times per pass over the training split (1 = every video once)
+    multi_instance_repeat: int = 1
 
 
 @dataclass

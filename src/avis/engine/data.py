@@ -14,7 +14,7 @@ Letters: V videos, G global batch, W processes, A accumulation steps, b = G / (W
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,21 +27,37 @@ EPOCH_SEED_OFFSET = 7919  # separates the order stream from the dataset's own dr
 
 
 class ClipOrder:
-    """Maps a global clip number k to a dataset index (see the module docstring)."""
+    """Maps a global clip number k to a dataset index (see the module docstring).
 
-    def __init__(self, num_videos: int, seed: int) -> None:
+    With ``repeats`` (one integer >= 1 per video) a pass shows video v ``repeats[v]`` times
+    (repeat-factor sampling): its P = sum(repeats) slots are permuted, and slot j of pass e
+    gets the dataset index (e * P + j) * V + video, so each showing draws its own clip.
+    """
+
+    def __init__(self, num_videos: int, seed: int, repeats: Sequence[int] | None = None) -> None:
         self.num_videos, self.seed = num_videos, seed
+        self.pool: np.ndarray | None = None  # (P,) video of each slot, None = one slot each
+        if repeats is not None:
+            counts = np.asarray(repeats, dtype=np.int64)
+            if counts.shape != (num_videos,) or (counts < 1).any():
+                raise ValueError(f"need one repeat factor >= 1 per video ({num_videos})")
+            if (counts > 1).any():
+                self.pool = np.repeat(np.arange(num_videos), counts)
+        self.pass_length = num_videos if self.pool is None else len(self.pool)
         self._perms: dict[int, np.ndarray] = {}
 
     def permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._perms:
             rng = np.random.default_rng([self.seed, EPOCH_SEED_OFFSET, epoch])
-            self._perms = {epoch: rng.permutation(self.num_videos)}  # keep one pass in memory
+            self._perms = {epoch: rng.permutation(self.pass_length)}  # keep one pass in memory
         return self._perms[epoch]
 
     def __call__(self, clip_number: int) -> int:
-        epoch, position = divmod(clip_number, self.num_videos)
-        return epoch * self.num_videos + int(self.permutation(epoch)[position])
+        epoch, position = divmod(clip_number, self.pass_length)
+        slot = int(self.permutation(epoch)[position])
+        if self.pool is None:
+            return epoch * self.num_videos + slot
+        return (epoch * self.pass_length + slot) * self.num_videos + int(self.pool[slot])
 
 
 def micro_batch_clips(
@@ -110,12 +126,14 @@ def make_train_loader(
     accumulation: int,
     info: DistInfo,
     num_workers: int = 0,
+    repeats: Sequence[int] | None = None,
 ) -> DataLoader:
     """A DataLoader over micro-batches of this process, starting at optimiser step `start_step`.
 
-    `dataset` needs `__len__` (number of videos) and `sample(index, epoch)`.
+    `dataset` needs `__len__` (number of videos) and `sample(index, epoch)` (video = index % V);
+    `repeats`: optional per-video repeat factors (see `ClipOrder`).
     """
-    order = ClipOrder(len(dataset), seed)
+    order = ClipOrder(len(dataset), seed, repeats)
     sampler = StepBatchSampler(order, start_step, num_steps, global_batch, accumulation, info)
     return DataLoader(
         _ByIndex(dataset),

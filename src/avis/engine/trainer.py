@@ -77,8 +77,10 @@ class Trainer:
         model_extra: dict[str, Any] | None = None,
         evaluate: Evaluate | None = None,
         find_unused_parameters: bool = False,
+        repeats: list[int] | None = None,  # per-video repeat factors of the clip order
     ) -> None:
         self.cfg, self.criterion, self.info = cfg, criterion, info
+        self.repeats = repeats
         self.train_dataset, self.collate = train_dataset, collate
         self.run_dir, self.model_config, self.evaluate = Path(run_dir), model_config, evaluate
         self.model_extra = dict(model_extra or {})  # e.g. class_names, audio_features
@@ -227,6 +229,7 @@ class Trainer:
             accumulation=cfg.accumulation,
             info=self.info,
             num_workers=cfg.data.num_workers,
+            repeats=self.repeats,
         )
         batches = iter(loader)
         window: dict[str, float] = {}

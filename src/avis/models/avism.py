@@ -206,6 +206,7 @@ def build_avism_with_backbone(
         ffn_dim=cfg.pixel_decoder_ffn_dim,
         num_groups=cfg.norm_groups,
         dropout=cfg.dropout,
+        coord_freqs=cfg.coord_freqs,
     )
     frame_decoder = FrameDecoder(
         in_channels=cfg.conv_dim,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avis.models.msdeform import MSDeformAttn
-from avis.models.position import PositionEmbeddingSine
+from avis.models.position import PositionEmbeddingSine, fourier_coordinates
 
 DEFAULT_GN_GROUPS = 32
 
@@ -159,6 +159,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_groups: int = DEFAULT_GN_GROUPS,
         num_encoder_levels: int = 3,
         dropout: float = 0.0,
+        coord_freqs: int = 0,  # avis option: > 0 adds embedded pixel coordinates to the outputs
     ) -> None:
         super().__init__()
         if len(in_channels) <= num_encoder_levels:
@@ -192,11 +193,24 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
         nn.init.zeros_(self.mask_features.bias)
+        # avis option: a 1x1 embedding of pixel coordinates (fourier_coordinates) added to every
+        # output map. Zero-initialised, so a fresh model computes what the official one does.
+        self.coord_freqs = coord_freqs
+        if coord_freqs > 0:
+            self.coord_embed = nn.Conv2d(2 + 4 * coord_freqs, conv_dim, kernel_size=1)
+            nn.init.zeros_(self.coord_embed.weight)
+            nn.init.zeros_(self.coord_embed.bias)
         # FPN levels, from the one just finer than the encoder down to the finest
         for k in range(1, self.num_fpn_levels + 1):
             ch = in_channels[self.num_fpn_levels - k]
             self.add_module(f"adapter_{k}", ConvNorm(ch, conv_dim, 1, num_groups, relu=False))
             self.add_module(f"layer_{k}", ConvNorm(conv_dim, conv_dim, 3, num_groups, relu=True))
+
+    def _add_coordinates(self, x: Tensor) -> Tensor:  # (N, C, h, w) -> (N, C, h, w)
+        """x + the embedded coordinates of its h x w grid (padded map, so the same pixel of
+        an image gets the same coordinates in every frame of a batch)."""
+        coords = fourier_coordinates(x.shape[-2], x.shape[-1], self.coord_freqs, x.device)
+        return x + self.coord_embed(coords.unsqueeze(0))  # broadcast over N
 
     def forward(self, features: Sequence[Tensor] | Mapping[str, Tensor]) -> PixelDecoderOutput:
         """features: backbone maps (N, C_i, H/s_i, W/s_i), stride ascending (a list, or a dict
@@ -223,6 +237,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
                     out, size=lateral.shape[-2:], mode="bilinear", align_corners=False
                 )
                 out = getattr(self, f"layer_{k}")(lateral + up)
+            if self.coord_freqs > 0:
+                multi_scale = [self._add_coordinates(m) for m in multi_scale]
+                out = self._add_coordinates(out)
             return PixelDecoderOutput(
                 mask_features=self.mask_features(out),
                 stride4_features=out,

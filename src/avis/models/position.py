@@ -43,6 +43,26 @@ def sine_position_encoding(
     return torch.cat((pos_y, pos_x), dim=0)
 
 
+def fourier_coordinates(
+    height: int, width: int, num_freqs: int, device: torch.device | None = None
+) -> Tensor:  # (2 + 4 * num_freqs, H, W) float32
+    """Pixel-centre coordinates of an H x W map and their Fourier features (avis option).
+
+    Channels: x and y in [-1, 1], then sin and cos of pi * 2**k * x and of pi * 2**k * y for
+    k = 0 .. num_freqs - 1 (wavelengths from the whole map down to 2**(1 - num_freqs) of it).
+    Unlike the DETR encoding above, whose frequencies are mostly far below one period per
+    map, these resolve positions at the scale of an object.
+    """
+    y = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height * 2 - 1  # (H,)
+    x = (torch.arange(width, dtype=torch.float32, device=device) + 0.5) / width * 2 - 1  # (W,)
+    freqs = math.pi * 2.0 ** torch.arange(num_freqs, dtype=torch.float32, device=device)  # (K,)
+    ys = [y] + [f(y * w) for w in freqs for f in (torch.sin, torch.cos)]  # 1 + 2K of (H,)
+    xs = [x] + [f(x * w) for w in freqs for f in (torch.sin, torch.cos)]  # 1 + 2K of (W,)
+    y_maps = torch.stack(ys)[:, :, None].expand(-1, height, width)  # (1 + 2K, H, W)
+    x_maps = torch.stack(xs)[:, None, :].expand(-1, height, width)  # (1 + 2K, H, W)
+    return torch.cat((x_maps, y_maps), dim=0)
+
+
 class PositionEmbeddingSine(nn.Module):
     """Parameter-free module: forward(x (N, *, H, W)) -> (N, 2F, H, W) in x's dtype."""
 
