@@ -54,6 +54,8 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_average_1_5_15": load_average(),
+        # PyTorch's huge-page allocations (avis.runtime; the avis CLI turns them on)
+        "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
     }
 
 
