@@ -251,3 +251,11 @@ def test_time_budget_stops_the_run_and_moves_the_decay_earlier(tmp_path):
     assert again.resume() and again.elapsed_before >= 10
     again.train()
     assert again.iteration == 10
+
+
+def test_anchor_cost_reaches_the_matcher():
+    from avis.engine.build import build_criterion
+
+    cfg = load_config("avism_tiny", None, ["loss.anchor_cost=0.5"])
+    assert build_criterion(cfg, 8).matcher.anchor_cost == 0.5
+    assert build_criterion(load_config("avism_tiny", None, []), 8).matcher.anchor_cost == 0.0

@@ -108,3 +108,44 @@ def test_pairwise_costs_agree_with_losses():
             assert dice[q, n] == pytest.approx(
                 float(dice_loss(logits[q : q + 1], targets[n : n + 1], 1)), rel=1e-5
             )
+
+
+def test_query_anchors_and_mask_centroids():
+    from avis.losses.matcher import mask_centroids, query_anchors
+
+    anchors = query_anchors(10)
+    assert anchors.shape == (10, 2) and len({tuple(a) for a in anchors.tolist()}) == 10
+    assert anchors.min() > 0 and anchors.max() < 1
+    assert torch.allclose(anchors[:5, 1], torch.full((5,), 0.25))  # 5 x 2 grid, row by row
+    assert query_anchors(100).shape == (100, 2)
+    masks = torch.zeros(3, 2, 8, 16, dtype=torch.bool)
+    masks[0, 0, 2:4, 0:4] = True  # x centre 2/16, y centre 3/8
+    masks[1, 1, 6:8, 12:16] = True  # only in the second frame
+    c = mask_centroids(masks)
+    assert torch.allclose(c[0], torch.tensor([2 / 16, 3 / 8]))
+    assert torch.allclose(c[1], torch.tensor([14 / 16, 7 / 8]))
+    assert torch.allclose(c[2], torch.tensor([0.5, 0.5]))  # empty target: the frame centre
+
+
+def test_anchor_cost_breaks_the_tie_between_look_alike_targets():
+    # two queries predict the same union mask of two identical targets (left, right): the
+    # plain matcher's costs tie; with anchors the left-anchored query gets the left target
+    h, w = 8, 16
+    left = torch.zeros(1, h, w, dtype=torch.bool)
+    left[:, 3:5, 2:4] = True
+    right = torch.zeros(1, h, w, dtype=torch.bool)
+    right[:, 3:5, 12:14] = True
+    union_logits = torch.where(left | right, 5.0, -5.0).float()  # (1, h, w)
+    masks = union_logits.expand(2, 1, h, w)[None]  # (I=1, Q=2, T=1, h, w)
+    logits = torch.zeros(1, 2, 3)
+    # the target order is the right one first: a plain tie keeps index order
+    target = MatchTarget(labels=torch.tensor([0, 0]), masks=torch.stack([right, left]))
+    plain = HungarianMatcher(num_points=None).cost_matrices(logits, masks, [target])[0]
+    assert torch.allclose(plain[:, 0], plain[:, 1])
+    matcher = HungarianMatcher(num_points=None, anchor_cost=1.0)
+    pred_idx, tgt_idx = matcher(logits, masks, [target])[0]
+    # query anchors of Q = 2: (0.25, 0.5) and (0.75, 0.5): query 0 is the left one
+    assigned = dict(zip(pred_idx.tolist(), tgt_idx.tolist()))
+    assert assigned == {0: 1, 1: 0}
+    costs = matcher.cost_matrices(logits, masks, [target])[0]
+    assert costs[0, 1] < costs[0, 0] and costs[1, 0] < costs[1, 1]

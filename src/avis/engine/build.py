@@ -57,6 +57,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
         oversample_ratio=loss.oversample_ratio,
         importance_sample_ratio=loss.importance_sample_ratio,
         official_quirks=loss.official_quirks,
+        anchor_cost=loss.anchor_cost,
     )
 
 

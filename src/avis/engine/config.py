@@ -66,6 +66,7 @@ class LossConfig:
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
     official_quirks: bool = False
+    anchor_cost: float = 0.0  # avis option: query-anchor term of the matching cost (both levels)
 
 
 @dataclass

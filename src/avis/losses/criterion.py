@@ -74,6 +74,7 @@ class AVISMCriterion:
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
         official_quirks: bool = False,
+        anchor_cost: float = 0.0,  # avis option: see avis.losses.matcher
     ) -> None:
         self.num_classes = num_classes
         self.weights = weights or LossWeights()
@@ -85,7 +86,7 @@ class AVISMCriterion:
         self.class_weights = torch.ones(num_classes + 1)
         self.class_weights[-1] = no_object_weight
         self.matcher = HungarianMatcher(
-            self.weights.class_weight, self.weights.mask, self.weights.dice, num_points
+            self.weights.class_weight, self.weights.mask, self.weights.dice, num_points, anchor_cost
         )
 
     def __call__(self, outputs: AVISMOutput, targets: list[ClipTargets]) -> LossResult:

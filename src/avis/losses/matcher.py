@@ -11,6 +11,13 @@ on the same points for all predictions and targets of an item (shared over the T
 clip), either `num_points` uniform random points or, with num_points=None, the centres of
 the prediction grid (deterministic and exact for small masks).
 
+Optional (an avis option, off by default): ``anchor_cost`` adds w * L1 distance between a fixed
+anchor point of each query (`query_anchors`, a grid over the frame) and the target's mask
+centroid over the item, in [0, 1] frame coordinates. It breaks the tie that matching cannot
+otherwise break: for two look-alike targets a query covering both costs the same against
+either, so from one iteration to the next it is told to drop each of them; with anchors it
+is consistently given the one nearer its anchor, and queries specialise by place.
+
 Letters: I items, Q predictions per item, K+1 classes incl. no-object, T frames,
 Hm x Wm prediction grid, Ht x Wt target grid, n targets of an item, P points.
 """
@@ -77,6 +84,32 @@ def resample_to_grid(masks: Tensor, grid: tuple[int, int]) -> Tensor:
     return values.reshape(*lead, *grid)
 
 
+def query_anchors(num_queries: int, device: torch.device | None = None) -> Tensor:
+    """(Q, 2) fixed (x, y) anchors in [0, 1]: cell centres of a grid about twice as wide as
+    high (10 queries: 5 x 2), filled row by row."""
+    rows = max(1, round((num_queries / 2) ** 0.5))
+    cols = -(-num_queries // rows)
+    idx = torch.arange(num_queries, device=device)
+    x = (idx % cols + 0.5) / cols
+    y = (torch.div(idx, cols, rounding_mode="floor") + 0.5) / rows
+    return torch.stack([x, y], 1)
+
+
+def mask_centroids(masks: Tensor) -> Tensor:
+    """(n, T, H, W) bool/float masks -> (n, 2) (x, y) centroid over all frames, in [0, 1];
+    an empty target gets the frame centre."""
+    m = masks.float().sum(1)  # (n, H, W)
+    h, w = m.shape[-2:]
+    total = m.sum((1, 2))  # (n,)
+    ys = (torch.arange(h, device=m.device) + 0.5) / h
+    xs = (torch.arange(w, device=m.device) + 0.5) / w
+    cx = (m.sum(1) * xs).sum(1) / total.clamp_min(1e-6)
+    cy = (m.sum(2) * ys).sum(1) / total.clamp_min(1e-6)
+    centre = torch.full_like(cx, 0.5)
+    empty = total <= 0
+    return torch.stack([torch.where(empty, centre, cx), torch.where(empty, centre, cy)], 1)
+
+
 class HungarianMatcher:
     """Optimal one-to-one assignment of predictions to targets, per item."""
 
@@ -86,8 +119,10 @@ class HungarianMatcher:
         cost_mask: float = 5.0,
         cost_dice: float = 5.0,
         num_points: int | None = 12544,
+        anchor_cost: float = 0.0,
     ) -> None:
         self.cost_class = cost_class
+        self.anchor_cost = anchor_cost
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
         self.num_points = num_points
@@ -116,7 +151,12 @@ class HungarianMatcher:
         num_values = pred_points.shape[-1]
         tgt_points = pred_points.new_zeros((num_items, n_max, num_values))  # (I, n_max, T*P)
         labels = torch.zeros((num_items, n_max), dtype=torch.int64, device=pred_logits.device)
+        anchor = pred_points.new_zeros((num_items, num_queries, n_max))  # (I, Q, n_max)
+        anchors = query_anchors(num_queries, pred_logits.device) if self.anchor_cost else None
         for item, target in enumerate(targets):
+            if counts[item] and anchors is not None:
+                centroids = mask_centroids(target.masks)  # (n, 2)
+                anchor[item, :, : counts[item]] = torch.cdist(anchors, centroids, p=1)
             if counts[item]:
                 item_coords = None if coords is None else coords[item]
                 tgt_points[item, : counts[item]] = sample_target_points(
@@ -128,6 +168,7 @@ class HungarianMatcher:
             self.cost_class * class_cost
             + self.cost_mask * pairwise_sigmoid_bce(pred_points, tgt_points)
             + self.cost_dice * pairwise_dice(pred_points, tgt_points)
+            + self.anchor_cost * anchor
         )  # (I, Q, n_max)
         return [cost[item, :, : counts[item]] for item in range(num_items)]
 
