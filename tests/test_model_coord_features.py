@@ -4,6 +4,8 @@ Letters: N frames, C conv_dim, h x w a map's size.
 """
 
 import math
+import sys
+from pathlib import Path
 
 import torch
 
@@ -12,13 +14,9 @@ from avis.models.config import get_preset
 from avis.models.pixel_decoder import MSDeformAttnPixelDecoder
 from avis.models.position import fourier_coordinates
 
-SMALL = dict(
-    backbone_kwargs={"norm": "GN", "stem_channels": 8},
-    conv_dim=16, mask_dim=16, norm_groups=4, pixel_decoder_layers=1, pixel_decoder_ffn_dim=32,
-    frame_hidden_dim=16, frame_ffn_dim=32, frame_queries=4, frame_dec_layers=1, last_layer_num=2,
-    video_hidden_dim=16, video_ffn_dim=32, video_queries=3, video_enc_layers=1, video_dec_layers=2,
-    window_size=2,
-)  # fmt: skip
+sys.path.insert(0, str(Path(__file__).parent))
+from test_model_per_frame_embed import SMALL  # noqa: E402
+
 IN_CHANNELS = [8, 12, 16, 20]
 
 

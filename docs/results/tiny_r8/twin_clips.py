@@ -10,11 +10,15 @@ probability 0.5.
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import torch
 
 from avis.data import load_split
 from avis.inference.predictor import VideoPredictor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from twins import twin_pairs  # noqa: E402
 
 MAX_SPAN = 20
 
@@ -31,17 +35,11 @@ def main() -> None:
     data = load_split(root, split)
     total = separated = 0
     with torch.no_grad():
-        for video in sorted(data.videos, key=lambda v: v.id):
-            tracks = data.tracks[video.id]
-            cats = [t.category_id for t in tracks]
-            twins = [c for c in sorted(set(cats)) if cats.count(c) == 2]
-            if not twins:
-                continue
+        for video, pairs in twin_pairs(data):
             frames, audio = data.load_frames(video), torch.from_numpy(data.load_audio(video))
             encode = predictor._encoder(frames, audio)[0]
             queries = encode(0, len(frames), True).frame_queries  # (T, fQ, C)
-            for c in twins:
-                a, b = (t for t in tracks if t.category_id == c)
+            for c, a, b in pairs:
                 both = [
                     t for t in range(len(frames))
                     if a.segmentations[t] is not None and b.segmentations[t] is not None

@@ -8,12 +8,16 @@ are skipped; a frame where only one side has a mask counts for the union).
 """
 
 import sys
+from pathlib import Path
 
 import torch
 from pycocotools import mask as mask_utils
 
 from avis.data import load_split
 from avis.inference.predictor import VideoPredictor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from twins import twin_pairs  # noqa: E402
 
 
 def track_iou(rles, track, num_frames: int) -> float:
@@ -36,16 +40,10 @@ def main() -> None:
     predictor = VideoPredictor.from_checkpoint(ckpt, threshold=0.0)
     data = load_split(root, split)
     with torch.no_grad():
-        for video in sorted(data.videos, key=lambda v: v.id):
-            tracks = data.tracks[video.id]
-            cats = [t.category_id for t in tracks]
-            twins = [c for c in sorted(set(cats)) if cats.count(c) == 2]
-            if not twins:
-                continue
+        for video, pairs in twin_pairs(data):
             frames, audio = data.load_frames(video), data.load_audio(video)
             pred = predictor.predict((frames, audio))
-            for c in twins:
-                a, b = (t for t in tracks if t.category_id == c)
+            for c, a, b in pairs:
                 rows = sorted(
                     (
                         (float(pred.scores[i]), track_iou(pred.rles[i], a, len(frames)),
