@@ -11,12 +11,8 @@ import itertools
 import pytest
 import torch
 
-from avis.models.video_module import (
-    SHIFT_MASK_VALUE,
-    VideoModule,
-    shifted_window_blocked,
-    window_layout,
-)
+from avis.models.video_module import SHIFT_MASK_VALUE, VideoModule
+from avis.models.windows import shifted_window_blocked, window_layout
 
 C, FQ, CQ, K, D, HEADS = 16, 3, 4, 5, 7, 2
 
