@@ -151,10 +151,12 @@ class HungarianMatcher:
         num_values = pred_points.shape[-1]
         tgt_points = pred_points.new_zeros((num_items, n_max, num_values))  # (I, n_max, T*P)
         labels = torch.zeros((num_items, n_max), dtype=torch.int64, device=pred_logits.device)
-        anchor = pred_points.new_zeros((num_items, num_queries, n_max))  # (I, Q, n_max)
-        anchors = query_anchors(num_queries, pred_logits.device) if self.anchor_cost else None
+        anchor = None  # (I, Q, n_max) anchor-to-centroid distances, with anchor_cost only
+        if self.anchor_cost:
+            anchors = query_anchors(num_queries, pred_logits.device)  # (Q, 2)
+            anchor = pred_points.new_zeros((num_items, num_queries, n_max))
         for item, target in enumerate(targets):
-            if counts[item] and anchors is not None:
+            if counts[item] and anchor is not None:
                 centroids = mask_centroids(target.masks)  # (n, 2)
                 anchor[item, :, : counts[item]] = torch.cdist(anchors, centroids, p=1)
             if counts[item]:
@@ -168,8 +170,9 @@ class HungarianMatcher:
             self.cost_class * class_cost
             + self.cost_mask * pairwise_sigmoid_bce(pred_points, tgt_points)
             + self.cost_dice * pairwise_dice(pred_points, tgt_points)
-            + self.anchor_cost * anchor
         )  # (I, Q, n_max)
+        if anchor is not None:
+            cost = cost + self.anchor_cost * anchor
         return [cost[item, :, : counts[item]] for item in range(num_items)]
 
     @torch.no_grad()
