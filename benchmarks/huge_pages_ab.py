@@ -13,14 +13,17 @@ kept the same instances with the same scores (the allocator does not change any 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.inference_speed import run_child  # noqa: E402
+
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -30,8 +33,7 @@ def run(frames: int, huge_pages: bool) -> dict:
     if huge_pages:
         env["THP_MEM_ALLOC_ENABLE"] = "1"
     cmd = [sys.executable, str(ROOT / "benchmarks/inference_speed.py"), "--frames", str(frames)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(cmd, env)
 
 
 def main() -> int:

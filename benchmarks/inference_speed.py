@@ -107,8 +107,8 @@ def child_command(args: argparse.Namespace, frames: int, variant: str, compile_p
     ]  # fmt: skip
 
 
-def run_child(cmd: list[str]) -> dict:
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
