@@ -46,8 +46,11 @@ def run_single(args: argparse.Namespace) -> dict:
         predict_video,
         predict_video_streaming,
     )
+    from avis.models.pixel_decoder import MSDeformAttnEncoderLayer
 
     torch.set_num_threads(args.threads)
+    if args.encoder_block_rows is not None:  # A/B of the pixel decoder's row blocks
+        MSDeformAttnEncoderLayer.block_rows = args.encoder_block_rows
     model, cfg = build_model(args.preset)
     if args.compile:
         compile_for_inference(model, args.compile)
@@ -96,6 +99,7 @@ def run_single(args: argparse.Namespace) -> dict:
         "peak_reset": peak.reset,
         "kept": int(pred.scores.numel()),
         "threads": args.threads,
+        "encoder_block_rows": MSDeformAttnEncoderLayer.block_rows,
     }
 
 
@@ -104,6 +108,7 @@ def child_command(args: argparse.Namespace, frames: int, variant: str, compile_p
         sys.executable, str(Path(__file__).resolve()), "--preset", args.preset,
         "--size", *map(str, args.size), "--threads", str(args.threads),
         "--single", str(frames), "--variant", variant, "--compile", *compile_parts,
+        *(() if args.encoder_block_rows is None else ("--encoder-block-rows", str(args.encoder_block_rows))),
     ]  # fmt: skip
 
 
@@ -120,6 +125,9 @@ def main() -> int:
     parser.add_argument("--variant", default="standard", choices=["standard", "streaming"])
     parser.add_argument("--compile", nargs="*", default=[], help="parts to torch.compile")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--encoder-block-rows", type=int, help="pixel decoder query block (0: one block; default: the model's)"
+    )
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     enable_huge_page_allocations()  # as the avis CLI does; before the first tensor (and children)

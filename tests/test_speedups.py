@@ -129,3 +129,32 @@ def test_in_place_encoder_layer_equals_out_of_place_with_gradients() -> None:
         grads.append([src.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
     assert torch.equal(outputs[0], outputs[1])
     assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_encoder_layer_query_blocks_equal_one_block() -> None:
+    """Without autograd the deformable encoder layer runs over blocks of one image's queries
+    sharing one gather table; the result equals the single-block computation, for block sizes
+    that do and do not divide the token count."""
+    from avis.models.pixel_decoder import MSDeformAttnEncoderLayer
+
+    torch.manual_seed(0)
+    layer = MSDeformAttnEncoderLayer(C, 32, 2, HEADS, 2, 0.0).eval()
+    with torch.no_grad():  # offsets large enough to sample across levels and off the maps
+        layer.self_attn.sampling_offsets.weight.normal_(0.0, 0.5)
+        layer.self_attn.attention_weights.weight.normal_(0.0, 0.5)
+    shapes = [(4, 6), (2, 3)]
+    s = sum(h * w for h, w in shapes)
+    src, pos = torch.randn(3, s, C), torch.randn(3, s, C)
+    ref = torch.rand(3, s, len(shapes), 2)
+    with torch.no_grad():
+        layer.block_rows = 0
+        whole = layer(src, pos, ref, shapes)
+        for rows in (1, 7, 10, s - 1):
+            layer.block_rows = rows
+            blocked = layer(src, pos, ref, shapes)
+            torch.testing.assert_close(blocked, whole, rtol=1e-5, atol=1e-5)  # GEMM rounding
+    layer.block_rows = 7  # with autograd: one block (grid_sample sampler), gradients flow
+    out = layer(src.requires_grad_(), pos, ref, shapes)
+    out.sum().backward()
+    assert src.grad is not None
+    torch.testing.assert_close(out.detach(), whole, rtol=1e-5, atol=1e-5)

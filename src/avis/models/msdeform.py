@@ -82,8 +82,33 @@ def _bordered_table(
     return torch.cat(maps, 1).reshape(-1, d), starts
 
 
+class GatherTable:
+    """The value table of `sample_with_gather`, built once and shared by query blocks.
+
+    `table`: (N * S' * h, d), each level map with a zero border (S' = sum of (H_l + 3) *
+    (W_l + 3)); `starts`: first bordered token of each level; `rows_per_image` = S' * h.
+    """
+
+    def __init__(self, value: Tensor, spatial_shapes: Sequence[tuple[int, int]]) -> None:
+        n, _, heads, d = value.shape
+        sizes = _check_shapes(value, spatial_shapes)
+        self.table, self.starts = _bordered_table(value, spatial_shapes, sizes)
+        self.spatial_shapes = [tuple(map(int, hw)) for hw in spatial_shapes]
+        self.num_images, self.heads, self.head_dim = n, heads, d
+        self.rows_per_image = self.table.shape[0] // n
+
+    def image(self, index: int) -> GatherTable:
+        """The table of one image (a view): blocks of that image's queries read it."""
+        one = object.__new__(GatherTable)
+        rows = slice(index * self.rows_per_image, (index + 1) * self.rows_per_image)
+        one.table, one.starts, one.spatial_shapes = self.table[rows], self.starts, self.spatial_shapes
+        one.num_images, one.heads, one.head_dim = 1, self.heads, self.head_dim
+        one.rows_per_image = self.rows_per_image
+        return one
+
+
 def sample_with_gather(
-    value: Tensor,  # (N, S, h, d)
+    value: Tensor | GatherTable,  # (N, S, h, d), or its prepared GatherTable
     spatial_shapes: Sequence[tuple[int, int]],  # nL x (H_l, W_l)
     sampling_locations: Tensor,  # (N, Lq, h, nL, P, 2)
     attention_weights: Tensor,  # (N, Lq, h, nL, P)
@@ -94,21 +119,22 @@ def sample_with_gather(
     by attention weight x bilinear weight. Zero padding comes from a zero border around each
     level map: pixel coordinates are clamped to [-1, W_l] x [-1, H_l], where every corner
     outside the map lands on the border. About twice as fast as ``grid_sample`` in
-    inference, but its backward is slow: used without autograd.
+    inference, but its backward is slow: used without autograd. Blocks of queries can share
+    one `GatherTable` of the value.
     """
-    n, s, heads, d = value.shape
+    gathered = value if isinstance(value, GatherTable) else GatherTable(value, spatial_shapes)
+    table, starts, heads = gathered.table, gathered.starts, gathered.heads
+    n, d = gathered.num_images, gathered.head_dim
     lq = sampling_locations.shape[1]
-    sizes = _check_shapes(value, spatial_shapes)
-    device, dtype = value.device, sampling_locations.dtype
-    table, starts = _bordered_table(value, spatial_shapes, sizes)
-    rows_per_image = table.shape[0] // n  # S' * h
+    device, dtype = table.device, sampling_locations.dtype
     index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.long
     shape_f = torch.tensor(spatial_shapes, dtype=dtype, device=device)  # (nL, 2) = (H, W)
     h_f, w_f = shape_f[:, 0:1], shape_f[:, 1:2]  # (nL, 1), broadcast over (nL, P)
     row_stride = (w_f + BORDER_BEFORE + BORDER_AFTER).to(index_dtype) * heads  # (nL, 1)
     # table row of the bordered pixel (0, 0) of level l for image b, head m
     base = (
-        torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1, 1, 1) * rows_per_image
+        torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1, 1, 1)
+        * gathered.rows_per_image
         + torch.arange(heads, device=device, dtype=index_dtype).view(1, 1, heads, 1, 1)
         + torch.tensor(starts, device=device, dtype=index_dtype).view(-1, 1) * heads
     )  # (N, 1, h, nL, 1)
@@ -122,7 +148,7 @@ def sample_with_gather(
     top_left = base + (y0.to(index_dtype) + BORDER_BEFORE) * row_stride
     top_left += (x0.to(index_dtype) + BORDER_BEFORE) * heads
     steps = (((0, 1 - fy), (row_stride, fy)), ((0, 1 - fx), (heads, fx)))
-    if _compiling():  # same values, as a graph Inductor fuses into one loop
+    if compiling():  # same values, as a graph Inductor fuses into one loop
         rows, weights = [], []
         for dy, wy in steps[0]:
             y_weights = attention_weights * wy
@@ -147,7 +173,7 @@ def sample_with_gather(
     return out.view(n, lq, heads * d)
 
 
-def _compiling() -> bool:
+def compiling() -> bool:
     """True while ``torch.compile`` traces this code (never in eager runs)."""
     check = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
     return bool(check()) if check is not None else False
@@ -225,16 +251,33 @@ class MSDeformAttn(nn.Module):
         spatial_shapes: Sequence[tuple[int, int]],  # nL x (H_l, W_l)
         input_padding_mask: Tensor | None = None,  # (N, S) bool, True = padding
     ) -> Tensor:  # (N, Lq, C)
+        value = self.project_value(input_flatten, input_padding_mask)
+        return self.attend(query, reference_points, value, spatial_shapes)
+
+    def project_value(
+        self,
+        input_flatten: Tensor,  # (N, S, C)
+        input_padding_mask: Tensor | None = None,  # (N, S) bool, True = padding
+    ) -> Tensor:  # (N, S, h, d)
+        n, s, _ = input_flatten.shape
+        value = self.value_proj(input_flatten)
+        if input_padding_mask is not None:
+            value = value.masked_fill(input_padding_mask[..., None], 0.0)
+        return value.view(n, s, self.n_heads, self.d_model // self.n_heads)
+
+    def attend(
+        self,
+        query: Tensor,  # (N, Lq, C)
+        reference_points: Tensor,  # (N, Lq, nL, 2), (x, y) in [0, 1]
+        value: Tensor | GatherTable,  # (N, S, h, d) from `project_value`, or its GatherTable
+        spatial_shapes: Sequence[tuple[int, int]],  # nL x (H_l, W_l)
+    ) -> Tensor:  # (N, Lq, C)
+        """The queries' half of the attention: any block of queries can read one `value`."""
         n, lq, _ = query.shape
-        s = input_flatten.shape[1]
         if len(spatial_shapes) != self.n_levels:
             raise ValueError(f"expected {self.n_levels} levels, got {len(spatial_shapes)}")
         if reference_points.shape[-1] != 2:
             raise ValueError("reference_points must be (x, y) points; boxes are not supported")
-        value = self.value_proj(input_flatten)
-        if input_padding_mask is not None:
-            value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        value = value.view(n, s, self.n_heads, self.d_model // self.n_heads)
         offsets = self.sampling_offsets(query).view(
             n, lq, self.n_heads, self.n_levels, self.n_points, 2
         )
@@ -248,5 +291,8 @@ class MSDeformAttn(nn.Module):
             reference_points[:, :, None, :, None, :]
             + offsets / normalizer[None, None, None, :, None, :]
         )
-        out = ms_deform_attn_sample(value, spatial_shapes, locations, weights)
+        if isinstance(value, GatherTable):
+            out = sample_with_gather(value, spatial_shapes, locations, weights)
+        else:
+            out = ms_deform_attn_sample(value, spatial_shapes, locations, weights)
         return self.output_proj(out)

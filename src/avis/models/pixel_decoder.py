@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avis.models.msdeform import MSDeformAttn
+from avis.models.msdeform import GatherTable, MSDeformAttn, compiling
 from avis.models.position import PositionEmbeddingSine, fourier_coordinates
 
 DEFAULT_GN_GROUPS = 32
@@ -61,6 +61,12 @@ class MSDeformAttnEncoderLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
+    # Without autograd the layer runs over blocks of at most `block_rows` queries of one
+    # image: the value table is built once per layer, and the temporaries of the sampling and
+    # of the FFN are a block's size (a few MB, recycled by the allocator) instead of fresh
+    # (N, S, ...) tensors (100+ MB each, page-faulted on every call). Same formulas per row.
+    block_rows: int = 4096
+
     def forward(
         self,
         src: Tensor,  # (N, S, C)
@@ -68,10 +74,39 @@ class MSDeformAttnEncoderLayer(nn.Module):
         reference_points: Tensor,  # (N, S, nL, 2)
         spatial_shapes: Sequence[tuple[int, int]],
     ) -> Tensor:  # (N, S, C)
+        value = self.self_attn.project_value(src)  # (N, S, h, d)
+        n, s, _ = src.shape
+        if torch.is_grad_enabled() or compiling() or self.block_rows <= 0 or n * s <= self.block_rows:
+            return self._block(src, pos, reference_points, value, spatial_shapes)
+        table = GatherTable(value, spatial_shapes)
+        num_blocks = -(-s // self.block_rows)
+        size = -(-s // num_blocks)  # equal blocks
+        out = torch.empty_like(src)
+        for i in range(n):
+            image_table = table.image(i)
+            for start in range(0, s, size):
+                rows = slice(start, start + size)
+                out[i : i + 1, rows] = self._block(
+                    src[i : i + 1, rows],
+                    pos[i : i + 1, rows],
+                    reference_points[i : i + 1, rows],
+                    image_table,
+                    spatial_shapes,
+                )
+        return out
+
+    def _block(
+        self,
+        src: Tensor,  # (N, Lq, C) queries
+        pos: Tensor,  # (N, Lq, C)
+        reference_points: Tensor,  # (N, Lq, nL, 2)
+        value: Tensor | GatherTable,  # (N, S, h, d) values of all tokens
+        spatial_shapes: Sequence[tuple[int, int]],
+    ) -> Tensor:  # (N, Lq, C)
         # residual adds and the ReLU work in place on the fresh outputs of the attention and
         # linear layers (whose backward does not read them): no new (N, S, C) / (N, S, ffn)
         # tensors per layer; same values (addition commutes exactly)
-        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes)
+        attn = self.self_attn.attend(src + pos, reference_points, value, spatial_shapes)
         src = self.norm1(self.dropout(attn).add_(src))
         ffn = self.linear2(self.dropout(self.linear1(src).relu_()))
         return self.norm2(self.dropout(ffn).add_(src))
