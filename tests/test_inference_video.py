@@ -68,6 +68,29 @@ def test_mask_confidence_matches_direct_sum() -> None:
     torch.testing.assert_close(conf.score(), conf.numerator / (conf.denominator + SCORE_EPS))
 
 
+@pytest.mark.parametrize("piece_pixels", [1, 400, 1 << 20])  # 1 row, 1 of 3 rows, all rows
+@pytest.mark.parametrize("per_frame", [False, True])
+def test_pieces_equal_whole_block(monkeypatch, piece_pixels: int, per_frame: bool) -> None:
+    """Mask scores and binary masks computed a few rows of one frame at a time equal the
+    whole-block formulas (shared or per-frame embeddings, any piece size)."""
+    from avis.inference import postprocess as pp
+
+    monkeypatch.setattr(pp, "PIECE_PIXELS", piece_pixels)
+    g = torch.Generator().manual_seed(1)
+    embed = torch.randn(3, 4, 8, generator=g) if per_frame else torch.randn(3, 8, generator=g)
+    feats = torch.randn(4, 8, 5, 6, generator=g)
+    logits = cropped_mask_logits(embed, feats, (20, 24), (17, 22))  # (3, 4, 17, 22)
+    want = pp.resize_masks(logits, (30, 41))
+    got = pp.binary_masks(embed, feats, (20, 24), (17, 22), (30, 41))
+    assert got.dtype == torch.bool and got.shape == want.shape
+    assert torch.equal(got, want)
+    conf = pp.mask_confidence(embed, rechunk([feats], 3), (20, 24), (17, 22), 0.5)
+    probs = logits.sigmoid()
+    hard = probs > 0.5
+    torch.testing.assert_close(conf.numerator, (probs * hard).sum((1, 2, 3)), rtol=1e-6, atol=1e-5)
+    assert torch.equal(conf.denominator, hard.sum((1, 2, 3)).float())
+
+
 needs_golden = pytest.mark.skipif(not GOLDEN.is_dir(), reason="golden reference not available")
 
 

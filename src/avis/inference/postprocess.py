@@ -16,6 +16,10 @@ from torch import Tensor
 
 SCORE_EPS = 1e-6  # added to the mask-score denominator (official)
 MASK_LOGIT_THRESHOLD = 0.0  # output mask = resized logit > 0
+# Full-size logits per piece of `mask_logit_pieces` (4 MB of float32): the temporaries of a
+# piece stay in cache and are recycled by the allocator; whole (q, t, Hp, Wp) blocks were
+# 100s of MB, page-faulted afresh for every block (docs/benchmarks.md).
+PIECE_PIXELS = 1 << 20
 
 
 @dataclass
@@ -78,6 +82,42 @@ def cropped_mask_logits(
     return logits[:, :, : input_size[0], : input_size[1]]
 
 
+def mask_logit_pieces(
+    embed: Tensor, mask_features: Tensor, padded_size: tuple[int, int], input_size: tuple[int, int]
+) -> Iterator[tuple[slice, int, Tensor]]:
+    """`cropped_mask_logits` piece by piece: (rows, frame, logits (r, h, w)) for a few
+    candidate rows of one frame at a time, every piece about `PIECE_PIXELS` full-size logits.
+
+    embed (q, Cm) or per frame (q, t, Cm); mask_features (t, Cm, Hm, Wm). Same formulas as
+    the whole-block version (per-row products, the same bilinear weights).
+    """
+    q = embed.shape[0]
+    rows = max(1, PIECE_PIXELS // (padded_size[0] * padded_size[1]))
+    h, w = input_size
+    for frame in range(mask_features.shape[0]):
+        for first in range(0, q, rows):
+            part = slice(first, first + rows)
+            row_embed = embed[part] if embed.dim() == 2 else embed[part, frame]  # (r, Cm)
+            logits = torch.einsum("qc,chw->qhw", row_embed, mask_features[frame])
+            logits = F.interpolate(logits[None], size=padded_size, mode="bilinear", align_corners=False)
+            yield part, frame, logits[0, :, :h, :w]
+
+
+def binary_masks(
+    embed: Tensor,  # (q, Cm) or (q, t, Cm)
+    mask_features: Tensor,  # (t, Cm, Hm, Wm)
+    padded_size: tuple[int, int],
+    input_size: tuple[int, int],
+    out_size: tuple[int, int],
+) -> Tensor:  # (q, t, H, W) bool
+    """`resize_masks(cropped_mask_logits(...), out_size)`, computed piece by piece."""
+    q, t = embed.shape[0], mask_features.shape[0]
+    masks = torch.empty((q, t, *out_size), dtype=torch.bool, device=mask_features.device)
+    for rows, frame, logits in mask_logit_pieces(embed, mask_features, padded_size, input_size):
+        masks[rows, frame] = resize_masks(logits[None], out_size)[0]
+    return masks
+
+
 def block_embed(embed: Tensor, start: int, size: int) -> Tensor:
     """The mask embeddings of frames start .. start+size: (q, Cm) as is, (q, T, Cm) sliced."""
     return embed if embed.dim() == 2 else embed[:, start : start + size]
@@ -110,10 +150,15 @@ class MaskConfidence:
         input_size: tuple[int, int],
         prob_threshold: float,
     ) -> None:
-        probs = cropped_mask_logits(embed, block, padded_size, input_size).sigmoid()
-        hard = (probs > prob_threshold).float()
-        self.numerator += (probs * hard).flatten(1).sum(1)
-        self.denominator += hard.flatten(1).sum(1)
+        numerator = torch.zeros_like(self.numerator)
+        denominator = torch.zeros_like(self.denominator)
+        for rows, _, logits in mask_logit_pieces(embed, block, padded_size, input_size):
+            probs = logits.sigmoid_()  # in place: the piece's logits are not used again
+            hard = probs > prob_threshold
+            numerator[rows] += probs.mul_(hard).sum((1, 2))
+            denominator[rows] += hard.sum((1, 2))
+        self.numerator += numerator  # block sums added in order, as before
+        self.denominator += denominator
 
     def score(self) -> Tensor:  # (q,)
         return self.numerator / (self.denominator + SCORE_EPS)

@@ -31,11 +31,10 @@ from avis.inference.postprocess import (
     SCORE_EPS,
     Candidates,
     MaskConfidence,
+    binary_masks,
     block_embed,
-    cropped_mask_logits,
     mask_confidence,
     rechunk,
-    resize_masks,
     select_candidates,
 )
 from avis.inference.results import decode_rle, encode_mask
@@ -150,8 +149,7 @@ def _pick(sel: _Selection, possible: Tensor, keep: Tensor) -> Tensor:
 def _possible_masks(sel, possible, start, block, padded_size, input_size, out_size) -> Tensor:
     """Boolean masks (p, t, H, W) of the possible rows for the block of frames from ``start``."""
     embed = block_embed(sel.embed, start, block.shape[0])[possible]  # slice, then gather
-    logits = cropped_mask_logits(embed, block, padded_size, input_size)
-    return resize_masks(logits, out_size)
+    return binary_masks(embed, block, padded_size, input_size, out_size)
 
 
 @torch.no_grad()
