@@ -108,8 +108,8 @@ def child_command(args: argparse.Namespace, frames: int, variant: str, compile_p
         sys.executable, str(Path(__file__).resolve()), "--preset", args.preset,
         "--size", *map(str, args.size), "--threads", str(args.threads),
         "--single", str(frames), "--variant", variant, "--compile", *compile_parts,
-        *(() if args.encoder_block_rows is None else ("--encoder-block-rows", str(args.encoder_block_rows))),
-    ]  # fmt: skip
+    ] + ([] if getattr(args, "encoder_block_rows", None) is None
+          else ["--encoder-block-rows", str(args.encoder_block_rows)])  # fmt: skip
 
 
 def run_child(cmd: list[str], env: dict[str, str] | None = None) -> dict:

@@ -51,7 +51,9 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
     loss = cfg.loss
     return AVISMCriterion(
         num_classes,
-        weights=LossWeights(loss.class_weight, loss.mask_weight, loss.dice_weight, loss.sim_weight),
+        weights=LossWeights(
+            loss.class_weight, loss.mask_weight, loss.dice_weight, loss.sim_weight, loss.quality_weight
+        ),
         no_object_weight=loss.no_object_weight,
         num_points=loss.num_points,
         oversample_ratio=loss.oversample_ratio,

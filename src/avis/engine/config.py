@@ -67,6 +67,7 @@ class LossConfig:
     importance_sample_ratio: float = 0.75
     official_quirks: bool = False
     anchor_cost: float = 0.0  # avis option: query-anchor term of the matching cost (both levels)
+    quality_weight: float = 1.0  # models with `mask_quality`: BCE of the predicted mask IoU
 
 
 @dataclass

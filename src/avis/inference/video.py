@@ -21,7 +21,7 @@ k candidates, N kept instances, h x w unpadded input, Hp x Wp padded input, H x 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ class InferenceOptions:
 class VideoPrediction:
     """Instances of one video, in candidate order (class probability, highest first)."""
 
-    scores: Tensor  # (N,) float32, class probability x mask score
+    scores: Tensor  # (N,) float32, class probability (x predicted mask IoU) x mask score
     labels: Tensor  # (N,) int64, class index 0..K-1
     masks: Tensor  # (N, T, H, W) bool
     query_indices: Tensor  # (N,) int64, the video query of each instance
@@ -115,6 +115,9 @@ def _chunks(num_frames: int, size: int) -> list[tuple[int, int]]:
 def _select(model: AVISM, frame_queries: Tensor, audio: Tensor, options, trace) -> _Selection:
     video = model.decode_video(frame_queries, audio.to(frame_queries.device))
     cands = select_candidates(video.pred_logits[-1, 0, 0], options.top_k)
+    if video.pred_quality is not None:  # mask_quality models: class prob x predicted mask IoU
+        quality = video.pred_quality[-1, 0, 0].sigmoid()  # (cQ,)
+        cands = replace(cands, scores=cands.scores * quality[cands.query_index])
     unique, inverse = torch.unique(cands.query_index, return_inverse=True)
     if trace is not None:
         trace.frame_queries, trace.video, trace.candidates = frame_queries, video, cands

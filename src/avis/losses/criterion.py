@@ -13,6 +13,9 @@ masks (averaged over processes under DDP). Similarity (VITA): the matched frame-
 embeddings of the last Lf frame predictions and the matched video-query embeddings of the
 last video layer, per (layer, clip) group; BCE of every pairwise dot product against
 "same GT track".
+Mask quality (an avis option, models with `mask_quality`): for every matched video query of
+every video layer, BCE between its predicted IoU logit and the spatio-temporal IoU of its
+hard mask (logit > 0) with its GT track on the prediction grid (detached target).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class LossWeights:
     mask: float = 5.0
     dice: float = 5.0
     sim: float = 0.5
+    quality: float = 1.0  # models with `mask_quality` only
 
 
 @dataclass
@@ -120,8 +124,11 @@ class AVISMCriterion:
             sum(len(v.labels) for v in videos) * num_frame_layers, device
         )
         terms.update(dict.fromkeys(("video_ce", "video_mask", "video_dice"), 0.0))
+        quality = video.pred_quality  # (Lv, Lf, B, cQ) or None
+        if quality is not None:
+            terms["video_quality"] = 0.0
         video_matches: list[Match] = []
-        for logits, masks in zip(video.pred_logits, video.pred_masks):
+        for layer, (logits, masks) in enumerate(zip(video.pred_logits, video.pred_masks)):
             logits, masks = logits.flatten(0, 1), masks.flatten(0, 1)  # (Lf*B, cQ, ...)
             video_matches = self.matcher(logits, masks, video_items)
             ce, bce, dice = self.set_losses(
@@ -130,6 +137,10 @@ class AVISMCriterion:
             terms["video_ce"] = terms["video_ce"] + ce
             terms["video_mask"] = terms["video_mask"] + bce
             terms["video_dice"] = terms["video_dice"] + dice
+            if quality is not None:
+                terms["video_quality"] = terms["video_quality"] + self.quality_loss(
+                    quality[layer].flatten(0, 1), masks, video_items, video_matches, num_video_masks
+                )
 
         terms["sim"] = self.similarity_loss(
             outputs, videos, frame_matches[-num_frame_layers:], video_matches
@@ -141,6 +152,8 @@ class AVISMCriterion:
     def term_weight(self, name: str) -> float:
         if name == "sim":
             return self.sim_weight
+        if name == "video_quality":
+            return self.weights.quality
         kind = name.split("_")[1]
         return {
             "ce": self.weights.class_weight,
@@ -199,6 +212,35 @@ class AVISMCriterion:
             sigmoid_bce_loss(point_logits, point_labels, num_masks),
             dice_loss(point_logits, point_labels, num_masks),
         )
+
+    def quality_loss(
+        self,
+        pred_quality: Tensor,  # (I, Q) IoU logits
+        pred_masks: Tensor,  # (I, Q, T, Hm, Wm) mask logits
+        items: list[MatchTarget],
+        matches: list[Match],
+        num_masks: float,
+    ) -> Tensor:
+        """BCE of the matched queries' IoU logits against their masks' actual IoU."""
+        device = pred_quality.device
+        logits, targets = [], []
+        for item, ((src, tgt), target) in enumerate(zip(matches, items)):
+            if len(src) == 0:
+                continue
+            src, tgt = src.to(device), tgt.to(device)
+            with torch.no_grad():
+                hard = pred_masks[item, src] > 0  # (M, T, Hm, Wm)
+                gt = resample_to_grid(target.masks[tgt], tuple(hard.shape[-2:])) > 0.5
+                inter = (hard & gt).flatten(1).sum(1)
+                union = (hard | gt).flatten(1).sum(1)
+                targets.append(torch.where(union > 0, inter / union.clamp(min=1), 1.0))
+            logits.append(pred_quality[item, src])
+        if not logits:
+            return pred_quality.float().sum() * 0.0
+        loss = F.binary_cross_entropy_with_logits(
+            torch.cat(logits).float(), torch.cat(targets).float(), reduction="sum"
+        )
+        return loss / num_masks
 
     def similarity_loss(
         self,

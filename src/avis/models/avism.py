@@ -142,6 +142,7 @@ class AVISM(nn.Module):
                 ),
                 pred_fq_embed=video.pred_fq_embed,
                 pred_cq_embed=video.pred_cq_embed,
+                pred_quality=video.pred_quality,
             ),
         )
 
@@ -242,6 +243,7 @@ def build_avism_with_backbone(
         sim_use_clip=cfg.sim_use_clip,
         audio_mask_bias=cfg.audio_mask_bias,
         per_frame_mask_embed=cfg.per_frame_mask_embed,
+        mask_quality=cfg.mask_quality,
     )
     return AVISM(
         backbone,

@@ -69,6 +69,7 @@ class AVISMConfig:
     audio_mask_bias: bool = False  # avis option: per-frame audio term in the video masks
     per_frame_mask_embed: bool = False  # avis option: video queries re-read each frame
     coord_freqs: int = 0  # avis option: > 0 adds embedded pixel coordinates to the pixel maps
+    mask_quality: bool = False  # avis option: each video query predicts its track's mask IoU
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

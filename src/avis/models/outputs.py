@@ -32,6 +32,7 @@ class VideoOutput:
     pred_masks: Tensor  # (Lv, Lf, B, cQ, T, Hm, Wm) mask logits = embed . video mask features
     pred_fq_embed: Tensor  # (Lf, B, T, fQ, C) sim_embed_frame(frame queries)
     pred_cq_embed: Tensor  # (Lv, Lf, B, cQ, C) sim_embed_clip(video queries)
+    pred_quality: Tensor | None = None  # (Lv, Lf, B, cQ) predicted mask-IoU logits (mask_quality)
 
 
 @dataclass

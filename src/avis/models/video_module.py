@@ -40,6 +40,7 @@ from avis.models.windows import (
 SHIFT_MASK_VALUE = -1000.0
 MASK_EMBED_LAYERS = 3
 AUDIO_BIAS_LAYERS = 2  # MLP of the optional per-frame audio term of the video mask features
+QUALITY_LAYERS = 2  # MLP of the optional mask-IoU prediction (mask_quality)
 
 # (q tokens, kv tokens or None, attn_mask, key_padding_mask) -> q tokens; all (S, batch, C)
 Block = Callable[[Tensor, "Tensor | None", "Tensor | None", "Tensor | None"], Tensor]
@@ -82,6 +83,7 @@ class VideoModule(nn.Module):
         sim_use_clip: bool = True,
         audio_mask_bias: bool = False,
         per_frame_mask_embed: bool = False,
+        mask_quality: bool = False,
     ) -> None:
         super().__init__()
         if dec_layers < 1:
@@ -130,6 +132,8 @@ class VideoModule(nn.Module):
             self.input_proj_dec = nn.Identity()
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, MASK_EMBED_LAYERS)
+        if mask_quality:  # not in the official model: see quality_embed in forward
+            self.quality_embed = MLP(hidden_dim, hidden_dim, 1, QUALITY_LAYERS)
         if use_sim:
             self.sim_embed_frame = nn.Linear(hidden_dim, hidden_dim)
             if sim_use_clip:
@@ -196,6 +200,12 @@ class VideoModule(nn.Module):
         cq_embed = None
         if self.use_sim and self.sim_use_clip:
             cq_embed = self.sim_embed_clip(decoded)
+        # avis option `mask_quality`: a logit of the IoU that each track's mask will have with
+        # its ground truth (trained on matched tracks), so that a track whose mask covers two
+        # look-alike objects can be ranked below clean ones
+        quality = None
+        if hasattr(self, "quality_embed"):
+            quality = self.quality_embed(decoded).squeeze(-1)  # (Lv, Lf, B, cQ)
         return VideoModuleOutput(
             pred_logits=self.class_embed(decoded),
             pred_mask_embed=mask_embed,
@@ -203,6 +213,7 @@ class VideoModule(nn.Module):
             pred_cq_embed=cq_embed,
             enc_frame_tokens=enc_frames,
             enc_audio_tokens=enc_audio,
+            pred_quality=quality,
         )
 
     # ------------------------------------------------------------------ encoders
@@ -335,6 +346,7 @@ class VideoModuleOutput:
     pred_cq_embed: Tensor | None  # (Lv, Lf, B, cQ, C)
     enc_frame_tokens: Tensor  # (T, fQ, N, C) frame-token encoder output, real frames only
     enc_audio_tokens: Tensor  # (T, fQ, N, C) audio-visual encoder output (constant over fQ)
+    pred_quality: Tensor | None = None  # (Lv, Lf, B, cQ) mask-IoU logits (mask_quality option)
 
 
 def video_masks(mask_embed: Tensor, mask_features: Tensor, per_frame: bool = False) -> Tensor:
