@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -82,29 +83,36 @@ def _bordered_table(
     return torch.cat(maps, 1).reshape(-1, d), starts
 
 
+@dataclass
 class GatherTable:
     """The value table of `sample_with_gather`, built once and shared by query blocks.
 
     `table`: (N * S' * h, d), each level map with a zero border (S' = sum of (H_l + 3) *
-    (W_l + 3)); `starts`: first bordered token of each level; `rows_per_image` = S' * h.
+    (W_l + 3)); `starts`: first bordered token of each level.
     """
 
-    def __init__(self, value: Tensor, spatial_shapes: Sequence[tuple[int, int]]) -> None:
+    table: Tensor
+    starts: list[int]
+    num_images: int
+    heads: int
+    head_dim: int
+
+    @classmethod
+    def build(cls, value: Tensor, spatial_shapes: Sequence[tuple[int, int]]) -> GatherTable:
+        """From values (N, S, h, d) in the level order of `spatial_shapes`."""
         n, _, heads, d = value.shape
-        sizes = _check_shapes(value, spatial_shapes)
-        self.table, self.starts = _bordered_table(value, spatial_shapes, sizes)
-        self.spatial_shapes = [tuple(map(int, hw)) for hw in spatial_shapes]
-        self.num_images, self.heads, self.head_dim = n, heads, d
-        self.rows_per_image = self.table.shape[0] // n
+        table, starts = _bordered_table(value, spatial_shapes, _check_shapes(value, spatial_shapes))
+        return cls(table, starts, n, heads, d)
+
+    @property
+    def rows_per_image(self) -> int:  # S' * h
+        return self.table.shape[0] // self.num_images
 
     def image(self, index: int) -> GatherTable:
         """The table of one image (a view): blocks of that image's queries read it."""
-        one = object.__new__(GatherTable)
-        rows = slice(index * self.rows_per_image, (index + 1) * self.rows_per_image)
-        one.table, one.starts, one.spatial_shapes = self.table[rows], self.starts, self.spatial_shapes
-        one.num_images, one.heads, one.head_dim = 1, self.heads, self.head_dim
-        one.rows_per_image = self.rows_per_image
-        return one
+        rows = self.rows_per_image
+        part = self.table[index * rows : (index + 1) * rows]
+        return GatherTable(part, self.starts, 1, self.heads, self.head_dim)
 
 
 def sample_with_gather(
@@ -122,7 +130,7 @@ def sample_with_gather(
     inference, but its backward is slow: used without autograd. Blocks of queries can share
     one `GatherTable` of the value.
     """
-    gathered = value if isinstance(value, GatherTable) else GatherTable(value, spatial_shapes)
+    gathered = value if isinstance(value, GatherTable) else GatherTable.build(value, spatial_shapes)
     table, starts, heads = gathered.table, gathered.starts, gathered.heads
     n, d = gathered.num_images, gathered.head_dim
     lq = sampling_locations.shape[1]

@@ -78,7 +78,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         n, s, _ = src.shape
         if torch.is_grad_enabled() or compiling() or self.block_rows <= 0 or n * s <= self.block_rows:
             return self._block(src, pos, reference_points, value, spatial_shapes)
-        table = GatherTable(value, spatial_shapes)
+        table = GatherTable.build(value, spatial_shapes)
         num_blocks = -(-s // self.block_rows)
         size = -(-s // num_blocks)  # equal blocks
         out = torch.empty_like(src)
