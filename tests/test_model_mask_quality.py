@@ -16,8 +16,7 @@ from avis.models.avism import build_avism
 from avis.models.config import get_preset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_losses_criterion import make_clip  # noqa: E402
-from test_model_per_frame_embed import SMALL  # noqa: E402
+from test_model_per_frame_embed import SMALL, forward_and_loss  # noqa: E402
 
 
 def _model(**kw):
@@ -65,19 +64,8 @@ def test_quality_loss_target_is_the_masks_iou():
 
 def test_training_loss_has_a_quality_term_with_gradients():
     model = _model().train()
-    b, t, k = 2, 3, model.video_module.class_embed.out_features - 1
-    frames = torch.rand(b, t, 3, 32, 32) * 255
-    audio = torch.randn(b, t, model.video_module.av_proj.in_features)
-    out = model(frames, audio, [(32, 32)] * b)
-    assert out.video.pred_quality.shape == (2, 2, b, 3)  # (Lv, Lf, B, cQ)
-    gen = torch.Generator().manual_seed(3)
-    clips = [make_clip(2, gen), make_clip(1, gen)]
-    for clip in clips:
-        clip.labels.clamp_(max=k - 1)
-        clip.masks = torch.nn.functional.interpolate(
-            clip.masks.float(), size=(32, 32), mode="nearest"
-        ).bool()
-    result = AVISMCriterion(k, num_points=None)(out, clips)
+    out, result = forward_and_loss(model)
+    assert out.video.pred_quality.shape == (2, 2, 2, 3)  # (Lv, Lf, B, cQ)
     assert "video_quality" in result.terms and torch.isfinite(result.terms["video_quality"])
     result.total.backward()
     grads = [p.grad for p in model.video_module.quality_embed.parameters()]

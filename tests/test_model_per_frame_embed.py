@@ -66,22 +66,30 @@ def test_each_frames_embedding_reads_that_frame_only():
     torch.testing.assert_close(train[-1:], base)
 
 
-def test_training_forward_loss_and_gradients():
-    model = _model().train()
-    b, t, k = 2, 3, model.video_module.class_embed.out_features - 1
+def forward_and_loss(model, b: int = 2, t: int = 3):
+    """A training forward of a SMALL model on random 32 px clips and the criterion's result
+    on two made-up clips (2 and 1 instances)."""
+    k = model.video_module.class_embed.out_features - 1
     frames = torch.rand(b, t, 3, 32, 32) * 255
     audio = torch.randn(b, t, model.video_module.av_proj.in_features)
     out = model(frames, audio, [(32, 32)] * b)
-    assert out.video.pred_mask_embed.shape == (2, 2, b, 3, t, 16)  # (Lv, Lf, B, cQ, T, Cm)
-    assert out.video.pred_masks.shape == (2, 2, b, 3, t, 8, 8)
     gen = torch.Generator().manual_seed(3)
-    clips = [make_clip(2, gen), make_clip(1, gen)]
+    clips = [make_clip(2, gen), make_clip(1, gen)][:b]
     for clip in clips:
         clip.labels.clamp_(max=k - 1)
         clip.masks = torch.nn.functional.interpolate(
             clip.masks.float(), size=(32, 32), mode="nearest"
         ).bool()
-    loss = AVISMCriterion(k, num_points=None)(out, clips).total
+    return out, AVISMCriterion(k, num_points=None)(out, clips)
+
+
+def test_training_forward_loss_and_gradients():
+    model = _model().train()
+    b, t = 2, 3
+    out, result = forward_and_loss(model, b, t)
+    assert out.video.pred_mask_embed.shape == (2, 2, b, 3, t, 16)  # (Lv, Lf, B, cQ, T, Cm)
+    assert out.video.pred_masks.shape == (2, 2, b, 3, t, 8, 8)
+    loss = result.total
     assert torch.isfinite(loss)
     loss.backward()
     grads = [p.grad for p in model.video_module.frame_refine.parameters()]
