@@ -94,7 +94,7 @@ def perfect_output(clips: list[ClipTargets]) -> AVISMOutput:
 
 def blend(a: AVISMOutput, b: AVISMOutput, alpha: float) -> AVISMOutput:
     def mix(x, y):
-        return (1 - alpha) * x + alpha * y
+        return None if x is None else (1 - alpha) * x + alpha * y  # None: an option that is off
 
     return AVISMOutput(
         frame=FrameOutput(
@@ -109,7 +109,8 @@ def blend(a: AVISMOutput, b: AVISMOutput, alpha: float) -> AVISMOutput:
 def outputs_requiring_grad(out: AVISMOutput) -> AVISMOutput:
     for part in (out.frame, out.video):
         for name, value in vars(part).items():
-            setattr(part, name, value.clone().requires_grad_(True))
+            if value is not None:  # None: an optional output that is off (pred_quality)
+                setattr(part, name, value.clone().requires_grad_(True))
     return out
 
 
