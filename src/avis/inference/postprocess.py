@@ -88,19 +88,18 @@ def mask_logit_pieces(
     """`cropped_mask_logits` piece by piece: (rows, frame, logits (r, h, w)) for a few
     candidate rows of one frame at a time, every piece about `PIECE_PIXELS` full-size logits.
 
-    embed (q, Cm) or per frame (q, t, Cm); mask_features (t, Cm, Hm, Wm). Same formulas as
-    the whole-block version (per-row products, the same bilinear weights).
+    embed (q, Cm) or per frame (q, t, Cm); mask_features (t, Cm, Hm, Wm). Each piece is
+    `cropped_mask_logits` of its rows and frame.
     """
     q = embed.shape[0]
     rows = max(1, PIECE_PIXELS // (padded_size[0] * padded_size[1]))
-    h, w = input_size
     for frame in range(mask_features.shape[0]):
+        features = mask_features[frame : frame + 1]  # (1, Cm, Hm, Wm)
         for first in range(0, q, rows):
             part = slice(first, first + rows)
             row_embed = embed[part] if embed.dim() == 2 else embed[part, frame]  # (r, Cm)
-            logits = torch.einsum("qc,chw->qhw", row_embed, mask_features[frame])
-            logits = F.interpolate(logits[None], size=padded_size, mode="bilinear", align_corners=False)
-            yield part, frame, logits[0, :, :h, :w]
+            logits = cropped_mask_logits(row_embed, features, padded_size, input_size)
+            yield part, frame, logits[:, 0]  # (r, h, w)
 
 
 def binary_masks(
