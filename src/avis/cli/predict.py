@@ -47,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep instances scoring above this (default: the model's score threshold, 0.3)",
     )
     parser.add_argument(
+        "--split-components",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="give each separate blob of a track its own track (default: the model's setting; "
+        "on for the shipped tiny checkpoint, off for official presets; docs/predict.md)",
+    )
+    parser.add_argument(
         "--allow-silent",
         action="store_true",
         help="accept videos without an audio stream (the model then hears silence)",
@@ -94,6 +101,7 @@ def handle(args: argparse.Namespace) -> int:
         device=args.device,
         vggish_weights=args.vggish_weights,
         threshold=args.threshold,
+        split_components=args.split_components,
         streaming={"auto": "auto", "yes": True, "no": False}[args.streaming],
     )
     if args.compile:

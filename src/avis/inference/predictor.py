@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from avis.audio.features import WeightFreeExtractor
 from avis.data.transforms import resized_size
 from avis.errors import CheckpointError, MediaError
+from avis.inference import components
 from avis.inference.prediction import FrameResult, Prediction, PredictionBuilder
 from avis.inference.shipped import VGGISH, WEIGHT_FREE, ModelInfo, model_info, shipped_checkpoint
 from avis.inference.video import InferenceOptions, pad_frames, predict_video, stream_video
@@ -58,6 +59,7 @@ class VideoPredictor:
         extractor=None,
         device: str | torch.device = "cpu",
         threshold: float | None = None,
+        split_components: bool | None = None,
         streaming: Streaming = "auto",
         feature_budget_mb: float = DEFAULT_FEATURE_BUDGET_MB,
     ) -> None:
@@ -69,6 +71,12 @@ class VideoPredictor:
         self.options = InferenceOptions.from_config(config)
         if threshold is not None:
             self.options.score_threshold = float(threshold)
+        split = config.split_components if split_components is None else split_components
+        self.split: components.SplitOptions | None = (
+            components.SplitOptions(config.split_min_blob_fraction, config.split_min_frame_share)
+            if split
+            else None
+        )  # None: tracks are kept as the model predicts them
         self.streaming = streaming
         self.feature_budget_mb = feature_budget_mb
         if info.audio_features is not None and info.audio_features != self.extractor.name:
@@ -93,10 +101,12 @@ class VideoPredictor:
         *,
         vggish_weights: str | Path | None = None,
         threshold: float | None = None,
+        split_components: bool | None = None,
         streaming: Streaming = "auto",
     ) -> VideoPredictor:
         """Load an avis checkpoint (config inside; `preset`, if given, must fit the weights)
         or an official AVISM one (`preset` required). path=None: the shipped tiny checkpoint.
+        `threshold` / `split_components`: None = the checkpoint config's setting.
         Raises CheckpointError when the weights do not fit."""
         from avis.models.checkpoint import read_checkpoint
 
@@ -108,7 +118,7 @@ class VideoPredictor:
         extractor = _extractor(vggish_weights, info, device)
         return cls(
             model, cfg, info, extractor=extractor, device=device, threshold=threshold,
-            streaming=streaming,
+            split_components=split_components, streaming=streaming,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ prediction
@@ -131,11 +141,12 @@ class VideoPredictor:
         builder = PredictionBuilder(len(head.scores))
         for _, block in blocks:
             builder.add_block(block.numpy())
-        return Prediction(
+        prediction = Prediction(
             source=name, fps=fps, num_frames=frames.shape[0], image_size=tuple(frames.shape[1:3]),
             scores=head.scores.numpy().astype(np.float32), labels=head.labels.numpy(),
             class_names=self.class_names, audio_features=features, rles=builder.rles,
         )  # fmt: skip
+        return prediction if self.split is None else components.split_components(prediction, self.split)
 
     def stream(
         self,
@@ -147,7 +158,10 @@ class VideoPredictor:
         """Per-frame results in frame order, memory-bounded (the streaming path).
 
         The first frame comes after the whole video has been seen once (the video module and
-        the mask scores need every frame); then frames follow chunk by chunk."""
+        the mask scores need every frame); then frames follow chunk by chunk. Tracks are the
+        model's own: component splitting needs a track's every mask, so it is `predict` only."""
+        if self.split is not None:
+            log.warning("stream(): tracks are not split into components (predict() splits them)")
         frames, audio, _, _ = self._inputs(source, fps, allow_silent, None)
         head, blocks = self._run(frames, audio, True)
         scores, labels = head.scores.numpy().astype(np.float32), head.labels.numpy()

@@ -93,11 +93,15 @@ def ship_checkpoint(
     class_names: list[str] | None = None,
     audio_features: str = WEIGHT_FREE,
     half: bool = True,
+    inference: dict | None = None,
 ) -> Path:
     """Turn an avis (training) checkpoint into a prediction checkpoint: weights + config +
     class names (default: the checkpoint's own) + audio-feature kind, without optimiser
-    state; float16 storage when `half` (loaded back into float32 parameters)."""
+    state; float16 storage when `half` (loaded back into float32 parameters). `inference`:
+    new values of inference settings of the config (`INFERENCE_FIELDS`, e.g. the score
+    threshold); the weights' meaning cannot be changed this way."""
     from avis.models.checkpoint import is_avis_checkpoint, read_checkpoint
+    from avis.models.config import INFERENCE_FIELDS, AVISMConfig
 
     obj = read_checkpoint(src)
     if not is_avis_checkpoint(obj):
@@ -110,6 +114,15 @@ def ship_checkpoint(
     if len(class_names) != num_classes:
         raise CheckpointError(f"{src}: model has {num_classes} classes, {len(class_names)} names given")
     out = {k: v for k, v in obj.items() if k not in TRAINING_ONLY_KEYS}
+    if inference:
+        wrong = sorted(set(inference) - set(INFERENCE_FIELDS))
+        if wrong:
+            raise CheckpointError(f"not inference settings: {wrong} (allowed: {list(INFERENCE_FIELDS)})")
+        try:
+            config = AVISMConfig.from_dict({**obj["config"], **inference}, str(src))
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{src}: bad inference settings {inference}: {err}") from err
+        out["config"] = config.to_dict()
     if half:
         out["model"] = {
             k: v.half() if v.is_floating_point() else v for k, v in obj["model"].items()
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
+    import yaml
+
     parser = argparse.ArgumentParser(prog="python -m avis.inference.shipped", description=main.__doc__)
     parser.add_argument("checkpoint", type=Path, help="trained avis checkpoint")
     parser.add_argument(
@@ -138,13 +153,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help=f"default: assets/{SHIPPED_CHECKPOINT}")
     parser.add_argument("--audio-features", default=WEIGHT_FREE, choices=(WEIGHT_FREE, VGGISH))
     parser.add_argument("--float32", action="store_true", help="keep float32 weights")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="an inference setting of the stored config, e.g. split_components=true (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    inference = {}
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        inference[key.strip()] = yaml.safe_load(raw)
     names = None
     if args.classes_from is not None:
         categories = json.loads(args.classes_from.read_text())["categories"]
         names = [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     out = args.out or asset_path(SHIPPED_CHECKPOINT)
-    path = ship_checkpoint(args.checkpoint, out, names, args.audio_features, half=not args.float32)
+    path = ship_checkpoint(
+        args.checkpoint, out, names, args.audio_features, half=not args.float32, inference=inference
+    )
     names = torch.load(path, weights_only=True)[CLASS_NAMES_KEY]
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {len(names)} classes {names}")
     return 0

@@ -79,6 +79,9 @@ class AVISMConfig:
     mask_prob_threshold: float = 0.5  # pixels counted by the mask score (sigmoid > this)
     test_short_side: int = 360  # INPUT.MIN_SIZE_TEST
     test_max_size: int = 1333  # INPUT.MAX_SIZE_TEST
+    split_components: bool = False  # avis option: one track per separate blob (inference/components.py)
+    split_min_blob_fraction: float = 0.2  # blobs smaller than this x the frame's largest are specks
+    split_min_frame_share: float = 0.25  # k tracks if >= this share of frames have >= k blobs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +100,12 @@ class AVISMConfig:
         if "backbone_kwargs" in values:
             values["backbone_kwargs"] = dict(values["backbone_kwargs"])
         return cls(**values)
+
+
+# fields that change how predictions are post-processed, not the weights' meaning
+INFERENCE_FIELDS = tuple(
+    f.name for f in fields(AVISMConfig) if f.name.startswith(("test_", "split_"))
+) + ("top_k", "score_threshold", "mask_prob_threshold")
 
 
 def avism_r50() -> AVISMConfig:
