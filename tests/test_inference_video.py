@@ -20,6 +20,7 @@ from avis.inference.postprocess import (
     rechunk,
     select_candidates,
 )
+from avis.inference.spill import FeatureSpill
 from avis.inference.video import (
     InferenceOptions,
     InferenceTrace,
@@ -116,7 +117,9 @@ def _cached_encoder(encoded):
     return encode
 
 
-def _predict(golden, frames=None, streaming=False, window=None, cached=True, trace=None, **opts):
+def _predict(
+    golden, frames=None, streaming=False, window=None, cached=True, trace=None, spill=None, **opts
+):
     model, cfg, inputs, feats, encoded = golden
     if window is not None:
         model.video_module.window_size = window
@@ -128,9 +131,9 @@ def _predict(golden, frames=None, streaming=False, window=None, cached=True, tra
         else:
             encode = features_encoder(model, {k: v[sl] for k, v in feats.items()}, audio)
         options = replace(InferenceOptions.from_config(cfg), **opts)
-        run = predict_video_streaming if streaming else predict_video
         size = tuple(inputs["image_size"])
-        return run(model, encode, audio, size, size, (144, 180), options, trace)
+        args = (model, encode, audio, size, size, (144, 180), options, trace)
+        return predict_video_streaming(*args, spill=spill) if streaming else predict_video(*args)
     finally:
         model.video_module.window_size = cfg.window_size
 
@@ -157,20 +160,25 @@ def test_chunk_sizes_do_not_change_results(golden) -> None:
 @needs_golden
 @pytest.mark.parametrize("frames,window", [(1, 6), (5, 6), (7, 3), (12, 0), (9, 4), (12, 1)])
 def test_streaming_equals_standard_for_other_t_and_windows(
-    golden, frames: int, window: int
+    golden, frames: int, window: int, tmp_path
 ) -> None:
     a = _predict(golden, frames=frames, window=window, run_chunk_size=4, interpolate_chunk_size=3)
-    b = _predict(
-        golden,
-        frames=frames,
-        window=window,
-        run_chunk_size=4,
-        interpolate_chunk_size=3,
-        streaming=True,
-    )
     assert a.masks.shape[1:] == (frames, 144, 180)
     assert torch.isfinite(a.scores).all()
-    _assert_same(a, b, exact=True)
+    for spill in (None, FeatureSpill(tmp_path)):  # features recomputed / read back from a file
+        b = _predict(
+            golden,
+            frames=frames,
+            window=window,
+            run_chunk_size=4,
+            interpolate_chunk_size=3,
+            streaming=True,
+            spill=spill,
+        )
+        _assert_same(a, b, exact=True)
+        if spill is not None:
+            assert len(spill) == -(-frames // 4)  # one entry per encoder chunk
+            spill.close()
 
 
 @needs_golden

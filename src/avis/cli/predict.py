@@ -72,8 +72,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--streaming",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="memory-bounded inference (recomputes image features; identical masks): yes, no, "
+        help="memory-bounded inference (mask features via a temporary file; identical masks): yes, no, "
         "or auto = when the stored mask features of the video would exceed 1 GiB",
+    )
+    parser.add_argument(
+        "--spill-dir",
+        type=Path,
+        help="folder for the temporary mask-feature file of the streaming path (default: the "
+        "system temporary folder; it needs T x 14 MB at 360p)",
+    )
+    parser.add_argument(
+        "--no-spill",
+        action="store_true",
+        help="streaming path: recompute the image features instead of writing them to disk",
     )
     parser.add_argument(
         "--compile",
@@ -103,6 +114,8 @@ def handle(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         split_components=args.split_components,
         streaming={"auto": "auto", "yes": True, "no": False}[args.streaming],
+        spill=not args.no_spill,
+        spill_dir=args.spill_dir,
     )
     if args.compile:
         from avis.inference.accelerate import compile_for_inference

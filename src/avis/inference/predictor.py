@@ -8,10 +8,13 @@
 
 Frames are resized like the official test transform (short side `test_short_side`, long side
 at most `test_max_size`), one chunk at a time; masks come back at the original size.
-Memory: `streaming=True` keeps only the frame queries of the whole video and recomputes the
-image features once more for the mask scores and masks; `streaming=False` keeps every
-frame's mask features (the official procedure); "auto" (default) streams when those features
-would exceed `feature_budget_mb`. Both give identical masks.
+Memory: `streaming=True` keeps only the frame queries of the whole video in RAM and needs
+every frame's mask features a second time, for the mask scores and masks: it reads them back
+from a temporary file written in the first pass (`spill_dir`, default the system temporary
+folder; `avis.inference.spill`) or, when `spill=False` or that disk lacks the room,
+recomputes them (a second image-encoder pass); `streaming=False` keeps every frame's mask
+features in RAM (the official procedure); "auto" (default) streams when those features would
+exceed `feature_budget_mb`. All give identical masks.
 
 Letters: T frames, t frames of a chunk, D audio size, N kept instances, H x W original size,
 h x w network input size, Hp x Wp padded input size.
@@ -19,7 +22,9 @@ h x w network input size, Hp x Wp padded input size.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -34,6 +39,7 @@ from avis.errors import CheckpointError, MediaError
 from avis.inference import components
 from avis.inference.prediction import FrameResult, Prediction, PredictionBuilder
 from avis.inference.shipped import VGGISH, WEIGHT_FREE, ModelInfo, model_info, shipped_checkpoint
+from avis.inference.spill import FeatureSpill, spill_fits
 from avis.inference.video import InferenceOptions, pad_frames, predict_video, stream_video
 from avis.models.avism import AVISM, ChunkEncoding
 from avis.models.config import PRESETS, AVISMConfig
@@ -62,6 +68,8 @@ class VideoPredictor:
         split_components: bool | None = None,
         streaming: Streaming = "auto",
         feature_budget_mb: float = DEFAULT_FEATURE_BUDGET_MB,
+        spill: bool = True,
+        spill_dir: str | Path | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.config = config
@@ -79,6 +87,7 @@ class VideoPredictor:
         )  # None: tracks are kept as the model predicts them
         self.streaming = streaming
         self.feature_budget_mb = feature_budget_mb
+        self.spill, self.spill_dir = spill, spill_dir
         if info.audio_features is not None and info.audio_features != self.extractor.name:
             log.warning(
                 "AUDIO FEATURE MISMATCH: %s was trained with '%s' audio features but '%s' "
@@ -103,6 +112,8 @@ class VideoPredictor:
         threshold: float | None = None,
         split_components: bool | None = None,
         streaming: Streaming = "auto",
+        spill: bool = True,
+        spill_dir: str | Path | None = None,
     ) -> VideoPredictor:
         """Load an avis checkpoint (config inside; `preset`, if given, must fit the weights)
         or an official AVISM one (`preset` required). path=None: the shipped tiny checkpoint.
@@ -118,7 +129,7 @@ class VideoPredictor:
         extractor = _extractor(vggish_weights, info, device)
         return cls(
             model, cfg, info, extractor=extractor, device=device, threshold=threshold,
-            split_components=split_components, streaming=streaming,
+            split_components=split_components, streaming=streaming, spill=spill, spill_dir=spill_dir,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ prediction
@@ -222,13 +233,28 @@ class VideoPredictor:
         div = max(self.config.size_divisibility, 1)
         return (h, w), (h + (-h % div), w + (-w % div))
 
+    def _feature_bytes(self, frame_shape) -> int:
+        """Bytes of every frame's mask features (float32, stride 4 of the padded input)."""
+        _, (hp, wp) = self._sizes(frame_shape)
+        return frame_shape[0] * self.config.mask_dim * (hp // STRIDE) * (wp // STRIDE) * BYTES_PER_FLOAT
+
     def _use_streaming(self, frame_shape, streaming: Streaming | None) -> bool:
         choice = self.streaming if streaming is None else streaming
         if choice != "auto":
             return bool(choice)
-        _, (hp, wp) = self._sizes(frame_shape)
-        feature_mb = frame_shape[0] * self.config.mask_dim * (hp // STRIDE) * (wp // STRIDE) * BYTES_PER_FLOAT / 2**20
-        return feature_mb > self.feature_budget_mb
+        return self._feature_bytes(frame_shape) / 2**20 > self.feature_budget_mb
+
+    def _feature_spill(self, frame_shape) -> contextlib.AbstractContextManager[FeatureSpill | None]:
+        """A temporary feature file for the streaming path, or None (recompute) when spilling is
+        off or the disk lacks the room."""
+        if not self.spill:
+            return contextlib.nullcontext()
+        nbytes = self._feature_bytes(frame_shape)
+        if not spill_fits(nbytes, self.spill_dir):
+            where = self.spill_dir or tempfile.gettempdir()
+            log.info("%s lacks %.1f GB free for the mask features: recomputing them instead", where, nbytes / 1e9)
+            return contextlib.nullcontext()
+        return FeatureSpill(self.spill_dir)
 
     def _encoder(self, frames: np.ndarray, audio: torch.Tensor):
         input_size, padded = self._sizes(frames.shape)
@@ -252,7 +278,8 @@ class VideoPredictor:
         out_size = tuple(frames.shape[1:3])
         args = (self.model, encode, audio, input_size, padded, out_size, self.options)
         if streaming:
-            streamed = stream_video(*args)
+            with self._feature_spill(frames.shape) as spill:
+                streamed = stream_video(*args, spill=spill)
             return streamed, streamed.chunks
         full = predict_video(*args)
         return full, iter([(0, full.masks)] if len(full.scores) else [])

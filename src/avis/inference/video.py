@@ -38,6 +38,7 @@ from avis.inference.postprocess import (
     select_candidates,
 )
 from avis.inference.results import decode_rle, encode_mask
+from avis.inference.spill import FeatureSpill
 from avis.models.avism import AVISM, ChunkEncoding
 from avis.models.config import AVISMConfig
 
@@ -230,15 +231,27 @@ def stream_video(
     out_size: tuple[int, int] | None = None,
     options: InferenceOptions | None = None,
     trace: InferenceTrace | None = None,
+    spill: FeatureSpill | None = None,
 ) -> StreamedPrediction:
-    """Memory-bounded inference: two image-encoder passes; the kept masks are decoded from
-    their RLE block by block by the returned iterator."""
+    """Memory-bounded inference: two passes over the frames; the kept masks are decoded from
+    their RLE block by block by the returned iterator. Without ``spill`` the second pass
+    recomputes the image features; with an (empty) ``FeatureSpill`` the first pass writes
+    each chunk's mask features to it and the second reads them back (same values, one
+    image-encoder pass). The caller closes the spill."""
     options = options or InferenceOptions()
     num_frames = audio.shape[0]
     _check(model, num_frames, audio, options)
+    if spill is not None and len(spill):
+        raise ValueError("stream_video needs an empty FeatureSpill")
     out_size = tuple(out_size) if out_size is not None else tuple(input_size)
     spans = _chunks(num_frames, options.run_chunk_size)
-    queries = [encode(start, stop, True).frame_queries for start, stop in spans]  # pass 1
+    queries = []
+    for start, stop in spans:  # pass 1
+        enc = encode(start, stop, True)
+        queries.append(enc.frame_queries)
+        if spill is not None:
+            spill.append(enc.mask_features)
+        del enc
     sel = _select(model, torch.cat(queries), audio, options, trace)
     del queries
     # pass 2: mask scores of every candidate query, masks of the possible ones (as RLE)
@@ -246,7 +259,11 @@ def stream_video(
     possible = _possible_rows(sel, options)
     stored: list[list[dict]] = [[] for _ in range(len(possible))]  # [p][T] RLE
     block_sizes: list[int] = []
-    features = (encode(start, stop, False).mask_features for start, stop in spans)
+    if spill is None:
+        features = (encode(start, stop, False).mask_features for start, stop in spans)
+    else:
+        device = sel.embed.device
+        features = (chunk.to(device) for chunk in spill)
     start = 0
     for block in rechunk(features, options.interpolate_chunk_size):
         embed = block_embed(sel.embed, start, block.shape[0])

@@ -1,0 +1,76 @@
+"""`FeatureSpill`: a video's per-chunk mask features in a temporary file.
+
+The memory-bounded inference path needs every frame's mask features twice: for the video
+module's queries (first pass) and for the mask scores and masks (second pass). Without a
+spill it recomputes them (a second backbone + pixel decoder pass, about half the model's
+time); with one it writes each chunk's features once (float32 bytes, an exact round trip)
+and reads them back a chunk at a time, so RAM holds one chunk whatever the video's length.
+The file lives in `directory` (default: the system temporary folder) and is deleted on
+`close()` / leaving the `with` block, also after an error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+SAFETY_FACTOR = 1.1  # free space wanted: this x the bytes to write, plus MARGIN_BYTES
+MARGIN_BYTES = 1 << 30
+
+
+def spill_fits(nbytes: int, directory: str | Path | None = None) -> bool:
+    """Whether `directory` (default: the temporary folder) has room for `nbytes` of spill."""
+    free = shutil.disk_usage(directory or tempfile.gettempdir()).free
+    return free >= nbytes * SAFETY_FACTOR + MARGIN_BYTES
+
+
+class FeatureSpill:
+    """Append float32 tensors, then iterate over them in the same order (any number of times)."""
+
+    def __init__(self, directory: str | Path | None = None) -> None:
+        fd, name = tempfile.mkstemp(prefix="avis-features-", suffix=".f32", dir=directory)
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "w+b")
+        self._entries: list[tuple[int, tuple[int, ...]]] = []  # (byte offset, shape)
+        self.nbytes = 0
+
+    def append(self, x: Tensor) -> None:
+        """Store a float32 tensor of any shape (copied to CPU memory first if needed)."""
+        if x.dtype != torch.float32:
+            raise TypeError(f"FeatureSpill stores float32 tensors, got {x.dtype}")
+        array = x.detach().cpu().contiguous().numpy()
+        self._entries.append((self.nbytes, tuple(array.shape)))
+        self._file.seek(self.nbytes)
+        self._file.write(array.tobytes())
+        self.nbytes += array.nbytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        self._file.flush()
+        for offset, shape in self._entries:
+            self._file.seek(offset)
+            count = int(np.prod(shape))
+            array = np.fromfile(self._file, dtype=np.float32, count=count)
+            if array.size != count:
+                raise OSError(f"{self.path}: spilled features truncated ({array.size} of {count} values)")
+            yield torch.from_numpy(array).view(shape)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> FeatureSpill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
