@@ -6,7 +6,7 @@
 One subprocess per T (``--single T``) so that each peak memory is its own. In the subprocess:
 build the preset with seeded random weights, warm up (eager: one frame; compiled: every
 chunk shape the run will use, where ``torch.compile`` compiles; reported as ``warmup_s``), reset the
-peak-RSS mark, then time ``predict_video`` (or the streaming variant) on T random frames.
+peak-RSS mark, then time ``predict_video`` (or a memory-bounded variant) on T random frames.
 Prints one JSON line per run: seconds, frames/s, time in the image encoder (all chunk
 passes), peak RSS during the run, number of kept instances.
 
@@ -34,12 +34,18 @@ from benchmarks.common import PeakMemory  # noqa: E402
 from avis.runtime import enable_huge_page_allocations  # noqa: E402
 
 MIB = 2**20
+VARIANTS = ["standard", "streaming", "spilled"]
+VARIANT_HELP = (
+    "standard: all mask features in RAM (the official procedure); streaming: memory-bounded, "
+    "image features recomputed; spilled: memory-bounded, mask features via a temporary file"
+)
 
 
 def run_single(args: argparse.Namespace) -> dict:
     from benchmarks.stages import build_model, random_frames
 
     from avis.inference.accelerate import compile_for_inference
+    from avis.inference.spill import FeatureSpill
     from avis.inference.video import (
         InferenceOptions,
         frames_encoder,
@@ -58,7 +64,9 @@ def run_single(args: argparse.Namespace) -> dict:
     frames = random_frames(args.single, h, w).round().to(torch.uint8)
     audio = torch.randn(args.single, cfg.audio_dim, generator=torch.Generator().manual_seed(1))
     options = InferenceOptions.from_config(cfg)
-    run = predict_video_streaming if args.variant == "streaming" else predict_video
+    spill = FeatureSpill() if args.variant == "spilled" else None  # system temporary folder
+    run = predict_video if args.variant == "standard" else predict_video_streaming
+    extra = {} if args.variant == "standard" else {"spill": spill}
     encode, input_size, padded = frames_encoder(model, frames, audio)
 
     start = time.perf_counter()
@@ -79,8 +87,10 @@ def run_single(args: argparse.Namespace) -> dict:
 
     with PeakMemory() as peak:
         t0, cpu0, sys0 = time.perf_counter(), time.process_time(), os.times().system
-        pred = run(model, timed_encode, audio, input_size, padded, None, options)
+        pred = run(model, timed_encode, audio, input_size, padded, None, options, **extra)
         seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+    if spill is not None:
+        spill.close()
         system_s = os.times().system - sys0
     return {
         "preset": args.preset,
@@ -122,7 +132,7 @@ def main() -> int:
     parser.add_argument("--preset", default="avism_r50")
     parser.add_argument("--frames", type=int, nargs="+", default=[18])
     parser.add_argument("--size", type=int, nargs=2, default=[360, 640], metavar=("H", "W"))
-    parser.add_argument("--variant", default="standard", choices=["standard", "streaming"])
+    parser.add_argument("--variant", default="standard", choices=VARIANTS, help=VARIANT_HELP)
     parser.add_argument("--compile", nargs="*", default=[], help="parts to torch.compile")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(

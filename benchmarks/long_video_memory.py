@@ -11,6 +11,7 @@ To make the mask pass do real work with random weights, every top-k candidate is
 
     python benchmarks/long_video_memory.py --frames 60 600 --size 360 640 --mode streaming
     python benchmarks/long_video_memory.py --frames 60 --mode straightforward
+    python benchmarks/long_video_memory.py --frames 60 --mode streaming-recompute
     python benchmarks/long_video_memory.py --frames 60 600 --phase video_module
     python benchmarks/long_video_memory.py --frames 60 600 --compile backbone pixel_decoder
 
@@ -89,7 +90,10 @@ def measure(
 
         compile_for_inference(model, compile_parts)
     info = ModelInfo("random weights", "avis", [f"c{i}" for i in range(cfg.num_classes)], "weight_free")
-    predictor = VideoPredictor(model, cfg, info, threshold=0.0, streaming=mode == "streaming")
+    predictor = VideoPredictor(
+        model, cfg, info, threshold=0.0, streaming=mode != "straightforward",
+        spill=mode == "streaming",
+    )  # fmt: skip
     audio = np.random.default_rng(0).standard_normal((frames, cfg.audio_dim)).astype(np.float32)
     source = LazyFrames(frames, height, width)
     baseline = _status_kib("VmRSS")
@@ -140,7 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="avism_r50")
     parser.add_argument("--frames", type=int, nargs="+", default=[60, 600])
     parser.add_argument("--size", type=int, nargs=2, default=[360, 640], metavar=("H", "W"))
-    parser.add_argument("--mode", choices=("streaming", "straightforward"), default="streaming")
+    parser.add_argument(
+        "--mode", choices=("streaming", "streaming-recompute", "straightforward"), default="streaming",
+        help="streaming: memory-bounded, mask features spilled to a temporary file (default); "
+        "streaming-recompute: memory-bounded, image features recomputed; straightforward: all "
+        "mask features in RAM",
+    )  # fmt: skip
     parser.add_argument(
         "--short-side", type=int, default=None,
         help="override the preset's test short side (network input size); default: the preset's",

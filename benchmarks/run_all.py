@@ -259,7 +259,10 @@ def main() -> int:
         "--stage-compile", action="store_true", help="also time the --compile-parts stages compiled"
     )
     parser.add_argument("--frames", type=int, nargs="+", default=[18, 60, 240], help="T list")
-    parser.add_argument("--variant", default="standard", choices=["standard", "streaming"])
+    parser.add_argument(
+        "--variant", default="standard", choices=["standard", "streaming", "spilled"],
+        help="inference path (benchmarks/inference_speed.py --help)",
+    )  # fmt: skip
     parser.add_argument(
         "--modes",
         nargs="+",
