@@ -89,9 +89,9 @@ def run_single(args: argparse.Namespace) -> dict:
         t0, cpu0, sys0 = time.perf_counter(), time.process_time(), os.times().system
         pred = run(model, timed_encode, audio, input_size, padded, None, options, **extra)
         seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+        system_s = os.times().system - sys0
     if spill is not None:
         spill.close()
-        system_s = os.times().system - sys0
     return {
         "preset": args.preset,
         "variant": args.variant,
