@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    import yaml
+    from avis.engine.config import parse_override
+    from avis.errors import DataError
 
     parser = argparse.ArgumentParser(prog="python -m avis.inference.shipped", description=main.__doc__)
     parser.add_argument("checkpoint", type=Path, help="trained avis checkpoint")
@@ -159,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     inference = {}
-    for item in args.set:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            parser.error(f"--set {item!r}: expected KEY=VALUE")
-        inference[key.strip()] = yaml.safe_load(raw)
+    for item in args.set:  # the `avis train` override syntax; nested keys are not settings
+        try:
+            inference.update(parse_override(item))
+        except DataError as err:
+            parser.error(f"--set: {err}")
     names = None
     if args.classes_from is not None:
         categories = json.loads(args.classes_from.read_text())["categories"]
