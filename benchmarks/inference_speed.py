@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -64,6 +65,8 @@ def run_single(args: argparse.Namespace) -> dict:
     frames = random_frames(args.single, h, w).round().to(torch.uint8)
     audio = torch.randn(args.single, cfg.audio_dim, generator=torch.Generator().manual_seed(1))
     options = InferenceOptions.from_config(cfg)
+    if args.run_chunk_size:
+        options = replace(options, run_chunk_size=args.run_chunk_size)
     spill = FeatureSpill() if args.variant == "spilled" else None  # system temporary folder
     run = predict_video if args.variant == "standard" else predict_video_streaming
     extra = {} if args.variant == "standard" else {"spill": spill}
@@ -110,6 +113,7 @@ def run_single(args: argparse.Namespace) -> dict:
         "kept": int(pred.scores.numel()),
         "threads": args.threads,
         "encoder_block_rows": MSDeformAttnEncoderLayer.block_rows,
+        "run_chunk_size": options.run_chunk_size,
     }
 
 
@@ -119,7 +123,9 @@ def child_command(args: argparse.Namespace, frames: int, variant: str, compile_p
         "--size", *map(str, args.size), "--threads", str(args.threads),
         "--single", str(frames), "--variant", variant, "--compile", *compile_parts,
     ] + ([] if getattr(args, "encoder_block_rows", None) is None
-          else ["--encoder-block-rows", str(args.encoder_block_rows)])  # fmt: skip
+          else ["--encoder-block-rows", str(args.encoder_block_rows)]) + (
+          ["--run-chunk-size", str(args.run_chunk_size)] if getattr(args, "run_chunk_size", None)
+          else [])  # fmt: skip
 
 
 def run_child(cmd: list[str], env: dict[str, str] | None = None) -> dict:
@@ -137,6 +143,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(
         "--encoder-block-rows", type=int, help="pixel decoder query block (0: one block; default: the model's)"
+    )
+    parser.add_argument(
+        "--run-chunk-size", type=int, help="frames per image-encoder chunk (default: the preset's)"
     )
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -53,6 +53,11 @@ def test_rechunk_is_independent_of_input_chunking() -> None:
         blocks = list(rechunk(x.split(cut), 5))
         assert [len(b) for b in blocks] == [5, 5, 5, 5, 3]
         assert torch.equal(torch.cat(blocks), x)
+    # blocks that lie inside one chunk are views of it (the features are not copied)
+    chunks = x.split([7, 16])
+    blocks = list(rechunk(chunks, 5))  # 5 | 2+3 (copied) | 5 5 | 3
+    assert blocks[0].data_ptr() == chunks[0].data_ptr()
+    assert blocks[2].data_ptr() == chunks[1][3:].data_ptr()
 
 
 def test_mask_confidence_matches_direct_sum() -> None:

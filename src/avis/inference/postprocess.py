@@ -55,13 +55,20 @@ def rechunk(chunks: Iterable[Tensor], size: int) -> Iterator[Tensor]:
 
     The blocks are the same whatever the input chunking, so sums over them are too.
     """
-    carry: Tensor | None = None
+    carry: Tensor | None = None  # the frames of an unfinished block
     for chunk in chunks:
-        buf = chunk if carry is None else torch.cat([carry, chunk])
-        n_full = buf.shape[0] // size * size
-        for start in range(0, n_full, size):
-            yield buf[start : start + size]
-        carry = buf[n_full:] if n_full < buf.shape[0] else None
+        first = 0
+        if carry is not None:  # finish the block with the chunk's first frames (a small copy)
+            first = min(size - carry.shape[0], chunk.shape[0])
+            carry = torch.cat([carry, chunk[:first]])
+            if carry.shape[0] < size:
+                continue
+            yield carry
+            carry = None
+        n_full = first + (chunk.shape[0] - first) // size * size
+        for start in range(first, n_full, size):
+            yield chunk[start : start + size]  # views: the chunk is not copied
+        carry = chunk[n_full:] if n_full < chunk.shape[0] else None
     if carry is not None:
         yield carry
 
@@ -89,17 +96,22 @@ def mask_logit_pieces(
     candidate rows of one frame at a time, every piece about `PIECE_PIXELS` full-size logits.
 
     embed (q, Cm) or per frame (q, t, Cm); mask_features (t, Cm, Hm, Wm). Each piece is
-    `cropped_mask_logits` of its rows and frame.
+    `cropped_mask_logits` of its rows and frame (up to the float rounding of the product,
+    which is taken for all rows of a frame at once).
     """
     q = embed.shape[0]
     rows = max(1, PIECE_PIXELS // (padded_size[0] * padded_size[1]))
+    h, w = input_size
     for frame in range(mask_features.shape[0]):
-        features = mask_features[frame : frame + 1]  # (1, Cm, Hm, Wm)
+        features = mask_features[frame].flatten(1)  # (Cm, Hm*Wm)
+        frame_embed = embed if embed.dim() == 2 else embed[:, frame]  # (q, Cm)
+        # the low-resolution logits of all rows in one product (q x Hm*Wm floats, a few MB):
+        # the frame's features are read once, not once per piece
+        low = (frame_embed @ features).view(q, 1, *mask_features.shape[-2:])  # (q, 1, Hm, Wm)
         for first in range(0, q, rows):
             part = slice(first, first + rows)
-            row_embed = embed[part] if embed.dim() == 2 else embed[part, frame]  # (r, Cm)
-            logits = cropped_mask_logits(row_embed, features, padded_size, input_size)
-            yield part, frame, logits[:, 0]  # (r, h, w)
+            logits = F.interpolate(low[part], size=padded_size, mode="bilinear", align_corners=False)
+            yield part, frame, logits[:, 0, :h, :w]  # (r, h, w)
 
 
 def binary_masks(
