@@ -1,12 +1,13 @@
-"""A/B of the mask post-processing in pieces (docs/benchmarks.md, item 11).
+"""A/B of the mask post-processing in pieces (docs/benchmarks.md, items 11 and 14).
 
     python benchmarks/mask_scoring_ab.py [--queries 100] [--frames 20] [--repeats 4]
 
 The mask scores of `q` candidate queries over `frames` frames of 96 x 160 mask features
 (R50 at 360 x 640, padded 384 x 640), computed the old way (whole (q, 5, Hp, Wp) blocks of
 full-size logits, `cropped_mask_logits`) and piece by piece (`MaskConfidence.add`, a few
-queries of one frame at a time), interleaved in one process; prints wall and kernel seconds
-and the largest score difference.
+queries of one frame at a time), and piece by piece with one low-resolution product per
+piece (the code between items 11 and 14: the frame's features read once per piece),
+interleaved in one process; prints wall and kernel seconds and the largest score difference.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from avis.inference.postprocess import MaskConfidence, cropped_mask_logits
+from avis.inference.postprocess import PIECE_PIXELS, MaskConfidence, cropped_mask_logits
 
 PADDED, INPUT, THRESHOLD, BLOCK = (384, 640), (360, 640), 0.5, 5
 
@@ -31,6 +32,23 @@ def whole_blocks(embed: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tenso
         hard = (probs > THRESHOLD).float()
         num += (probs * hard).flatten(1).sum(1)
         den += hard.flatten(1).sum(1)
+    return num / (den + 1e-6)
+
+
+def row_products(embed: torch.Tensor, blocks: list[torch.Tensor]) -> torch.Tensor:
+    """Pieces as computed before item 14: each piece's rows multiplied by the frame's features."""
+    num = embed.new_zeros(embed.shape[0])
+    den = embed.new_zeros(embed.shape[0])
+    rows = max(1, PIECE_PIXELS // (PADDED[0] * PADDED[1]))
+    for block in blocks:
+        for frame in range(block.shape[0]):
+            for first in range(0, embed.shape[0], rows):
+                part = slice(first, first + rows)
+                logits = cropped_mask_logits(embed[part], block[frame : frame + 1], PADDED, INPUT)
+                probs = logits[:, 0].sigmoid_()
+                hard = probs > THRESHOLD
+                num[part] += probs.mul_(hard).sum((1, 2))
+                den[part] += hard.sum((1, 2))
     return num / (den + 1e-6)
 
 
@@ -50,7 +68,7 @@ def main() -> None:
     torch.manual_seed(0)
     embed = torch.randn(args.queries, 256) * 0.05
     blocks = [torch.randn(min(BLOCK, args.frames - s), 256, 96, 160) for s in range(0, args.frames, BLOCK)]
-    variants = {"whole blocks": whole_blocks, "pieces": pieces}
+    variants = {"whole blocks": whole_blocks, "row products": row_products, "pieces": pieces}
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     scores = {}
     with torch.no_grad():
@@ -65,8 +83,9 @@ def main() -> None:
             f"{name:>12}: median {walls[len(walls) // 2]:.2f} s for {args.frames} frames "
             f"(wall/kernel: {', '.join(f'{w:.2f}/{k:.2f}' for w, k in values)})"
         )
-    diff = (scores["whole blocks"] - scores["pieces"]).abs().max().item()
-    print(f"largest score difference: {diff:.2e}")
+    for name in ("whole blocks", "row products"):
+        diff = (scores[name] - scores["pieces"]).abs().max().item()
+        print(f"largest score difference, {name} vs pieces: {diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -158,3 +158,71 @@ def test_encoder_layer_query_blocks_equal_one_block() -> None:
     out.sum().backward()
     assert src.grad is not None
     torch.testing.assert_close(out.detach(), whole, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_output_buffers_equal_fresh_outputs() -> None:
+    """Without autograd the encoder's layers write their outputs over their inputs, block
+    by block; the maps equal those of fresh outputs (one block per layer), and the caller's
+    input maps are left untouched."""
+    from avis.models.pixel_decoder import MSDeformAttnEncoderLayer, MSDeformAttnTransformer
+
+    torch.manual_seed(0)
+    encoder = MSDeformAttnTransformer(C, HEADS, 3, 32, 0.0, 2, 2).eval()  # 3 layers
+    with torch.no_grad():  # queries (src + pos) steer the sampling, as in a trained model
+        for layer in encoder.encoder.layers:
+            layer.self_attn.sampling_offsets.weight.normal_(0.0, 0.5)
+            layer.self_attn.attention_weights.weight.normal_(0.0, 0.5)
+    srcs = [torch.randn(N, C, 4, 6), torch.randn(N, C, 2, 3)]
+    pos = [torch.randn(N, C, 4, 6), torch.randn(N, C, 2, 3)]
+    kept = [s.clone() for s in srcs]
+    default = MSDeformAttnEncoderLayer.block_rows
+    with torch.no_grad():
+        try:
+            MSDeformAttnEncoderLayer.block_rows = 0
+            fresh = encoder(srcs, pos)
+            MSDeformAttnEncoderLayer.block_rows = 7
+            buffered = encoder(srcs, pos)
+        finally:
+            MSDeformAttnEncoderLayer.block_rows = default
+    for a, b in zip(fresh, buffered):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)  # GEMM rounding of the blocks
+    assert all(torch.equal(s, k) for s, k in zip(srcs, kept))
+    layer = encoder.encoder.layers[0]
+    with torch.no_grad():
+        layer.block_rows = 7
+        src, ref = torch.randn(N, 30, C), torch.rand(N, 30, 2, 2)
+        try:
+            layer(src, src, ref, [(4, 6), (2, 3)], out=torch.empty(N, 29, C))
+        except ValueError as err:
+            assert "out has shape" in str(err)
+        else:
+            raise AssertionError("an out buffer of the wrong shape must be rejected")
+
+
+def test_in_place_residuals_equal_out_of_place_with_gradients() -> None:
+    """ResNet blocks add their shortcut and the FPN its upsampled map in place; outputs and
+    every gradient equal the out-of-place formulas (trainable batch norm, training mode)."""
+    import torch.nn.functional as F
+
+    from avis.models.backbones.resnet import BottleneckBlock
+
+    torch.manual_seed(0)
+    block = BottleneckBlock(8, 4, 16, 2, "BN", stride_in_1x1=False).train()
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+
+    def plain(inp):
+        out = F.relu(block.conv1(inp))
+        out = F.relu(block.conv2(out))
+        return F.relu(block.conv3(out) + block.shortcut(inp))
+
+    outputs, grads = [], []
+    for fn in (plain, block):
+        block.zero_grad()
+        x.grad = None
+        out = fn(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([x.grad.clone()] + [p.grad.clone() for p in block.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)

@@ -73,15 +73,23 @@ class MSDeformAttnEncoderLayer(nn.Module):
         pos: Tensor,  # (N, S, C)
         reference_points: Tensor,  # (N, S, nL, 2)
         spatial_shapes: Sequence[tuple[int, int]],
+        out: Tensor | None = None,  # (N, S, C) buffer for the output of the block path
     ) -> Tensor:  # (N, S, C)
+        """The layer's output; the block path (no autograd) writes it into ``out`` when
+        given, else into a new tensor. ``out`` may be ``src`` itself: the value table is
+        built before the first block, and each block reads only its own rows of ``src``
+        before its output rows are written."""
         value = self.self_attn.project_value(src)  # (N, S, h, d)
         n, s, _ = src.shape
-        if torch.is_grad_enabled() or compiling() or self.block_rows <= 0 or n * s <= self.block_rows:
+        if not self.uses_blocks(n * s):
             return self._block(src, pos, reference_points, value, spatial_shapes)
         table = GatherTable.build(value, spatial_shapes)
         num_blocks = -(-s // self.block_rows)
         size = -(-s // num_blocks)  # equal blocks
-        out = torch.empty_like(src)
+        if out is None:
+            out = torch.empty_like(src)
+        elif out.shape != src.shape:
+            raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(src.shape)}")
         for i in range(n):
             image_table = table.image(i)
             for start in range(0, s, size):
@@ -94,6 +102,12 @@ class MSDeformAttnEncoderLayer(nn.Module):
                     spatial_shapes,
                 )
         return out
+
+    def uses_blocks(self, rows: int) -> bool:
+        """Whether a call over ``rows`` = N * S queries takes the block path."""
+        return not (
+            torch.is_grad_enabled() or compiling() or self.block_rows <= 0 or rows <= self.block_rows
+        )
 
     def _block(
         self,
@@ -175,8 +189,12 @@ class MSDeformAttnTransformer(nn.Module):
         n = src.shape[0]
         ref = self.reference_points(shapes, src.device)  # (S, 2)
         ref = ref[None, :, None, :].expand(n, -1, len(shapes), 2)  # (N, S, nL, 2)
+        # without autograd each layer writes its output over its input (the concatenated
+        # maps, which only this loop reads): no new (N, S, C) tensor per layer, each
+        # page-faulted afresh
         for layer in self.encoder.layers:
-            src = layer(src, pos, ref, shapes)
+            in_place = layer.uses_blocks(src.shape[0] * src.shape[1])
+            src = layer(src, pos, ref, shapes, out=src if in_place else None)
         maps = src.split([hh * ww for hh, ww in shapes], dim=1)
         return [m.transpose(1, 2).reshape(n, -1, hh, ww) for m, (hh, ww) in zip(maps, shapes)]
 
@@ -271,7 +289,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 up = F.interpolate(
                     out, size=lateral.shape[-2:], mode="bilinear", align_corners=False
                 )
-                out = getattr(self, f"layer_{k}")(lateral + up)
+                # in place onto the fresh lateral map (GroupNorm's backward does not read
+                # its output): no new stride-4 tensor; same values
+                out = getattr(self, f"layer_{k}")(lateral.add_(up))
             if self.coord_freqs > 0:
                 multi_scale = [self._add_coordinates(m) for m in multi_scale]
                 out = self._add_coordinates(out)

@@ -101,7 +101,7 @@ class BasicBlock(nn.Module):
         out = F.relu_(self.conv1(x))
         out = self.conv2(out)
         identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
+        return F.relu_(out.add_(identity))  # in place: see BottleneckBlock.forward
 
 
 class BottleneckBlock(nn.Module):
@@ -141,7 +141,9 @@ class BottleneckBlock(nn.Module):
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
         identity = x if self.shortcut is None else self.shortcut(x)
-        return F.relu_(out + identity)
+        # the residual is added in place onto the fresh conv (+ norm) output, whose backward
+        # does not read it: no new (N, C, h, w) tensor per block; same values
+        return F.relu_(out.add_(identity))
 
 
 class ResNet(nn.Module):
