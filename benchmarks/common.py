@@ -18,8 +18,6 @@ from pathlib import Path
 
 import torch
 
-from avis.runtime import MALLOC_ENV
-
 GEMM_SIZE = 2048  # n for the n x n x n fp32 GEMM that defines the machine's rate
 GEMM_REPEATS = 4
 FLOPS_PER_MAC = 2
@@ -58,8 +56,6 @@ def machine_info() -> dict:
         "load_average_1_5_15": load_average(),
         # PyTorch's huge-page allocations (avis.runtime; the avis CLI turns them on)
         "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
-        # glibc settings of the user; none: avis.runtime.keep_freed_heap_memory applied its own
-        "malloc_env": {k: os.environ[k] for k in MALLOC_ENV if k in os.environ},
     }
 
 

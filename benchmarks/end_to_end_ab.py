@@ -2,7 +2,6 @@
 
     python benchmarks/end_to_end_ab.py --compare huge-pages [--frames 18] [--repeats 2]
     python benchmarks/end_to_end_ab.py --compare encoder-blocks [--frames 18] [--repeats 2]
-    python benchmarks/end_to_end_ab.py --compare heap [--frames 18] [--repeats 2]
 
 R50 eager inference end to end (`benchmarks/inference_speed.py`, one fresh process per run)
 with the setting off and on, interleaved; prints every run (wall, CPU and kernel seconds, peak
@@ -14,9 +13,6 @@ RSS, kept instances), the medians, and whether both variants kept the same insta
 - `encoder-blocks`: the pixel decoder's deformable encoder layers over one block of all
   queries (`--encoder-block-rows 0`, the code before item 10) or over blocks of one image's
   queries (the default); huge pages on in both.
-- `heap`: glibc's own malloc behaviour (off) or `avis.runtime.keep_freed_heap_memory` (on:
-  freed tensors up to 32 MB recycled in the heap, up to 1 GB of free heap kept; item 15);
-  huge pages on in both.
 """
 
 from __future__ import annotations
@@ -33,8 +29,6 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.inference_speed import run_child  # noqa: E402
 
-from avis.runtime import MALLOC_ENV  # noqa: E402
-
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
@@ -44,11 +38,6 @@ def run(frames: int, compare: str, on: bool) -> dict:
     cmd = [sys.executable, str(ROOT / "benchmarks/inference_speed.py"), "--frames", str(frames)]
     if compare == "huge-pages":  # inference_speed.py turns them on unless the variable is set
         env["THP_MEM_ALLOC_ENABLE"] = "1" if on else "0"
-    elif compare == "heap":  # a no-op glibc tunable: the user's choice, so avis leaves malloc alone
-        for name in MALLOC_ENV:
-            env.pop(name, None)
-        if not on:
-            env["GLIBC_TUNABLES"] = "glibc.malloc.perturb=0"
     else:
         cmd += [] if on else ["--encoder-block-rows", "0"]
     return run_child(cmd, env)
@@ -56,7 +45,7 @@ def run(frames: int, compare: str, on: bool) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", required=True, choices=["huge-pages", "encoder-blocks", "heap"])
+    parser.add_argument("--compare", required=True, choices=["huge-pages", "encoder-blocks"])
     parser.add_argument("--frames", type=int, default=18)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()

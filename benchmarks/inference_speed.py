@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.common import PeakMemory  # noqa: E402
 
-from avis.runtime import configure_memory  # noqa: E402
+from avis.runtime import enable_huge_page_allocations  # noqa: E402
 
 MIB = 2**20
 VARIANTS = ["standard", "streaming", "spilled"]
@@ -149,7 +149,7 @@ def main() -> int:
     )
     parser.add_argument("--single", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    configure_memory()  # as the avis CLI does; before the first tensor (children inherit the env)
+    enable_huge_page_allocations()  # as the avis CLI does; before the first tensor (and children)
     if args.single:
         print(json.dumps(run_single(args)))
         return 0

@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.common import GemmProbe, fmt_seconds, load_average, machine_info  # noqa: E402
 from benchmarks.flops import deform_encoder_flops, stride4_conv3x3_flops  # noqa: E402
 
-from avis.runtime import configure_memory  # noqa: E402
+from avis.runtime import enable_huge_page_allocations  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results.json"
@@ -280,7 +280,7 @@ def main() -> int:
     parser.add_argument("--skip-media", action="store_true", help="no audio/decode stages")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    configure_memory()  # as the avis CLI does; before the first tensor (children inherit the env)
+    enable_huge_page_allocations()  # as the avis CLI does; before the first tensor (and children)
 
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     start = time.perf_counter()

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from avis.errors import AvisError
-from avis.runtime import configure_memory
+from avis.runtime import enable_huge_page_allocations
 
 # Order is the order shown by `avis --help`.
 # Each helper module appends its line here.
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    configure_memory()  # allocator settings, before the handler's first tensor (avis.runtime)
+    enable_huge_page_allocations()  # before the handler's first tensor (see avis.runtime)
     try:
         return int(args.func(args) or 0)
     except AvisError as err:
