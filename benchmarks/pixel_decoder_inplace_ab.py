@@ -18,7 +18,7 @@ from avis.models import build_avism, get_preset
 from avis.models import pixel_decoder as pd
 
 
-def out_of_place_layer(self, src, pos, reference_points, spatial_shapes):
+def out_of_place_layer(self, src, pos, reference_points, spatial_shapes, out=None):
     attn = self.self_attn(src + pos, reference_points, src, spatial_shapes)
     src = self.norm1(src + self.dropout(attn))
     ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))

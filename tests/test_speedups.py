@@ -226,3 +226,35 @@ def test_in_place_residuals_equal_out_of_place_with_gradients() -> None:
     torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=0)
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
+
+
+def test_ffn_buffer_and_pixel_coordinates_keep_the_encoder_layer_output() -> None:
+    """A query block's FFN hidden rows written into a shared buffer give bit-identical
+    outputs; sampling from pixel coordinates taken straight from the offsets equals the
+    normalised-locations formula up to float rounding."""
+    from avis.models import msdeform as md
+    from avis.models.pixel_decoder import MSDeformAttnEncoderLayer
+
+    torch.manual_seed(0)
+    layer = MSDeformAttnEncoderLayer(C, 32, 2, HEADS, 2, 0.0).eval()
+    with torch.no_grad():
+        layer.self_attn.sampling_offsets.weight.normal_(0.0, 0.5)
+        layer.self_attn.attention_weights.weight.normal_(0.0, 0.5)
+    shapes = [(4, 6), (2, 3)]
+    s = sum(h * w for h, w in shapes)
+    src, pos, ref = torch.randn(1, s, C), torch.randn(1, s, C), torch.rand(1, s, len(shapes), 2)
+    with torch.no_grad():
+        table = md.GatherTable.build(layer.self_attn.project_value(src), shapes)
+        fresh = layer._block(src, pos, ref, table, shapes)
+        buffer = torch.full((s + 3, 32), float("nan"))  # larger than needed, stale contents
+        assert torch.equal(layer._block(src, pos, ref, table, shapes, buffer), fresh)
+        # the attention alone, from normalised locations (the grid_sample convention)
+        attn = layer.self_attn
+        query = src + pos
+        offsets = attn.sampling_offsets(query).view(1, s, HEADS, len(shapes), 2, 2)
+        weights = attn.attention_weights(query).view(1, s, HEADS, -1).softmax(-1)
+        weights = weights.view(1, s, HEADS, len(shapes), 2)
+        sizes = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float32).view(-1, 1, 2)
+        locations = ref[:, :, None, :, None, :] + offsets / sizes
+        want = attn.output_proj(md.sample_with_gather(table, shapes, locations, weights))
+        torch.testing.assert_close(attn.attend(query, ref, table, shapes), want, rtol=1e-5, atol=1e-5)

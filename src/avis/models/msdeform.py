@@ -131,14 +131,31 @@ def sample_with_gather(
     one `GatherTable` of the value.
     """
     gathered = value if isinstance(value, GatherTable) else GatherTable.build(value, spatial_shapes)
+    # pixel coordinates (align_corners=False): x * W_l - 0.5, y * H_l - 0.5
+    pixels = sampling_locations * level_sizes(spatial_shapes, sampling_locations) - 0.5
+    return sample_pixels_with_gather(gathered, spatial_shapes, pixels, attention_weights)
+
+
+def level_sizes(spatial_shapes: Sequence[tuple[int, int]], like: Tensor) -> Tensor:
+    """(nL, 1, 2) = (W_l, H_l) per level, broadcast over (..., nL, P, 2) coordinates."""
+    sizes = [[ww, hh] for hh, ww in spatial_shapes]
+    return torch.tensor(sizes, dtype=like.dtype, device=like.device).view(-1, 1, 2)
+
+
+def sample_pixels_with_gather(
+    gathered: GatherTable,
+    spatial_shapes: Sequence[tuple[int, int]],  # nL x (H_l, W_l)
+    pixels: Tensor,  # (N, Lq, h, nL, P, 2) pixel coordinates (x, y) of each level (consumed)
+    attention_weights: Tensor,  # (N, Lq, h, nL, P)
+) -> Tensor:  # (N, Lq, h * d)
+    """`sample_with_gather` from pixel coordinates; ``pixels`` is overwritten."""
     table, starts, heads = gathered.table, gathered.starts, gathered.heads
     n, d = gathered.num_images, gathered.head_dim
-    lq = sampling_locations.shape[1]
-    device, dtype = table.device, sampling_locations.dtype
+    lq = pixels.shape[1]
+    device = table.device
     index_dtype = torch.int32 if table.shape[0] < 2**31 else torch.long
-    shape_f = torch.tensor(spatial_shapes, dtype=dtype, device=device)  # (nL, 2) = (H, W)
-    h_f, w_f = shape_f[:, 0:1], shape_f[:, 1:2]  # (nL, 1), broadcast over (nL, P)
-    row_stride = (w_f + BORDER_BEFORE + BORDER_AFTER).to(index_dtype) * heads  # (nL, 1)
+    sizes = level_sizes(spatial_shapes, pixels)  # (nL, 1, 2) = (W, H)
+    row_stride = (sizes[..., 0] + BORDER_BEFORE + BORDER_AFTER).to(index_dtype) * heads  # (nL, 1)
     # table row of the bordered pixel (0, 0) of level l for image b, head m
     base = (
         torch.arange(n, device=device, dtype=index_dtype).view(n, 1, 1, 1, 1)
@@ -146,15 +163,15 @@ def sample_with_gather(
         + torch.arange(heads, device=device, dtype=index_dtype).view(1, 1, heads, 1, 1)
         + torch.tensor(starts, device=device, dtype=index_dtype).view(-1, 1) * heads
     )  # (N, 1, h, nL, 1)
-    # pixel coordinates (align_corners=False), clamped so that all corners have a table row
-    px = torch.nan_to_num(sampling_locations[..., 0] * w_f - 0.5, nan=-1.0)  # (N, Lq, h, nL, P)
-    py = torch.nan_to_num(sampling_locations[..., 1] * h_f - 0.5, nan=-1.0)
-    px = torch.minimum(px, w_f).clamp_(min=-1.0)
-    py = torch.minimum(py, h_f).clamp_(min=-1.0)
-    x0, y0 = px.floor(), py.floor()
-    fx, fy = px - x0, py - y0
-    top_left = base + (y0.to(index_dtype) + BORDER_BEFORE) * row_stride
-    top_left += (x0.to(index_dtype) + BORDER_BEFORE) * heads
+    # clamped so that all corners have a table row (x and y in one pass each)
+    pixels = torch.nan_to_num_(pixels, nan=-1.0)
+    pixels = torch.minimum(pixels, sizes, out=pixels).clamp_(min=-1.0)
+    corner = pixels.floor()  # (N, Lq, h, nL, P, 2) top-left corner
+    frac = pixels.sub_(corner)  # in place: the fractional parts
+    corner_index = (corner.to(index_dtype) + BORDER_BEFORE).unbind(-1)  # x0, y0
+    fx, fy = frac.unbind(-1)
+    top_left = base + corner_index[1] * row_stride
+    top_left += corner_index[0] * heads
     steps = (((0, 1 - fy), (row_stride, fy)), ((0, 1 - fx), (heads, fx)))
     if compiling():  # same values, as a graph Inductor fuses into one loop
         rows, weights = [], []
@@ -291,16 +308,15 @@ class MSDeformAttn(nn.Module):
         )
         weights = _softmax_short_rows(self.attention_weights(query).view(n, lq, self.n_heads, -1))
         weights = weights.view(n, lq, self.n_heads, self.n_levels, self.n_points)
-        # offsets are in pixels of each level: divide by (W_l, H_l)
-        normalizer = torch.tensor(
-            [[ww, hh] for hh, ww in spatial_shapes], dtype=query.dtype, device=query.device
-        )  # (nL, 2)
-        locations = (
-            reference_points[:, :, None, :, None, :]
-            + offsets / normalizer[None, None, None, :, None, :]
-        )
+        sizes = level_sizes(spatial_shapes, query)  # (nL, 1, 2) = (W_l, H_l)
         if isinstance(value, GatherTable):
-            out = sample_with_gather(value, spatial_shapes, locations, weights)
-        else:
+            # offsets are in pixels of each level: the pixel coordinates of the samples are
+            # ref * size - 0.5 + offset, which equals (ref + offset / size) * size - 0.5 up to
+            # float rounding (two passes over the samples instead of five)
+            ref_pixels = reference_points * sizes.view(-1, 2) - 0.5  # (N, Lq, nL, 2)
+            pixels = offsets + ref_pixels[:, :, None, :, None, :]
+            out = sample_pixels_with_gather(value, spatial_shapes, pixels, weights)
+        else:  # offsets are in pixels of each level: divide by (W_l, H_l)
+            locations = reference_points[:, :, None, :, None, :] + offsets / sizes
             out = ms_deform_attn_sample(value, spatial_shapes, locations, weights)
         return self.output_proj(out)

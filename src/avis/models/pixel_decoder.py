@@ -90,6 +90,9 @@ class MSDeformAttnEncoderLayer(nn.Module):
             out = torch.empty_like(src)
         elif out.shape != src.shape:
             raise ValueError(f"out has shape {tuple(out.shape)}, expected {tuple(src.shape)}")
+        # the FFN's hidden rows (the block's largest temporary, 10 MB at 384x640) go into one
+        # buffer shared by the blocks instead of a fresh tensor per block
+        hidden = src.new_empty(size, self.linear1.out_features)
         for i in range(n):
             image_table = table.image(i)
             for start in range(0, s, size):
@@ -100,6 +103,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
                     reference_points[i : i + 1, rows],
                     image_table,
                     spatial_shapes,
+                    hidden,
                 )
         return out
 
@@ -116,13 +120,21 @@ class MSDeformAttnEncoderLayer(nn.Module):
         reference_points: Tensor,  # (N, Lq, nL, 2)
         value: Tensor | GatherTable,  # (N, S, h, d) values of all tokens
         spatial_shapes: Sequence[tuple[int, int]],
+        hidden: Tensor | None = None,  # (>= N*Lq, ffn) buffer for the FFN's hidden rows
     ) -> Tensor:  # (N, Lq, C)
         # residual adds and the ReLU work in place on the fresh outputs of the attention and
         # linear layers (whose backward does not read them): no new (N, S, C) / (N, S, ffn)
         # tensors per layer; same values (addition commutes exactly)
         attn = self.self_attn.attend(src + pos, reference_points, value, spatial_shapes)
         src = self.norm1(self.dropout(attn).add_(src))
-        ffn = self.linear2(self.dropout(self.linear1(src).relu_()))
+        if hidden is None:
+            inner = self.linear1(src)
+        else:  # the same product as linear1 (bias + src @ W^T), written into the buffer
+            rows = src.shape[0] * src.shape[1]
+            inner = torch.addmm(
+                self.linear1.bias, src.reshape(rows, -1), self.linear1.weight.t(), out=hidden[:rows]
+            ).view(*src.shape[:2], -1)
+        ffn = self.linear2(self.dropout(inner.relu_()))
         return self.norm2(self.dropout(ffn).add_(src))
 
 
