@@ -111,6 +111,7 @@ def broken(edit):
         (lambda o: o["categories"][0].pop("name"), ["categories[0]", "'name'"]),
         (lambda o: o.pop("categories"), ["missing top-level field 'categories'"]),
         (lambda o: o["annotations"][2]["segmentations"].append(None), ["annotations[2] (id 9)", "'segmentations'", "(2)", "found 3"]),
+        (lambda o: o["annotations"][1].update(segmentations=None), ["annotations[1] (id 8)", "'segmentations'", "found null"]),
         (lambda o: o["annotations"][0]["bboxes"].pop(), ["annotations[0] (id 7)", "'bboxes'", "found 2"]),
         (lambda o: o["annotations"][0]["areas"].pop(), ["annotations[0] (id 7)", "'areas'"]),
         (lambda o: o["videos"][0].update(length=4), ["videos[0] (id 1)", "'length' is 4", "3 entries"]),

@@ -89,6 +89,9 @@ class VGGish(nn.Module):
 class Postprocessor(nn.Module):
     """PCA (E @ (x - mean)) and optional clip to [-2, 2] + quantisation to 0..255 (as floats)."""
 
+    pca_eigen_vectors: torch.Tensor  # (D, D) buffer
+    pca_means: torch.Tensor  # (D, 1) buffer
+
     def __init__(self, eigen_vectors: torch.Tensor, means: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer(
@@ -175,7 +178,11 @@ def load_vggish_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def vggish_from_state_dict(state: dict[str, torch.Tensor], source: str = "state dict") -> VGGish:
     """A `VGGish` in eval mode holding (not copying) the checked tensors of `state`."""
-    checked = check_vggish_state_dict(state, source)
+    return _vggish_from_checked(check_vggish_state_dict(state, source))
+
+
+def _vggish_from_checked(checked: dict[str, torch.Tensor]) -> VGGish:
+    """A `VGGish` in eval mode holding the tensors of a state dict already checked."""
     with torch.device("meta"):
         model = VGGish()
     model.load_state_dict(checked, strict=True, assign=True)
@@ -184,8 +191,7 @@ def vggish_from_state_dict(state: dict[str, torch.Tensor], source: str = "state 
 
 def load_vggish(path: str | Path) -> VGGish:
     """A `VGGish` in eval mode with the weights of a torchvggish `.pth` file."""
-    path = Path(path)
-    return vggish_from_state_dict(_load_torch_file(path), str(path))
+    return _vggish_from_checked(load_vggish_state_dict(path))
 
 
 def tf_to_torch_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -208,6 +214,7 @@ def tf_to_torch_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.
 def load_pca_params(path: str | Path) -> Postprocessor:
     """PCA parameters from torchvggish's `vggish_pca_params-*.pth` or Google's `.npz`."""
     path = Path(path)
+    entries: object
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -278,6 +285,13 @@ class VGGishExtractor:
         mode = output or ("quantized" if post is not None else "embedding")
         return cls(load_vggish(weights), post, mode, device=device, batch_size=batch_size)
 
+    def _require_postprocessor(self) -> Postprocessor:
+        if self.postprocessor is None:
+            raise ValueError(
+                f"output {self.output!r} needs PCA parameters (postprocessor), found None"
+            )
+        return self.postprocessor
+
     @torch.no_grad()
     def embed_examples(self, examples: np.ndarray) -> np.ndarray:
         """(N, F, B) log-mel examples -> (N, D) float32 features."""
@@ -288,9 +302,9 @@ class VGGishExtractor:
             )
             emb = self.model(batch.float()[:, None].to(self.device))  # (n, D)
             if self.output == "pca":
-                emb = self.postprocessor.pca(emb)
+                emb = self._require_postprocessor().pca(emb)
             elif self.output == "quantized":
-                emb = self.postprocessor(emb)
+                emb = self._require_postprocessor()(emb)
             out.append(emb.float().cpu().numpy())
         if not out:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Literal
 
 DEFAULT_OUT = "avis_predictions"
 DEFAULT_FPS = 1.0
+# --streaming value -> VideoPredictor streaming argument
+STREAMING_CHOICES: dict[str, bool | Literal["auto"]] = {"auto": "auto", "yes": True, "no": False}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--streaming",
-        choices=("auto", "yes", "no"),
+        choices=tuple(STREAMING_CHOICES),
         default="auto",
         help="memory-bounded inference (mask features via a temporary file; identical masks): yes, no, "
         "or auto = when the stored mask features of the video would exceed 1 GiB",
@@ -113,7 +116,7 @@ def handle(args: argparse.Namespace) -> int:
         vggish_weights=args.vggish_weights,
         threshold=args.threshold,
         split_components=args.split_components,
-        streaming={"auto": "auto", "yes": True, "no": False}[args.streaming],
+        streaming=STREAMING_CHOICES[args.streaming],
         spill=not args.no_spill,
         spill_dir=args.spill_dir,
     )

@@ -150,6 +150,12 @@ def _per_frame(entry: dict, name: str, length: int, where: str) -> list | None:
     return values
 
 
+def _bbox(box: list[Any]) -> tuple[float, float, float, float]:
+    """[x, y, w, h] as floats (the caller checked that `box` has BBOX_LEN entries)."""
+    x, y, w, h = (float(v) for v in box)
+    return (x, y, w, h)
+
+
 def _parse_track(entry: dict, where: str, videos: dict[int, VideoRecord], category_ids: set[int]) -> TrackRecord:
     _need(entry, TRACK_FIELDS, where)
     video_id = _int(entry, "video_id", where)
@@ -164,6 +170,8 @@ def _parse_track(entry: dict, where: str, videos: dict[int, VideoRecord], catego
     if (height, width) != (video.height, video.width):
         raise DataError(f"{where}: fields 'height'/'width' are {height}x{width} but video {video_id} is {video.height}x{video.width}")
     segs = _per_frame(entry, "segmentations", video.length, where)
+    if segs is None:
+        raise DataError(f"{where}: field 'segmentations' must be a list with one entry per frame ({video.length}), found null")
     for t, seg in enumerate(segs):
         try:
             kind = segmentation_kind(seg)
@@ -171,15 +179,17 @@ def _parse_track(entry: dict, where: str, videos: dict[int, VideoRecord], catego
             raise DataError(f"{where}: field 'segmentations[{t}]': {err}") from None
         if kind == "rle" and [int(v) for v in seg["size"]] != [video.height, video.width]:
             raise DataError(f"{where}: field 'segmentations[{t}]': mask size {list(seg['size'])} != video size [{video.height}, {video.width}]")
-    bboxes = _per_frame(entry, "bboxes", video.length, where)
-    if bboxes is not None:
-        for t, box in enumerate(bboxes):
+    raw_bboxes = _per_frame(entry, "bboxes", video.length, where)
+    bboxes: tuple[tuple[float, float, float, float] | None, ...] | None = None
+    if raw_bboxes is not None:
+        for t, box in enumerate(raw_bboxes):
             if box is not None and (not isinstance(box, list) or len(box) != BBOX_LEN):
                 raise DataError(f"{where}: field 'bboxes[{t}]' must be [x, y, w, h] or null, found {box!r}")
-        bboxes = tuple(None if b is None else tuple(float(v) for v in b) for b in bboxes)
-    areas = _per_frame(entry, "areas", video.length, where)
-    if areas is not None:
-        areas = tuple(None if a is None else float(a) for a in areas)
+        bboxes = tuple(None if b is None else _bbox(b) for b in raw_bboxes)
+    raw_areas = _per_frame(entry, "areas", video.length, where)
+    areas: tuple[float | None, ...] | None = None
+    if raw_areas is not None:
+        areas = tuple(None if a is None else float(a) for a in raw_areas)
     return TrackRecord(
         id=_int(entry, "id", where), video_id=video_id, category_id=category_id,
         height=height, width=width, segmentations=tuple(segs), bboxes=bboxes, areas=areas,
@@ -214,7 +224,7 @@ def parse_annotations(obj: Any, source: str = "<annotations>") -> Annotations:
     for i, entry in enumerate(obj["videos"]):
         videos.append(_parse_video(entry, f"{source}: videos[{i}] (id {_entry_id(entry)})"))
     _unique([v.id for v in videos], "videos", source)
-    names = {}
+    names: dict[str, int] = {}
     for video in videos:
         if video.name in names:
             raise DataError(f"{source}: videos with ids {names[video.name]} and {video.id} share the folder '{video.name}'")

@@ -88,10 +88,12 @@ def _check_video(split: AVISegSplit, video, report: CheckReport, read_frames: bo
                 report.warnings.append(f"{tw}: field 'segmentations[{t}]' has polygon points outside the {video.width}x{video.height} frame (annotated at another size?)")
             if area == 0:
                 report.warnings.append(f"{tw}: field 'segmentations[{t}]' is an empty mask (null is expected for an absent instance)")
-            if track.areas is not None and track.areas[t] is not None and abs(track.areas[t] - area) > AREA_TOLERANCE * max(area, 1.0):
-                report.warnings.append(f"{tw}: field 'areas[{t}]' is {track.areas[t]:g}, the mask has {area:g} pixels")
-            if track.bboxes is not None and track.bboxes[t] is not None and max(abs(a - b) for a, b in zip(track.bboxes[t], box)) > BOX_TOLERANCE:
-                report.warnings.append(f"{tw}: field 'bboxes[{t}]' is {list(track.bboxes[t])}, the mask's box is {box}")
+            given_area = None if track.areas is None else track.areas[t]
+            if given_area is not None and abs(given_area - area) > AREA_TOLERANCE * max(area, 1.0):
+                report.warnings.append(f"{tw}: field 'areas[{t}]' is {given_area:g}, the mask has {area:g} pixels")
+            given_box = None if track.bboxes is None else track.bboxes[t]
+            if given_box is not None and max(abs(a - b) for a, b in zip(given_box, box)) > BOX_TOLERANCE:
+                report.warnings.append(f"{tw}: field 'bboxes[{t}]' is {list(given_box)}, the mask's box is {box}")
 
 
 def check_split(

@@ -90,9 +90,9 @@ class AVISegSplit:
 
     def load_frames(self, video: VideoRecord, indices: list[int] | np.ndarray | None = None) -> np.ndarray:
         """(t, H, W, 3) uint8 RGB frames (all frames when indices is None)."""
-        indices = range(video.length) if indices is None else indices
+        frame_indices = range(video.length) if indices is None else indices
         frames = []
-        for t in indices:
+        for t in frame_indices:
             path = self.frame_path(video, int(t))
             try:
                 with Image.open(path) as img:
@@ -156,7 +156,10 @@ def load_split(
     ann: Annotations = read_annotations(root / f"{split}.json")
     split_dir = root / split
     by_video = ann.tracks_by_video()
-    videos, tracks, audio_lengths, dims = [], {}, {}, {}
+    videos: list[VideoRecord] = []
+    tracks: dict[int, list[TrackRecord]] = {}
+    audio_lengths: dict[int, int] = {}
+    dims: dict[int, int] = {}  # feature size D -> first video id with it
     for video in ann.videos:
         where = f"video {video.id} ('{video.name}')"
         if check_files:

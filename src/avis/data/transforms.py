@@ -80,8 +80,11 @@ def apply_clip_transform(frames: np.ndarray, masks: np.ndarray, params: ClipAugP
     target = torch.from_numpy(np.ascontiguousarray(masks)).to(torch.uint8)  # (N, T, H, W)
     if params.crop_size is not None:
         ch, cw = params.crop_size
-        video = torch.stack([video[t, :, y : y + ch, x : x + cw] for t, (y, x) in enumerate(params.crop_offsets)])
-        target = torch.stack([target[:, t, y : y + ch, x : x + cw] for t, (y, x) in enumerate(params.crop_offsets)], 1)
+        offsets = params.crop_offsets
+        if offsets is None:
+            raise ValueError("ClipAugParams.crop_offsets must be a (T, 2) array when crop_size is set, found None")
+        video = torch.stack([video[t, :, y : y + ch, x : x + cw] for t, (y, x) in enumerate(offsets)])
+        target = torch.stack([target[:, t, y : y + ch, x : x + cw] for t, (y, x) in enumerate(offsets)], 1)
     if tuple(video.shape[-2:]) != params.out_size:
         shrink = params.out_size[0] < video.shape[-2]
         video = F.interpolate(video, size=params.out_size, mode="bilinear", align_corners=False, antialias=shrink)

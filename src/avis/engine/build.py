@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import fields, replace
-from typing import Any
+from typing import Any, cast
 
 from avis.engine.config import TrainConfig, coerce
 from avis.errors import DataError
@@ -66,10 +66,12 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
 def build_train_dataset(cfg: TrainConfig):
     """(ClipDataset, split) of the training split."""
     from avis.data import ClipDataset, ClipSampler, ClipTransform, load_split
+    from avis.data.split import AudioPolicy
 
     if not cfg.data.root:
         raise DataError("config: data.root is empty (give --data <AVISeg folder>)")
-    split = load_split(cfg.data.root, cfg.data.train_split, audio_policy=cfg.data.audio_policy)
+    policy = cast(AudioPolicy, cfg.data.audio_policy)  # load_split checks the value
+    split = load_split(cfg.data.root, cfg.data.train_split, audio_policy=policy)
     sampler = ClipSampler(num_frames=cfg.data.clip_frames, frame_range=cfg.data.frame_range)
     transform = ClipTransform(
         short_sides=tuple(cfg.data.short_sides),

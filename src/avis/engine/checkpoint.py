@@ -15,7 +15,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
 
 def capture_rng_state() -> dict[str, Any]:
     """This process's random states (torch CPU/CUDA, numpy, python) as tensors and lists."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),

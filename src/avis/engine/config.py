@@ -219,7 +219,7 @@ def parse_override(text: str) -> dict[str, Any]:
                 break
             except ValueError:
                 pass
-    nested: dict[str, Any] = value
+    nested: Any = value
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}
     return nested

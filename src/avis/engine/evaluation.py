@@ -88,7 +88,10 @@ class SplitEvaluator:
         from avis.inference.predictor import VideoPredictor
         from avis.inference.results import video_records
         from avis.inference.shipped import ModelInfo
+        from avis.models.avism import AVISM
 
+        if not isinstance(model, AVISM):
+            raise TypeError(f"evaluation needs an AVISM model, found {type(model).__name__}")
         device = next(model.parameters()).device
         info = ModelInfo("training", "avis", list(self.class_names), None)
         predictor = VideoPredictor(model, self.model_config, info, device=device, streaming=False)

@@ -68,7 +68,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     devices = {p.device.type for p in model.parameters()}
     fused = devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in model.parameters())
     return torch.optim.AdamW(
-        param_groups(model, cfg), lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None
+        param_groups(model, cfg), lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), fused=fused or None
     )
 
 

@@ -45,8 +45,10 @@ class ProgressBar:
         self.progress.start()
 
     def advance(self, iteration: int, record: dict[str, Any] | None) -> None:
-        fields = {"loss": f"{record['loss']:.3f}"} if record and "loss" in record else {}
-        self.progress.update(self.task, completed=iteration, **fields)
+        if record and "loss" in record:
+            self.progress.update(self.task, completed=iteration, loss=f"{record['loss']:.3f}")
+        else:
+            self.progress.update(self.task, completed=iteration)
 
     def close(self) -> None:
         self.progress.stop()

@@ -188,7 +188,12 @@ class Trainer:
         for micro in range(cfg.accumulation):
             batch = next(batches).to(self.info.device)
             last = micro == cfg.accumulation - 1
-            sync = nullcontext() if last or not self.info.enabled else self.model.no_sync()
+            ddp = self.model
+            sync = (
+                ddp.no_sync()
+                if isinstance(ddp, DistributedDataParallel) and not last
+                else nullcontext()
+            )
             with sync:
                 with self.autocast():
                     outputs = self.model(batch.frames, batch.audio, batch.image_sizes)
@@ -339,7 +344,7 @@ class Trainer:
 
     def run_evaluation(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        if self.info.is_main:
+        if self.info.is_main and self.evaluate is not None:
             self.module.eval()
             with torch.no_grad():
                 metrics = self.evaluate(self.module)

@@ -192,9 +192,9 @@ def load_ground_truth(gt: str | Path | Mapping | GroundTruth) -> GroundTruth:
         ann_id = int_field(field(ann, "id", where), where, "id")
         where = f"{source}: annotations[{i}] (id {ann_id})"
         video_id = int_field(field(ann, "video_id", where), where, "video_id")
-        video = videos.get(video_id)
-        if video is None:
+        if video_id not in videos:
             raise DataError(f"{where}: unknown video id {video_id}")
+        video = videos[video_id]
         if (video_id, ann_id) in seen_ann:
             raise DataError(f"{where}: duplicate annotation id {ann_id} in video {video_id}")
         seen_ann.add((video_id, ann_id))

@@ -10,6 +10,7 @@ Letters: S strings, C characters (all strings concatenated), N run lengths (all 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -96,10 +97,15 @@ def checked_areas(
             chars += len(counts[last])
             last += 1
         areas[first:last] = _check_batch(
-            counts[first:last], num_pixels[first:last], lambda i, offset=first: describe(offset + i)
+            counts[first:last], num_pixels[first:last], partial(_shifted, describe, first)
         )
         first = last
     return areas
+
+
+def _shifted(describe: Callable[[int], str], offset: int, index: int) -> str:
+    """`describe` of a string's index in the whole list, given its index in a batch."""
+    return describe(offset + index)
 
 
 def _check_batch(
@@ -129,7 +135,7 @@ def _check_batch(
     last_run_end = end_pos[np.minimum(np.searchsorted(end_pos, string_end - 1), len(end_pos) - 1)]
     cut = nonempty & ((len(end_pos) == 0) | (last_run_end != string_end - 1))
     if cut.any():
-        fail(np.argmax(cut), "the last run length is cut off")
+        fail(int(np.argmax(cut)), "the last run length is cut off")
     if len(end_pos) == 0:
         fail(0, "no run lengths")
 

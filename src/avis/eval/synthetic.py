@@ -93,7 +93,7 @@ def _scores(rng: np.random.Generator, n: int, unique: bool) -> list[float]:
 
 def _pred_track(rng, spec, video_id, traj, present, category, h, w) -> dict:
     empty = None if spec.empty_as_null else ellipse_rle(0, 0, 0, 0, h, w)
-    segs = []
+    segs: list[dict | None] = []
     for t, (cx, cy, ax, ay) in enumerate(traj):
         if present[t]:
             segs.append(ellipse_rle(cx, cy, ax, ay, h, w))
@@ -116,7 +116,8 @@ def make_case(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[dict, list
             category = int(rng.integers(1, spec.class_pool + 1))
             traj = _trajectory(rng, spec, num_frames)
             present = rng.random(num_frames) >= spec.silent_prob
-            segs, areas = [], []
+            segs: list[list[list[float]] | None] = []
+            areas: list[int | None] = []
             for t in range(num_frames):
                 if present[t]:
                     poly = ellipse_polygon(*traj[t])

@@ -85,7 +85,7 @@ def build_video_table(video: GTVideo, preds: list[PredTrack]) -> VideoTable:
         pr_literal_empty[p] = [r is not None and r["counts"] == OFFICIAL_EMPTY_COUNTS for r in pred.rles]
 
     iou = np.zeros((T, G, P), dtype=np.float64)
-    both = gt_nonnull.any(1)[:, None] & pr_nonnull.any(1)[None, :]  # (G, P)
+    both = gt_nonnull.any(1, keepdims=True) & pr_nonnull.any(1, keepdims=True).T  # (G, P)
     if both.any():
         # Only pairs whose areas are both non-zero can overlap.
         gt_has = gt_area > 0  # (G, T)

@@ -110,7 +110,7 @@ def _assign(
     k: int,
     parts: list[list[dict | None]],
     options: SplitOptions,
-) -> np.ndarray:
+) -> np.ndarray | None:  # None while no frame has had major blobs
     """Give frame t's blobs to the k sub-tracks (writes parts[j][t]); -> updated positions."""
     mask = decode_rle(rles[t])
     blobs = _Blobs.of(mask, options.min_blob_fraction)

@@ -29,7 +29,7 @@ class FrameResult:
 
     @property
     def sounding(self) -> np.ndarray:  # (N,) bool
-        return self.masks.reshape(len(self.masks), -1).any(axis=1)
+        return np.asarray(self.masks.reshape(len(self.masks), -1).any(axis=1))
 
 
 @dataclass

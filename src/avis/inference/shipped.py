@@ -37,7 +37,7 @@ TRAINING_ONLY_KEYS = ("optimizer", "scheduler", "scaler", "rng", "train_config",
 
 def asset_path(name: str) -> Path:
     """Path of a bundled asset (it may not exist: check before use)."""
-    return Path(str(resources.files("avis").joinpath("assets", name)))
+    return Path(str(resources.files("avis").joinpath("assets").joinpath(name)))
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,17 @@ def model_info(obj: dict, source: str, num_classes: int) -> ModelInfo:
     if not is_avis_checkpoint(obj):
         names = list(AVISEG_CLASSES) if num_classes == len(AVISEG_CLASSES) else _generic(num_classes)
         return ModelInfo(source, "official", names, VGGISH)
-    names = obj.get(CLASS_NAMES_KEY)
-    if names is None:
+    stored = obj.get(CLASS_NAMES_KEY)
+    if stored is None:
         log.warning("%s: no '%s' in the checkpoint; classes are shown as class_0..", source, CLASS_NAMES_KEY)
         names = _generic(num_classes)
-    elif len(names) != num_classes or not all(isinstance(n, str) for n in names):
+    elif len(stored) != num_classes or not all(isinstance(n, str) for n in stored):
         raise CheckpointError(
             f"{source}: field '{CLASS_NAMES_KEY}' must list {num_classes} names (the model's "
-            f"classes), found {len(names)}"
+            f"classes), found {len(stored)}"
         )
+    else:
+        names = list(stored)
     features = obj.get(AUDIO_FEATURES_KEY)
     if features is not None and not isinstance(features, str):
         raise CheckpointError(f"{source}: field '{AUDIO_FEATURES_KEY}' must be a string, found {features!r}")

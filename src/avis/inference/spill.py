@@ -48,7 +48,7 @@ class FeatureSpill:
         array = x.detach().cpu().contiguous().numpy()
         self._entries.append((self.nbytes, tuple(array.shape)))
         self._file.seek(self.nbytes)
-        self._file.write(memoryview(array).cast("B"))  # the array's own bytes, no copy
+        self._file.write(array.data.cast("B"))  # the array's own bytes, no copy
         self.nbytes += array.nbytes
 
     def __len__(self) -> int:

@@ -68,7 +68,7 @@ def gather_records(records: list[dict], ctx: DistContext) -> list[dict] | None:
 
     gathered: list[list[dict]] | None = [[] for _ in range(ctx.world_size)] if ctx.rank == 0 else None
     dist.gather_object(records, gathered, dst=0)
-    if ctx.rank != 0:
+    if gathered is None:  # not rank 0
         return None
     return sort_records(r for part in gathered for r in part)
 

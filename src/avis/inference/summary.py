@@ -76,7 +76,7 @@ def summarize_tracks(
 def masks_to_sounding(masks: np.ndarray) -> np.ndarray:
     """(N, T, H, W) bool masks -> (N, T) bool 'mask not empty'."""
     masks = np.asarray(masks)
-    return masks.reshape(masks.shape[0], masks.shape[1], -1).any(axis=-1)
+    return np.asarray(masks.reshape(masks.shape[0], masks.shape[1], -1).any(axis=-1))
 
 
 def format_intervals(intervals: Sequence[tuple[float, float]]) -> str:

@@ -20,7 +20,7 @@ k candidates, N kept instances, h x w unpadded input, Hp x Wp padded input, H x 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -109,6 +109,19 @@ def _check(model: AVISM, num_frames: int, audio: Tensor, options: InferenceOptio
         raise ValueError("chunk sizes must be >= 1")
 
 
+def _pair(size: Sequence[int]) -> tuple[int, int]:
+    """(h, w) as a tuple of two ints (a list or tensor shape is accepted)."""
+    h, w = size
+    return int(h), int(w)
+
+
+def _frame_queries(enc: ChunkEncoding) -> Tensor:
+    """The chunk's last-layer frame queries (the encoder was asked for them)."""
+    if enc.frame_queries is None:
+        raise RuntimeError("the chunk encoder returned no frame queries although they were asked for")
+    return enc.frame_queries
+
+
 def _chunks(num_frames: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, num_frames)) for s in range(0, num_frames, size)]
 
@@ -171,11 +184,12 @@ def predict_video(
     options = options or InferenceOptions()
     num_frames = audio.shape[0]
     _check(model, num_frames, audio, options)
-    out_size = tuple(out_size) if out_size is not None else tuple(input_size)
-    queries, features = [], []
+    out_hw = _pair(out_size if out_size is not None else input_size)
+    queries: list[Tensor] = []
+    features: list[Tensor] = []
     for start, stop in _chunks(num_frames, options.run_chunk_size):
         enc = encode(start, stop, True)
-        queries.append(enc.frame_queries)
+        queries.append(_frame_queries(enc))
         features.append(enc.mask_features)
         if trace is not None and enc.frame is not None:
             trace.frame_logits.append(enc.frame.pred_logits[-1])
@@ -192,11 +206,11 @@ def predict_video(
     keep, scores = _keep(sel, conf, options, trace)
     possible = _possible_rows(sel, options)
     pick = _pick(sel, possible, keep)
-    masks = torch.zeros((len(keep), num_frames, *out_size), dtype=torch.bool)
+    masks = torch.zeros((len(keep), num_frames, *out_hw), dtype=torch.bool)
     start = 0
     for block in blocks() if len(keep) else ():
         block_masks = _possible_masks(
-            sel, possible, start, block, padded_size, input_size, out_size
+            sel, possible, start, block, padded_size, input_size, out_hw
         )
         masks[:, start : start + block.shape[0]] = block_masks[pick].cpu()
         start += block.shape[0]
@@ -205,7 +219,7 @@ def predict_video(
         labels=sel.candidates.labels[keep].cpu(),
         masks=masks,
         query_indices=sel.candidates.query_index[keep].cpu(),
-        image_size=out_size,
+        image_size=out_hw,
     )
 
 
@@ -243,12 +257,12 @@ def stream_video(
     _check(model, num_frames, audio, options)
     if spill is not None and len(spill):
         raise ValueError("stream_video needs an empty FeatureSpill")
-    out_size = tuple(out_size) if out_size is not None else tuple(input_size)
+    out_hw = _pair(out_size if out_size is not None else input_size)
     spans = _chunks(num_frames, options.run_chunk_size)
-    queries = []
+    queries: list[Tensor] = []
     for start, stop in spans:  # pass 1
         enc = encode(start, stop, True)
-        queries.append(enc.frame_queries)
+        queries.append(_frame_queries(enc))
         if spill is not None:
             spill.append(enc.mask_features)
         del enc
@@ -270,7 +284,7 @@ def stream_video(
         conf.add(embed, block, padded_size, input_size, options.mask_prob_threshold)
         if len(possible):
             block_masks = _possible_masks(
-                sel, possible, start, block, padded_size, input_size, out_size
+                sel, possible, start, block, padded_size, input_size, out_hw
             )
             for row, track in enumerate(block_masks.cpu().numpy()):
                 stored[row].extend(encode_mask(frame) for frame in track)
@@ -284,7 +298,7 @@ def stream_video(
     def mask_chunks() -> Iterator[tuple[int, Tensor]]:
         start = 0
         for size in block_sizes if len(keep) else ():
-            block = torch.zeros((len(kept), size, *out_size), dtype=torch.bool)
+            block = torch.zeros((len(kept), size, *out_hw), dtype=torch.bool)
             for i, track in enumerate(kept):
                 for offset in range(size):
                     block[i, offset] = torch.from_numpy(decode_rle(track[start + offset]))
@@ -295,7 +309,7 @@ def stream_video(
         scores=scores.cpu(),
         labels=sel.candidates.labels[keep].cpu(),
         query_indices=sel.candidates.query_index[keep].cpu(),
-        image_size=out_size,
+        image_size=out_hw,
         num_frames=num_frames,
         chunks=mask_chunks(),
     )

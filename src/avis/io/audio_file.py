@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from avis.errors import MediaError
 
-_WAV_DTYPES = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}
+_WAV_DTYPES: dict[int, np.dtype[Any]] = {
+    1: np.dtype(np.uint8),
+    2: np.dtype("<i2"),
+    4: np.dtype("<i4"),
+}
 _INT24_BYTES = 3
 
 

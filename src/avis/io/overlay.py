@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 import av
 import numpy as np
@@ -43,6 +44,15 @@ DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
 )  # fmt: skip
 
 
+class FrameMasks(Protocol):
+    """(T, H, W) bool masks read one frame at a time: an ndarray or a lazy per-frame decoder."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, t: int, /) -> np.ndarray: ...  # frame t's (H, W) bool mask
+
+
 @dataclass
 class OverlayInstance:
     """One predicted track to draw."""
@@ -51,7 +61,7 @@ class OverlayInstance:
     score: float
     # (T, H, W) bool, empty in frames where the instance is silent: an array or any object
     # with `.shape` whose `masks[t]` gives frame t's (H, W) bool mask (decoded lazily)
-    masks: np.ndarray
+    masks: FrameMasks
     track_id: int
     color: tuple[int, int, int] | None = None  # default: DEFAULT_PALETTE[position % 15]
 
@@ -72,7 +82,7 @@ def instances_from_arrays(
     ]
 
 
-def _font(height: int) -> ImageFont.ImageFont:
+def _font(height: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     size = max(MIN_FONT_PX, int(round(height * FONT_FRACTION)))
     try:
         return ImageFont.load_default(size=size)
@@ -85,11 +95,11 @@ def draw_frame(
     frame_index: int,
     instances: Sequence[OverlayInstance],
     class_names: Sequence[str],
-    font: ImageFont.ImageFont,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
 ) -> np.ndarray:
     """The frame with every instance that has a mask in it drawn on top: (H, W, 3) uint8."""
     out = frame.astype(np.float32)
-    labels = []
+    labels: list[tuple[int, int, str, np.ndarray]] = []  # (x, y) of the mask's top left, text, RGB
     for position, inst in enumerate(instances):
         mask = inst.masks[frame_index]
         if not mask.any():
@@ -107,11 +117,11 @@ def draw_frame(
         )
     image = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
-    for x, y, text, color in labels:
+    for mask_x, mask_y, text, color in labels:
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         width, height = right - left + 2 * LABEL_PAD_PX, bottom - top + 2 * LABEL_PAD_PX
-        x = min(max(x, 0), max(image.width - width, 0))
-        y = y - height if y - height >= 0 else y
+        x = min(max(mask_x, 0), max(image.width - width, 0))
+        y = mask_y - height if mask_y - height >= 0 else mask_y
         draw.rectangle((x, y, x + width, y + height), fill=tuple(int(c) for c in color))
         draw.text(
             (x + LABEL_PAD_PX - left, y + LABEL_PAD_PX - top), text, fill=TEXT_COLOR, font=font
@@ -190,23 +200,28 @@ def write_overlay_video(
         first = _even(frames[0]) if num_frames else frames[0]
         video.height, video.width, video.pix_fmt = first.shape[0], first.shape[1], VIDEO_PIX_FMT
         audio_stream = None
+        in_rate = 0  # the soundtrack's sample rate (when audio is given)
         if audio is not None:
+            assert sample_rate, "checked above: audio comes with a sample rate"
+            in_rate = int(sample_rate)
             samples, layout = _audio_layout(audio)
             samples = samples[: int(round(duration * sample_rate))]
-            rates = av.codec.Codec(AUDIO_CODEC, "w").audio_rates
-            out_rate = int(sample_rate) if int(sample_rate) in rates else FALLBACK_AUDIO_RATE
+            rates = av.codec.Codec(AUDIO_CODEC, "w").audio_rates  # None: any rate
+            out_rate = in_rate if rates is None or in_rate in rates else FALLBACK_AUDIO_RATE
             audio_stream = container.add_stream(AUDIO_CODEC, rate=out_rate, layout=layout)
             audio_stream.bit_rate = AUDIO_BIT_RATE
-        drawn_index, drawn = -1, None
+        drawn_index = -1
+        drawn: np.ndarray | None = None
         for out_index in range(num_out):
             index = min(int(out_index * fps / rate + 1e-9), num_frames - 1)
             if index != drawn_index:
                 drawn = _even(draw_frame(frames[index], index, instances, class_names, font))
                 drawn_index = index
+            assert drawn is not None, "the first output frame always draws its input frame"
             picture = av.VideoFrame.from_ndarray(drawn, format="rgb24")
             picture.pts = out_index
             container.mux(video.encode(picture))
         container.mux(video.encode(None))
         if audio_stream is not None and samples.shape[0]:
-            _encode_audio(container, audio_stream, samples, int(sample_rate), layout)
+            _encode_audio(container, audio_stream, samples, in_rate, layout)
     return path

@@ -24,6 +24,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import av
 import numpy as np
@@ -86,8 +87,9 @@ class _FrameStore:
     def __init__(self, budget_bytes: float) -> None:
         self.budget = budget_bytes
         self.frames: list[np.ndarray] = []
-        self.file = None  # tempfile.TemporaryFile once spilled
-        self.count, self.shape = 0, None
+        self.file: IO[bytes] | None = None  # tempfile.TemporaryFile once spilled
+        self.count = 0
+        self.shape: tuple[int, ...] | None = None  # (H, W, 3) of the frames appended
 
     def append(self, frame: np.ndarray) -> None:  # (H, W, 3) uint8
         self.shape = frame.shape
@@ -109,6 +111,8 @@ class _FrameStore:
         """(T, H, W, 3) uint8: in memory, or a read-only memmap of the temporary file."""
         if self.file is None:
             return np.stack(self.frames)
+        if self.shape is None:
+            raise ValueError("frames spilled to a temporary file but no frame shape was recorded")
         self.file.flush()
         return np.memmap(self.file, dtype=np.uint8, mode="r", shape=(self.count, *self.shape))
 
@@ -154,6 +158,7 @@ def _sample_frames(
             _LOG.warning("%s: decoding stopped early at %.2f s (%s)", path, prev_time, err)
         if prev is None:
             raise MediaError(f"{path}: the video stream has no decodable frame")
+        assert t0 is not None, "t0 is set with the first decoded frame, before prev"
         duration = prev_time + _frame_duration(prev, stream, gaps)
         while index / fps < duration - _TIME_EPS or index == 0:
             prev_rgb = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")

@@ -21,6 +21,7 @@ hard mask (logit > 0) with its GT track on the prediction grid (detached target)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -107,7 +108,7 @@ class AVISMCriterion:
         # Frame level: Dl predictions, B*T items each.
         frame_items = frame_match_targets(videos, num_frames)
         num_frame_masks = mean_over_processes(count_frame_targets(videos), device)
-        terms = dict.fromkeys(("frame_ce", "frame_mask", "frame_dice"), 0.0)
+        terms: dict[str, Tensor | float] = dict.fromkeys(("frame_ce", "frame_mask", "frame_dice"), 0.0)
         frame_matches: list[list[Match]] = []
         for logits, masks in zip(frame.pred_logits, frame.pred_masks):
             masks = masks.unsqueeze(2)  # (B*T, fQ, 1, Hm, Wm)
@@ -147,7 +148,8 @@ class AVISMCriterion:
         )
         weighted = {name: value * self.term_weight(name) for name, value in terms.items()}
         total = sum(weighted.values())
-        return LossResult(total=total, terms=weighted)
+        # every term is a Tensor by now: each loop above runs at least once (Dl, Lv >= 1)
+        return LossResult(total=cast(Tensor, total), terms=cast("dict[str, Tensor]", weighted))
 
     def term_weight(self, name: str) -> float:
         if name == "sim":
@@ -178,17 +180,17 @@ class AVISMCriterion:
         target_classes = torch.full(
             (num_items, num_queries), self.num_classes, dtype=torch.int64, device=device
         )
-        item_idx, src_idx, tgt_masks = [], [], []
+        item_parts, src_parts, tgt_masks = [], [], []
         for item, ((src, tgt), target) in enumerate(zip(matches, items)):
             src, tgt = src.to(device), tgt.to(device)
             target_classes[item, src] = target.labels[tgt]
-            item_idx.append(torch.full_like(src, item))
-            src_idx.append(src)
+            item_parts.append(torch.full_like(src, item))
+            src_parts.append(src)
             tgt_masks.append(target.masks[tgt])
         ce = F.cross_entropy(
             pred_logits.float().transpose(1, 2), target_classes, self.class_weights.to(device)
         )
-        item_idx, src_idx = torch.cat(item_idx), torch.cat(src_idx)
+        item_idx, src_idx = torch.cat(item_parts), torch.cat(src_parts)
         if item_idx.numel() == 0:
             zero = pred_masks.float().sum() * 0.0  # keeps every mask parameter in the graph
             return ce, zero, zero
@@ -197,7 +199,8 @@ class AVISMCriterion:
         tgt = torch.cat(tgt_masks)  # (M, T, Ht, Wt)
         if self.num_points is None:  # dense: every cell of the prediction grid
             point_logits = src.reshape(num_matched, -1)  # (M, T*Hm*Wm)
-            point_labels = resample_to_grid(tgt, tuple(src.shape[-2:])).reshape(num_matched, -1)
+            grid = (src.shape[-2], src.shape[-1])  # (Hm, Wm)
+            point_labels = resample_to_grid(tgt, grid).reshape(num_matched, -1)
         else:
             src = src.flatten(0, 1).unsqueeze(1)  # (M*T, 1, Hm, Wm)
             tgt = tgt.float().flatten(0, 1).unsqueeze(1)  # (M*T, 1, Ht, Wt)
@@ -230,7 +233,7 @@ class AVISMCriterion:
             src, tgt = src.to(device), tgt.to(device)
             with torch.no_grad():
                 hard = pred_masks[item, src] > 0  # (M, T, Hm, Wm)
-                gt = resample_to_grid(target.masks[tgt], tuple(hard.shape[-2:])) > 0.5
+                gt = resample_to_grid(target.masks[tgt], (hard.shape[-2], hard.shape[-1])) > 0.5
                 inter = (hard & gt).flatten(1).sum(1)
                 union = (hard | gt).flatten(1).sum(1)
                 targets.append(torch.where(union > 0, inter / union.clamp(min=1), 1.0))
@@ -254,19 +257,19 @@ class AVISMCriterion:
         cq_embed = outputs.video.pred_cq_embed[-1]  # (Lf, B, cQ, C)
         num_layers, num_clips, num_frames = fq_embed.shape[:3]
         device = fq_embed.device
-        embeds, ids = [], []
+        embed_parts, id_parts = [], []
         for layer in range(num_layers):
             for b, video in enumerate(videos):
                 group = layer * num_clips + b
                 for t in range(num_frames):
                     src, tgt = frame_matches[layer][b * num_frames + t]
-                    embeds.append(fq_embed[layer, b, t, src.to(device)])
-                    ids.append(video.frame_ids(t)[tgt.to(device)])
+                    embed_parts.append(fq_embed[layer, b, t, src.to(device)])
+                    id_parts.append(video.frame_ids(t)[tgt.to(device)])
                 src, tgt = video_matches[group]
-                embeds.append(cq_embed[layer, b, src.to(device)])
-                ids.append(video.ids[tgt.to(device)])
-        groups = group_labels(ids, num_frames + 1, device)  # T frame entries + 1 video entry
-        embeds, ids = torch.cat(embeds).float(), torch.cat(ids)
+                embed_parts.append(cq_embed[layer, b, src.to(device)])
+                id_parts.append(video.ids[tgt.to(device)])
+        groups = group_labels(id_parts, num_frames + 1, device)  # T frame entries + 1 video entry
+        embeds, ids = torch.cat(embed_parts).float(), torch.cat(id_parts)
         if ids.numel() == 0:
             return (fq_embed.float().sum() + cq_embed.float().sum()) * 0.0
         logits = embeds @ embeds.T

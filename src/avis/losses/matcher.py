@@ -135,7 +135,7 @@ class HungarianMatcher:
         if len(targets) != pred_logits.shape[0]:
             raise ValueError(f"{pred_logits.shape[0]} prediction items but {len(targets)} targets")
         num_items, num_queries = pred_logits.shape[:2]
-        grid = tuple(pred_masks.shape[-2:])
+        grid = (pred_masks.shape[-2], pred_masks.shape[-1])  # (Hm, Wm)
         probs = pred_logits.float().softmax(-1)  # (I, Q, K+1)
         coords = sample_item_points(pred_masks, self.num_points)  # (I, P, 2) or None
         if coords is None:

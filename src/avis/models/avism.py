@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,10 @@ class ChunkEncoding:
 
 class AVISM(nn.Module):
     """The AVISM model. Parts are built by the caller (see ``build_avism``)."""
+
+    # non-persistent buffers (1, 3, 1, 1), registered in __init__
+    pixel_mean: Tensor
+    pixel_std: Tensor
 
     def __init__(
         self,
@@ -188,9 +193,9 @@ def build_avism(cfg: AVISMConfig) -> AVISM:
     from avis.models.backbones import build_backbone
 
     backbone = build_backbone(cfg.backbone, **cfg.backbone_kwargs)
-    return build_avism_with_backbone(
-        cfg, backbone, [backbone.out_channels[n] for n in FEATURE_NAMES]
-    )
+    # every backbone of BACKBONES has out_channels: dict[str, int]
+    out_channels = cast("Mapping[str, int]", backbone.out_channels)
+    return build_avism_with_backbone(cfg, backbone, [out_channels[n] for n in FEATURE_NAMES])
 
 
 def build_avism_with_backbone(

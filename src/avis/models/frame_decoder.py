@@ -89,6 +89,7 @@ class FrameDecoder(nn.Module):
             if in_channels != hidden_dim or enforce_input_proj:
                 conv = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
                 nn.init.kaiming_uniform_(conv.weight, a=1)
+                assert conv.bias is not None  # built with a bias
                 nn.init.zeros_(conv.bias)
                 self.input_proj.append(conv)
             else:

@@ -172,7 +172,11 @@ def sample_pixels_with_gather(
     fx, fy = frac.unbind(-1)
     top_left = base + corner_index[1] * row_stride
     top_left += corner_index[0] * heads
-    steps = (((0, 1 - fy), (row_stride, fy)), ((0, 1 - fx), (heads, fx)))
+    # (table-row offset, weight) of the two corner rows, then of the two corner columns
+    steps: tuple[tuple[tuple[int | Tensor, Tensor], ...], ...] = (
+        ((0, 1 - fy), (row_stride, fy)),
+        ((0, 1 - fx), (heads, fx)),
+    )
     if compiling():  # same values, as a graph Inductor fuses into one loop
         rows, weights = [], []
         for dy, wy in steps[0]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -205,6 +206,7 @@ class MSDeformAttnTransformer(nn.Module):
         # maps, which only this loop reads): no new (N, S, C) tensor per layer, each
         # page-faulted afresh
         for layer in self.encoder.layers:
+            assert isinstance(layer, MSDeformAttnEncoderLayer)  # for mypy (a plain ModuleList)
             in_place = layer.uses_blocks(src.shape[0] * src.shape[1])
             src = layer(src, pos, ref, shapes, out=src if in_place else None)
         maps = src.split([hh * ww for hh, ww in shapes], dim=1)
@@ -243,8 +245,10 @@ class MSDeformAttnPixelDecoder(nn.Module):
             for ch in enc_channels
         )
         for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1)
-            nn.init.zeros_(proj[0].bias)
+            conv = cast(nn.Conv2d, cast(nn.Sequential, proj)[0])
+            assert conv.bias is not None  # built with a bias
+            nn.init.xavier_uniform_(conv.weight, gain=1)
+            nn.init.zeros_(conv.bias)
         self.transformer = MSDeformAttnTransformer(
             conv_dim,
             num_heads,
@@ -257,6 +261,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2)
         self.mask_features = nn.Conv2d(conv_dim, mask_dim, kernel_size=1)
         nn.init.kaiming_uniform_(self.mask_features.weight, a=1)
+        assert self.mask_features.bias is not None  # built with a bias
         nn.init.zeros_(self.mask_features.bias)
         # avis option: a 1x1 embedding of pixel coordinates (fourier_coordinates) added to every
         # output map. Zero-initialised, so a fresh model computes what the official one does.
@@ -264,6 +269,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         if coord_freqs > 0:
             self.coord_embed = nn.Conv2d(2 + 4 * coord_freqs, conv_dim, kernel_size=1)
             nn.init.zeros_(self.coord_embed.weight)
+            assert self.coord_embed.bias is not None  # built with a bias
             nn.init.zeros_(self.coord_embed.bias)
         # FPN levels, from the one just finer than the encoder down to the finest
         for k in range(1, self.num_fpn_levels + 1):

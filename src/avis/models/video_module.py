@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -115,11 +116,13 @@ class VideoModule(nn.Module):
         self.enc_av_ffn = nn.ModuleList(ffn() for _ in range(enc_layers))
         self.avism_mask_features = nn.Conv2d(mask_in_dim, mask_dim, kernel_size=1)
         nn.init.xavier_uniform_(self.avism_mask_features.weight)
+        assert self.avism_mask_features.bias is not None  # built with a bias
         nn.init.zeros_(self.avism_mask_features.bias)
         if audio_mask_bias:  # not in the official model, see mask_features
             self.audio_mask_bias = MLP(audio_dim, mask_dim, mask_dim, AUDIO_BIAS_LAYERS)
-            nn.init.zeros_(self.audio_mask_bias.layers[-1].weight)
-            nn.init.zeros_(self.audio_mask_bias.layers[-1].bias)
+            last = cast(nn.Linear, self.audio_mask_bias.layers[-1])
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         if per_frame_mask_embed:  # not in the official model, see _mask_embed
             self.frame_refine = attn(CrossAttentionLayer)
         self.decoder_norm = nn.LayerNorm(hidden_dim)
@@ -223,6 +226,7 @@ class VideoModule(nn.Module):
         Odd layers use shifted windows at test time only (official behaviour).
         """
         for i, (attn, ffn) in enumerate(zip(self.enc_self_attn, self.enc_ffn)):
+            assert isinstance(attn, SelfAttentionLayer) and isinstance(ffn, FFNLayer)
             shifted = layout.windowed and not self.training and i % 2 == 1
             x = self._windowed(partial(_self_block, attn, ffn), x, None, layout, shifted)
         return x
@@ -236,6 +240,7 @@ class VideoModule(nn.Module):
         test time alike.
         """
         for i, (attn, ffn) in enumerate(zip(self.enc_av_cross_attn, self.enc_av_ffn)):
+            assert isinstance(attn, CrossAttentionLayer) and isinstance(ffn, FFNLayer)
             shifted = layout.windowed and i % 2 == 1
             block = partial(_cross_block, attn, ffn)
             sound = self._windowed(block, sound, frames, layout, shifted)

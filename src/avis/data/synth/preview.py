@@ -28,7 +28,7 @@ LABEL_HEIGHT = 12
 def annotated_frame(split: AVISegSplit, video_id: int, t: int) -> Image.Image:
     video = split.video(video_id)
     frame = split.load_frames(video, [t])[0].astype(np.float32)  # (H, W, 3)
-    labels = []
+    labels: list[tuple[str, tuple[int, ...]]] = []  # (class name, RGB outline colour)
     for k, track in enumerate(split.tracks[video_id]):
         if track.segmentations[t] is None:
             continue
@@ -36,16 +36,16 @@ def annotated_frame(split: AVISegSplit, video_id: int, t: int) -> Image.Image:
         colour = np.array(TRACK_COLOURS[k % len(TRACK_COLOURS)], np.float32)
         frame[mask & ~ndimage.binary_erosion(mask)] = colour  # outline only: colours stay true
         labels.append((split.categories[split.label(track.category_id)].name, tuple(int(c) for c in colour)))
-    img = Image.fromarray(frame.clip(0, 255).astype(np.uint8)).resize((video.width * CELL_SCALE, video.height * CELL_SCALE), Image.NEAREST)
+    img = Image.fromarray(frame.clip(0, 255).astype(np.uint8)).resize((video.width * CELL_SCALE, video.height * CELL_SCALE), Image.Resampling.NEAREST)
     canvas = Image.new("RGB", (img.width, img.height + LABEL_HEIGHT), (40, 40, 40))
     canvas.paste(img, (0, LABEL_HEIGHT))
     draw = ImageDraw.Draw(canvas)
-    x = 2
+    x: float = 2
     text = f"t={t}" if labels else f"t={t} silent"
     draw.text((x, 0), text, fill=(200, 200, 200))
     x += draw.textlength(text) + 6
-    for name, colour in labels:
-        draw.text((x, 0), name, fill=colour if colour != (0, 0, 0) else (150, 150, 150))
+    for name, rgb in labels:
+        draw.text((x, 0), name, fill=rgb if rgb != (0, 0, 0) else (150, 150, 150))
         x += draw.textlength(name) + 6
     return canvas
 

@@ -95,7 +95,7 @@ def _background(rng: np.random.Generator, size: int, cfg: SynthConfig) -> np.nda
     for grid, weight in zip(BG_GRIDS, (1.0, 0.5)):
         small = rng.normal(size=(3, grid, grid)).astype(np.float32)
         tint = 0.7 * small[:1] + 0.3 * small  # mostly brightness, a little colour
-        layers = [np.asarray(Image.fromarray(ch, mode="F").resize((size, size), Image.BICUBIC)) for ch in tint]
+        layers = [np.asarray(Image.fromarray(ch, mode="F").resize((size, size), Image.Resampling.BICUBIC)) for ch in tint]
         img += np.stack(layers, axis=-1) * (cfg.texture * 255.0 * weight)
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(cfg.pixel_noise)
     return np.clip(img, 0, 255)
@@ -116,10 +116,10 @@ def _schedule(rng: np.random.Generator, length: int, classes: list[int], cfg: Sy
             state[t : t + seg] = rng.random() < cfg.on_prob
             t += seg
         on[c] = state & ~silent
-    for t in np.flatnonzero(~silent):  # outside silent gaps something sounds
-        if not any(on[c][t] for c in classes):
-            previous = [c for c in classes if t > 0 and on[c][t - 1]]
-            on[previous[0] if previous else classes[int(rng.integers(len(classes)))]][t] = True
+    for i in np.flatnonzero(~silent):  # outside silent gaps something sounds
+        if not any(on[c][i] for c in classes):
+            previous = [c for c in classes if i > 0 and on[c][i - 1]]
+            on[previous[0] if previous else classes[int(rng.integers(len(classes)))]][i] = True
     for c in classes:  # every sounding class sounds at least once
         if not on[c].any():
             free = np.flatnonzero(~silent)
@@ -136,7 +136,8 @@ def _schedule(rng: np.random.Generator, length: int, classes: list[int], cfg: Sy
 def _place(rng: np.random.Generator, sizes: list[float], frame: int) -> list[np.ndarray]:
     centers: list[np.ndarray] = []
     for size in sizes:
-        best, best_gap = None, -np.inf
+        best: np.ndarray | None = None
+        best_gap = -np.inf
         for _ in range(PLACEMENT_TRIES):
             c = rng.uniform(size / 2, frame - size / 2, size=2)
             gap = min((np.linalg.norm(c - o) / (MIN_SPACING * (size + s) / 2) for o, s in zip(centers, sizes)), default=np.inf)
@@ -144,6 +145,7 @@ def _place(rng: np.random.Generator, sizes: list[float], frame: int) -> list[np.
                 best, best_gap = c, gap
             if gap >= 1.0:
                 break
+        assert best is not None, "the first placement try always beats a gap of -inf"
         centers.append(best)
     return centers
 

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -130,7 +131,8 @@ def make_video(job: VideoJob) -> VideoResult:
 
 
 def split_json(results: list[VideoResult], cfg: SynthConfig, seed: int, split: str) -> dict:
-    videos, annotations = [], []
+    videos: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for vid, res in enumerate(results, start=1):
         videos.append({
             "id": vid, "file_names": [f"{res.name}/{t:05d}.jpg" for t in range(res.length)],

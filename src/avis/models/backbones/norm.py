@@ -21,6 +21,12 @@ class FrozenBatchNorm2d(nn.Module):
     + bias``. Initialised to the identity, like detectron2 (``running_var = 1 - eps``).
     """
 
+    # buffers (registered in __init__)
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = BN_EPS) -> None:
         super().__init__()
         self.num_features = num_features

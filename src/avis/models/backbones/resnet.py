@@ -10,6 +10,8 @@ with s = 4, 8, 16, 32 for k = 2..5.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -230,7 +232,8 @@ class ResNet(nn.Module):
                 if isinstance(module, (BasicBlock, BottleneckBlock)):
                     last = module.last_norm()
                     if not isinstance(last, FrozenBatchNorm2d):
-                        nn.init.zeros_(last.weight)
+                        # a BN or GN weight (Module.__getattr__ is typed Tensor | Module)
+                        nn.init.zeros_(cast(torch.Tensor, last.weight))
 
     def _freeze(self, freeze_at: int) -> None:
         parts: list[nn.Module] = [self.stem] if freeze_at >= 1 else []

@@ -13,6 +13,8 @@ side, N = w * w tokens per window, nW windows per image.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,8 +24,19 @@ from avis.models.backbones.windows import WindowLayout, relative_position_index,
 
 PATCH_SIZE = 4
 INIT_STD = 0.02  # truncated-normal std of linear weights and the bias tables
+
+
+class SwinPreset(TypedDict):
+    """Constructor arguments of a `SwinTransformer` preset."""
+
+    embed_dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    window_size: int
+
+
 # preset -> constructor arguments (window 7: ImageNet-1k 224 weights; 12: Swin-L 22k 384)
-SWIN_PRESETS: dict[str, dict[str, object]] = {
+SWIN_PRESETS: dict[str, SwinPreset] = {
     "tiny": {"embed_dim": 96, "depths": (2, 2, 6, 2), "num_heads": (3, 6, 12, 24),
              "window_size": 7},
     "small": {"embed_dim": 96, "depths": (2, 2, 18, 2), "num_heads": (3, 6, 12, 24),
@@ -67,6 +80,8 @@ class Mlp(nn.Module):
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative position bias."""
+
+    relative_position_index: torch.Tensor  # buffer (N, N), registered in __init__
 
     def __init__(
         self, dim: int, window_size: int, num_heads: int, qkv_bias: bool,

@@ -54,7 +54,8 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         for name, obj in numpy_objects.items():
             allowed[(module, name)] = obj
     for module in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(module, "_frombuffer")] = _np_numeric._frombuffer
+        # a private numpy helper (used by pickled arrays), absent from numpy's stubs
+        allowed[(module, "_frombuffer")] = _np_numeric._frombuffer  # type: ignore[attr-defined]
     return allowed
 
 
