@@ -188,10 +188,10 @@ class Trainer:
         for micro in range(cfg.accumulation):
             batch = next(batches).to(self.info.device)
             last = micro == cfg.accumulation - 1
-            ddp = self.model
+            model = self.model  # DDP-wrapped when distributed
             sync = (
-                ddp.no_sync()
-                if isinstance(ddp, DistributedDataParallel) and not last
+                model.no_sync()
+                if isinstance(model, DistributedDataParallel) and not last
                 else nullcontext()
             )
             with sync:
