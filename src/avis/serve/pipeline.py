@@ -95,6 +95,8 @@ class _CountingFrames:
 
     def __getitem__(self, index):
         chunk = self.frames[index]
+        if not chunk.flags.writeable:  # a memmapped video: torch wants writable arrays
+            chunk = np.array(chunk)
         if isinstance(index, slice):
             self.read += len(chunk)
             self.on_read(self.read)
