@@ -4,14 +4,21 @@ test_serve_browser.)"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from avis.cli.main import main
 from avis.serve.app import CONTENT_SECURITY_POLICY, ServerInfo, build_app
 from avis.serve.jobs import (
     DONE,
@@ -25,6 +32,7 @@ from avis.serve.jobs import (
     valid_job_id,
 )
 from avis.serve.pipeline import OUTPUT_FILES
+from serve_helpers import free_port
 
 INFO = ServerInfo(
     model="model.pth", class_names=["hiss", "ticker"], default_threshold=0.5, default_split=True,
@@ -265,3 +273,38 @@ def test_limits_are_checked():
         Limits(max_jobs=0)
     with pytest.raises(ValueError, match="positive"):
         Limits(max_upload_mb=0)
+
+
+def test_cli_without_the_web_extra_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert main(["serve"]) == 1
+    assert "needs the 'web' extra (uvicorn is missing): pip install -e '.[web]'" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_limits(capsys):
+    assert main(["serve", "--max-jobs", "0"]) == 1
+    assert "need max_jobs >= 1" in capsys.readouterr().err
+
+
+def test_cli_serves_and_removes_its_files_on_stop(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "avis.cli.main", "serve", "--port", str(port), "--temp-dir", str(tmp_path)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/config") as response:
+                    config = json.loads(response.read())
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "avis serve did not start"
+                time.sleep(0.2)
+        assert config["model"] == "avism_tiny_synth.pth" and config["demo"] is True
+        assert len(list(tmp_path.iterdir())) == 1  # the server's temporary root
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=60)[0].decode()
+    assert f"open http://127.0.0.1:{port}/" in output
+    assert list(tmp_path.iterdir()) == []
