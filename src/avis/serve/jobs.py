@@ -130,7 +130,7 @@ class JobManager:
         self.limits = limits
         self.root = Path(tempfile.mkdtemp(prefix="avis-serve-", dir=temp_root))
         self._jobs: dict[str, Job] = {}
-        self._order: list[str] = []  # active job ids in submission order
+        self._order: list[str] = []  # ids of started, unfinished jobs in submission order
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=limits.max_jobs, thread_name_prefix="avis-job")
         self._stop = threading.Event()
@@ -155,11 +155,12 @@ class JobManager:
             folder.mkdir()
             job = Job(job_id, display_name(name), folder, settings, stage="uploading")
             self._jobs[job_id] = job
-            self._order.append(job_id)
         return job
 
     def start(self, job: Job) -> None:
-        job.stage = "waiting for a free slot"
+        with self._lock:
+            job.stage = "waiting for a free slot"
+            self._order.append(job.id)  # the pool runs jobs in this order
         self._pool.submit(self._run, job)
 
     def fail(self, job: Job, message: str) -> None:
