@@ -31,7 +31,11 @@ def demo_reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--out", str(out), "--no-overlay"]) == 0
     folder = out / "demo"
-    return json.loads((folder / "summary.json").read_text()), json.loads((folder / "results.json").read_text())
+    return (
+        json.loads((folder / "summary.json").read_text()),
+        json.loads((folder / "results.json").read_text()),
+        (folder / "timeline.png").read_bytes(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +88,9 @@ def _expected_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
-def test_upload_demo_video_shows_what_avis_demo_finds(server, browser, demo_reference):
+def test_upload_demo_video_shows_what_avis_demo_finds(browser, server, demo_reference):
     url, _ = server
-    summary, results = demo_reference
+    summary, results, timeline_png = demo_reference
     assert any(track["intervals"] for track in summary["tracks"]), "the demo finds sounding instances"
     _upload(browser, url, asset_path(DEMO_VIDEO))
     # the progress bar is shown while the job runs
@@ -123,6 +127,8 @@ def test_upload_demo_video_shows_what_avis_demo_finds(server, browser, demo_refe
         lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", timeline)
     )
     assert timeline.is_displayed()
+    with urllib.request.urlopen(timeline.get_attribute("src")) as response:
+        assert response.read() == timeline_png  # the picture `avis demo` draws
 
     # downloads: the same results.json as `avis demo`, the summary, the overlay with sound
     links = {name: browser.find_element("id", f"dl-{name}").get_attribute("href") for name in ("results", "summary", "overlay")}
@@ -137,9 +143,9 @@ def test_upload_demo_video_shows_what_avis_demo_finds(server, browser, demo_refe
         assert {s.type for s in container.streams} == {"video", "audio"}
 
 
-def test_corrupt_upload_shows_an_error_then_a_good_file_works(server, browser, demo_reference, tmp_path):
+def test_corrupt_upload_shows_an_error_then_a_good_file_works(browser, server, demo_reference, tmp_path):
     url, manager = server
-    summary, _ = demo_reference
+    summary, _, _ = demo_reference
     broken = tmp_path / "holiday.mp4"
     good = asset_path(DEMO_VIDEO).read_bytes()
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(reversed(good[4096:40960])))  # mp4 header, garbage body
