@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avis.cli.eval",
     "avis.cli.train",
     "avis.cli.ablate_audio",
+    "avis.cli.serve",
 )
 
 
