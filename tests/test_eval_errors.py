@@ -58,6 +58,9 @@ def test_unknown_category(case):
         ("0P", "cut off"),  # the last run length continues past the end
         ("00", "add up to 0 pixels"),
         ("Q0", "negative run length"),  # 0x21: run 0 = 1, then 0: ... built below
+        ("a" * 65536, "cut off"),  # issue 18: only continuation characters (was an IndexError)
+        ("P" * 70000, "cut off"),  # longer than one batch of strings
+        ("0" + "a" * 300, "cut off"),
     ],
 )
 def test_malformed_rle(case, counts, why):

@@ -59,6 +59,10 @@ def load_json(path: Path, what: str):
             return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder; the {what} file must be a JSON file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the {what} file ({err.strerror or err})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
 

@@ -131,13 +131,13 @@ def _check_batch(
     chars = np.frombuffer(buf, dtype=np.uint8)  # (C,)
     end_pos = np.flatnonzero(chars < _CHAR_OFFSET + _MORE_BIT)  # (N,) last character of each run
     nonempty = lengths > 0
+    if len(end_pos) == 0:  # no character ends a run: every non-empty string is cut off
+        fail(int(np.argmax(nonempty)), "the last run length is cut off" if nonempty.any() else "no run lengths")
     first_run = np.searchsorted(end_pos, string_end - lengths)  # (S,)
     last_run_end = end_pos[np.minimum(np.searchsorted(end_pos, string_end - 1), len(end_pos) - 1)]
-    cut = nonempty & ((len(end_pos) == 0) | (last_run_end != string_end - 1))
+    cut = nonempty & (last_run_end != string_end - 1)
     if cut.any():
         fail(int(np.argmax(cut)), "the last run length is cut off")
-    if len(end_pos) == 0:
-        fail(0, "no run lengths")
 
     # A run length is stored low 5-bit group first; its last character (at end_pos) holds the
     # top group and the sign. Continuation characters right before it belong to the same run.
