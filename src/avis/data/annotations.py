@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from avis.data.masks import Segmentation, decode_segmentation, segmentation_kind
+from avis.data.paths import video_folder
 from avis.errors import DataError
 
 VIDEO_FIELDS = ("id", "file_names", "length", "height", "width")
@@ -107,31 +108,14 @@ def _int(entry: dict, name: str, where: str, minimum: int | None = None) -> int:
     return value
 
 
-def _check_file_name(name: object, where: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise DataError(f"{where}: expected a relative path '<video>/<frame>.jpg', found {name!r}")
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise DataError(f"{where}: file name {name!r} is absolute; it must stay inside the split root")
-    if ".." in path.parts:
-        raise DataError(f"{where}: file name {name!r} contains '..'; it must stay inside the split root")
-    if len(path.parts) < 2:
-        raise DataError(f"{where}: file name {name!r} must be '<video>/<frame>.jpg'")
-    return name
-
-
 def _parse_video(entry: dict, where: str) -> VideoRecord:
     _need(entry, VIDEO_FIELDS, where)
     names = entry["file_names"]
-    if not isinstance(names, list) or not names:
-        raise DataError(f"{where}: field 'file_names' must be a non-empty list, found {names!r:.80}")
-    names = tuple(_check_file_name(n, f"{where} file_names[{i}]") for i, n in enumerate(names))
+    video_folder(names, where)  # every name checked: relative, inside the split root
+    names = tuple(names)
     length = _int(entry, "length", where, minimum=1)
     if length != len(names):
         raise DataError(f"{where}: field 'length' is {length} but 'file_names' has {len(names)} entries")
-    folders = {PurePosixPath(n).parts[0] for n in names}
-    if len(folders) != 1:
-        raise DataError(f"{where}: field 'file_names' spans several video folders {sorted(folders)}")
     return VideoRecord(
         id=_int(entry, "id", where),
         file_names=names,
