@@ -113,6 +113,7 @@ class AVISegSplit:
         feats = np.load(path).astype(np.float32, copy=False)
         if feats.ndim != 2 or feats.shape[1] != self.audio_dim:  # the file changed since loading
             raise DataError(f"{path}: expected shape (T, {self.audio_dim}), found {feats.shape}")
+        _check_finite(feats, path, f"video {video.id} ('{video.name}')")
         rows = feats[: video.length]
         if len(rows) < video.length:
             rows = np.concatenate([rows, np.zeros((video.length - len(rows), self.audio_dim), np.float32)])
@@ -130,7 +131,19 @@ def _read_feature_header(path: Path, where: str) -> tuple[int, int]:
         raise DataError(f"{path}: audio features of {where} must have shape (T, D), found {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise DataError(f"{path}: audio features of {where} must be floating point, found {arr.dtype}")
+    _check_finite(arr, path, where)
     return int(arr.shape[0]), int(arr.shape[1])
+
+
+def _check_finite(feats: np.ndarray, path: Path, where: str) -> None:
+    """NaN or infinite features make the model drop the video's instances without an error."""
+    finite = np.isfinite(feats)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        raise DataError(
+            f"{path}: audio features of {where} hold {int((~finite).sum())} NaN or infinite "
+            f"values (rows {', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''})"
+        )
 
 
 def _trim_video(video: VideoRecord, tracks: list[TrackRecord], length: int) -> tuple[VideoRecord, list[TrackRecord]]:
