@@ -120,7 +120,9 @@ class VideoPredictor:
         `threshold` / `split_components`: None = the checkpoint config's setting.
         Raises CheckpointError when the weights do not fit."""
         from avis.models.checkpoint import read_checkpoint
+        from avis.runtime import torch_device
 
+        device = torch_device(device)  # AvisError for a device this machine lacks
         path = Path(path) if path is not None else shipped_checkpoint()
         obj = read_checkpoint(path)
         cfg = _config_for(obj, preset, str(path))
