@@ -22,11 +22,10 @@ from avis.inference.predictor import VideoPredictor
 from avis.models.avism import build_avism
 from avis.models.checkpoint import save_model
 from avis.models.config import avism_tiny
+from shared_data import MEDIA
 
 SIZE, FRAMES, RATE = 48, 3, 16000
-BBB = Path(__file__).resolve().parents[2] / "shared" / "media" / "bigbuckbunny.mp4"
-if not BBB.is_file():
-    BBB = Path("/work/shared/media/bigbuckbunny.mp4")
+BBB = MEDIA / "bigbuckbunny.mp4"
 
 
 def _tiny_config():

@@ -38,7 +38,7 @@ def torch_device(spec: str | object):
     from avis.errors import AvisError
 
     try:
-        device = torch.device(spec)  # type: ignore[call-overload]
+        device = torch.device(spec)  # type: ignore[arg-type]
     except (RuntimeError, TypeError) as err:
         raise AvisError(f"device {spec!r}: not a torch device ({err})") from None
     if device.type == "cuda":

@@ -50,8 +50,8 @@ def handler(args: argparse.Namespace) -> int:
     check_output_file(args.out, force=args.force, inputs=[args.src])
     import torch
 
-    from avis.io.atomic import save_torch_atomic
     from avis.errors import CheckpointError
+    from avis.io.atomic import save_torch_atomic
     from avis.models.avism import build_avism
     from avis.models.checkpoint import (
         avis_to_official,

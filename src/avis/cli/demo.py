@@ -41,11 +41,9 @@ def handle(args: argparse.Namespace) -> int:
 
     from avis.errors import MediaError
     from avis.inference.predictor import VideoPredictor
-    from avis.inference.report import predict_files
+    from avis.inference.report import check_outputs, predict_files
     from avis.inference.shipped import DEMO_ANNOTATIONS, DEMO_VIDEO, asset_path
     from avis.io.atomic import write_bytes_atomic
-
-    from avis.inference.report import check_outputs
 
     console = Console()
     video = asset_path(DEMO_VIDEO)

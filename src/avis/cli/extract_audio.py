@@ -94,7 +94,7 @@ def read_split_videos(json_path: Path) -> list[VideoEntry]:
         where = f"{json_path}: videos[{index}]"
         if not isinstance(video, dict):
             raise DataError(f"{where}: expected an object with 'file_names'")
-        name = video_folder(video.get("file_names"), where)  # the data layer's path check
+        name = video_folder(video.get("file_names") or [], where)  # the data layer's path check
         length = video.get("length", len(video["file_names"]))
         if not isinstance(length, int) or isinstance(length, bool) or length < 1:
             raise DataError(f"{where}.length: expected a positive integer, found {length!r}")

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from avis.categories import AVISEG_CLASSES
-from avis.io.atomic import save_torch_atomic
 from avis.errors import CheckpointError
+from avis.io.atomic import save_torch_atomic
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ from PIL import Image
 
 from avis.data.masks import area_and_bbox
 from avis.data.split import FEAT_DIR, FRAMES_DIR, WAV_DIR
+from avis.data.synth import target
 from avis.data.synth.classes import SYNTH_CLASSES
 from avis.data.synth.config import SynthConfig
 from avis.data.synth.media import write_mp4, write_wav
 from avis.data.synth.render import render_frame, scene_parts, visible_polygons
-from avis.data.synth import target
 from avis.data.synth.scene import Scene, sample_scene
 from avis.data.synth.sound import class_signal, mix, to_pcm16
 from avis.io.atomic import write_text_atomic
