@@ -199,3 +199,36 @@ def test_os_errors_are_one_line(monkeypatch, capsys, case, tmp_path):
     err = capsys.readouterr().err
     assert "No space left on device" in err and "Traceback" not in err
     assert not (tmp_path / "m.json").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+# ---------------------------------------------------------------- the second barrage (docs/reliability.md)
+def test_split_names_cannot_leave_the_root(tmp_path, capsys):
+    root = tmp_path / "root"
+    assert main(["synth", "--out", str(root), *SMALL]) == 0
+    for split in ("../root/train", "..", "a/b", "/etc/passwd"):
+        for command in (["data", "check", "--root", str(root)], ["data", "stats", "--root", str(root)],
+                        ["extract-audio", "--root", str(root)]):
+            assert main([*command, "--split", split]) == 1, (command, split)
+            assert "expected one plain name" in capsys.readouterr().err
+        assert main(["predict", "--data", str(root), "--split", split]) == 1
+        assert "expected one plain name" in capsys.readouterr().err
+
+
+def test_absurd_json_is_a_data_error(case, tmp_path, capsys):
+    gt, pred = case
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for args in (["--gt", str(deep), "--pred", str(pred)], ["--gt", str(gt), "--pred", str(deep)]):
+        assert main(["eval", *args]) == 1
+        err = capsys.readouterr().err
+        assert "nested too deeply" in err and "internal error" not in err
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "val.json").write_text("[" * 100_000 + "]" * 100_000)
+    for command in (["data", "check"], ["extract-audio"]):
+        assert main([*command, "--root", str(root), "--split", "val"]) == 1
+        assert "internal error" not in capsys.readouterr().err
+    # a length far beyond file_names would make the extractor allocate for it
+    (root / "val.json").write_text(json.dumps({"videos": [{"file_names": ["v/0.jpg"], "length": 10**12}]}))
+    assert main(["extract-audio", "--root", str(root), "--split", "val"]) == 1
+    assert "expected the number of file_names (1)" in capsys.readouterr().err

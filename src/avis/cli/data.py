@@ -32,10 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _splits(root: Path, split: str | None) -> list[str]:
+    from avis.data.paths import check_split_name
     from avis.errors import DataError
 
+    if not root.is_dir():
+        raise DataError(f"{root}: --root must be a data set folder (holding <split>.json)")
     if split is not None:
-        return [split]
+        return [check_split_name(split)]
     found = [s for s in SPLIT_NAMES if (root / f"{s}.json").is_file()]
     if not found:
         raise DataError(f"{root}: no {', '.join(s + '.json' for s in SPLIT_NAMES)} found")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avis.cli import args as types
-from avis.data.paths import video_folder
+from avis.data.paths import check_split_name, video_folder
 from avis.errors import DataError, MediaError
 from avis.io.atomic import write_text_atomic
 
@@ -84,8 +84,8 @@ def read_split_videos(json_path: Path) -> list[VideoEntry]:
         raise DataError(f"{json_path}: annotation file not found")
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{json_path}: not valid JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
+        raise DataError(f"{json_path}: not valid JSON ({type(err).__name__}: {str(err)[:200]})") from None
     videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(videos, list):
         raise DataError(f"{json_path}: expected a top-level object with a 'videos' list")
@@ -96,8 +96,10 @@ def read_split_videos(json_path: Path) -> list[VideoEntry]:
             raise DataError(f"{where}: expected an object with 'file_names'")
         name = video_folder(video.get("file_names") or [], where)  # the data layer's path check
         length = video.get("length", len(video["file_names"]))
-        if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-            raise DataError(f"{where}.length: expected a positive integer, found {length!r}")
+        if not isinstance(length, int) or isinstance(length, bool) or length != len(video["file_names"]):
+            raise DataError(
+                f"{where}.length: expected the number of file_names ({len(video['file_names'])}), found {length!r}"
+            )
         entries.append(VideoEntry(name, length))
     return entries
 
@@ -154,7 +156,9 @@ def handler(args: argparse.Namespace) -> int:
     for option, path in (("--weights", args.weights), ("--pca-params", args.pca_params)):
         if path is not None:
             check_input_file(path, f"{option} file")
-    videos = read_split_videos(args.root / f"{args.split}.json")
+    if not args.root.is_dir():
+        raise DataError(f"{args.root}: --root must be the data set folder (holding {args.split}.json)")
+    videos = read_split_videos(args.root / f"{check_split_name(args.split)}.json")
     check_output_dir(args.root / args.split / FEAT_DIR, option=FEAT_DIR)
     from rich.progress import Progress
 

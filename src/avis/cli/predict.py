@@ -129,6 +129,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.spill_dir is not None:
         check_output_dir(args.spill_dir, option="--spill-dir")
     if args.data is not None:
+        from avis.data.paths import check_split_name
+
+        check_split_name(args.split)
         if not args.data.is_dir():
             raise AvisError(f"{args.data}: --data must be a data set folder (holding {args.split}.json)")
         check_output_dir(args.out)

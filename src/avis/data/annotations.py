@@ -257,6 +257,10 @@ def read_annotations(path: Path) -> Annotations:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be an annotation file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the annotation file ({err})") from None
     return parse_annotations(obj, str(path))
 
 

@@ -40,3 +40,13 @@ def video_folder(names: Sequence[object], where: str) -> str:
     if len(folders) != 1:
         raise DataError(f"{where}: field 'file_names' spans several video folders {sorted(folders)}")
     return folders.pop()
+
+
+def check_split_name(split: object) -> str:
+    """A split name (`train`, `val`, `my_split`) names `<root>/<split>.json` and `<root>/<split>/`:
+    it must be one plain path component, so `--split ../../x` cannot leave the data root."""
+    if not isinstance(split, str) or not split or split in (".", "..") or any(
+        c in split for c in "/\\\0:"
+    ):
+        raise DataError(f"split name {split!r}: expected one plain name such as train, val or test")
+    return split

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from avis.data.annotations import Annotations, Category, TrackRecord, VideoRecord, read_annotations
+from avis.data.paths import check_split_name
 from avis.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ def load_split(
     if audio_policy not in AUDIO_POLICIES:
         raise ValueError(f"audio_policy must be one of {AUDIO_POLICIES}, got {audio_policy!r}")
     root = Path(root)
+    check_split_name(split)
     ann: Annotations = read_annotations(root / f"{split}.json")
     split_dir = root / split
     by_video = ann.tracks_by_video()

@@ -65,6 +65,8 @@ def load_json(path: Path, what: str):
         raise DataError(f"{path}: cannot read the {what} file ({err.strerror or err})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a {what} file") from None
 
 
 def int_field(value, where: str, name: str) -> int:

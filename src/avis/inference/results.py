@@ -80,8 +80,8 @@ def read_results(path: Path) -> list[dict]:
     path = Path(path)
     try:
         records = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read a results JSON list ({err})") from err
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or encoding
+        raise DataError(f"{path}: cannot read a results JSON list ({type(err).__name__})") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
     for i, record in enumerate(records):
