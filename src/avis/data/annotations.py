@@ -19,6 +19,7 @@ import numpy as np
 from avis.data.masks import Segmentation, decode_segmentation, segmentation_kind
 from avis.data.paths import video_folder
 from avis.errors import DataError
+from avis.eval.rle import MAX_FRAME_SIDE
 
 VIDEO_FIELDS = ("id", "file_names", "length", "height", "width")
 TRACK_FIELDS = ("id", "video_id", "category_id", "segmentations")
@@ -99,12 +100,14 @@ def _need(entry: dict, names: tuple[str, ...], where: str) -> None:
             raise DataError(f"{where}: missing field '{name}'")
 
 
-def _int(entry: dict, name: str, where: str, minimum: int | None = None) -> int:
+def _int(entry: dict, name: str, where: str, minimum: int | None = None, maximum: int | None = None) -> int:
     value = entry[name]
     if not isinstance(value, int) or isinstance(value, bool):
         raise DataError(f"{where}: field '{name}' must be an integer, found {value!r}")
     if minimum is not None and value < minimum:
         raise DataError(f"{where}: field '{name}' must be >= {minimum}, found {value}")
+    if maximum is not None and value > maximum:
+        raise DataError(f"{where}: field '{name}' must be <= {maximum}, found {value}")
     return value
 
 
@@ -119,8 +122,8 @@ def _parse_video(entry: dict, where: str) -> VideoRecord:
     return VideoRecord(
         id=_int(entry, "id", where),
         file_names=names,
-        height=_int(entry, "height", where, minimum=1),
-        width=_int(entry, "width", where, minimum=1),
+        height=_int(entry, "height", where, minimum=1, maximum=MAX_FRAME_SIDE),
+        width=_int(entry, "width", where, minimum=1, maximum=MAX_FRAME_SIDE),
     )
 
 
