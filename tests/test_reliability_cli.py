@@ -232,3 +232,19 @@ def test_absurd_json_is_a_data_error(case, tmp_path, capsys):
     (root / "val.json").write_text(json.dumps({"videos": [{"file_names": ["v/0.jpg"], "length": 10**12}]}))
     assert main(["extract-audio", "--root", str(root), "--split", "val"]) == 1
     assert "expected the number of file_names (1)" in capsys.readouterr().err
+
+
+def test_other_outputs_and_roots(tmp_path, capsys):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"weights")
+    earlier = tmp_path / "m.json"
+    earlier.write_text("earlier")
+    base = ["ablate-audio", "--weights", str(weights), "--data", str(tmp_path)]
+    assert main([*base, "--json", str(weights), "--force"]) == 1
+    assert "also an input" in capsys.readouterr().err
+    assert main([*base, "--json", str(earlier)]) == 1
+    assert "use --force" in capsys.readouterr().err
+    assert weights.read_bytes() == b"weights" and earlier.read_text() == "earlier"
+    for command in (["data", "check"], ["data", "stats"], ["extract-audio", "--split", "val"]):
+        assert main([*command, "--root", str(weights)]) == 1
+        assert "must be" in capsys.readouterr().err

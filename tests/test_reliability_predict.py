@@ -108,8 +108,16 @@ def test_bad_out_is_found_before_the_model_runs(videos, tmp_path, no_model, caps
     assert "use --force" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.mp4"), str(videos["a"])]) == 1
     assert "missing.mp4" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path)]) == 1
+    assert "a folder, not a video file" in capsys.readouterr().err
     assert main(["predict", "--data", str(tmp_path / "nothing")]) == 1
     assert "--data must be a data set folder" in capsys.readouterr().err
+    (tmp_path / "data").mkdir()
+    (tmp_path / "split_out").mkdir()
+    (tmp_path / "split_out" / "results.json").write_text("earlier")
+    assert main(["predict", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "split_out")]) == 1
+    assert "use --force" in capsys.readouterr().err
+    assert (tmp_path / "split_out" / "results.json").read_text() == "earlier"
 
 
 @pytest.mark.parametrize(

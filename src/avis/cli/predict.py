@@ -137,6 +137,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_output_dir(args.out)
         check_output_file(args.out / RESULTS_NAME, force=args.force, inputs=[args.data / f"{args.split}.json"])
         return
+    folders = [str(v) for v in args.videos if v.is_dir()]
+    if folders:
+        raise AvisError(f"{', '.join(folders)}: a folder, not a video file (give the files in it)")
     missing = [str(v) for v in args.videos if not v.is_file()]
     if missing:
         raise AvisError(f"video file(s) not found: {', '.join(missing)}")
