@@ -224,3 +224,16 @@ def test_big_buck_bunny_outputs_end_with_the_media(tmp_path, capsys):
         assert audio.codec_context.channels == 6
     assert video_s == pytest.approx(5.28, abs=0.11)  # 10-fps output: within one output frame
     assert audio_s == pytest.approx(5.28, abs=0.05)
+
+
+def test_a_video_failing_midway_leaves_none_of_its_outputs(checkpoint, videos, tmp_path, monkeypatch, capsys):
+    import avis.inference.report as report
+
+    def fail(*args, **kwargs):
+        raise MediaError("the timeline could not be drawn")
+
+    monkeypatch.setattr(report, "write_timeline", fail)
+    out = tmp_path / "out"
+    assert main(["predict", str(videos["a"]), *_args(checkpoint, out)]) == 1
+    assert "could not be drawn" in capsys.readouterr().err
+    assert not (out / "a").exists()  # results.json and summary.json of this run removed

@@ -96,7 +96,7 @@ def predict_files(
     done = []
     for video, folder in zip(videos, output_folders(videos, Path(out))):
         try:
-            outputs = _predict_one(predictor, Path(video), folder, fps, allow_silent, overlay, console)
+            outputs = _remove_partial(folder, _predict_one, predictor, Path(video), folder, fps, allow_silent, overlay, console)
         except AvisError as err:
             if failures is None:
                 raise
@@ -109,6 +109,30 @@ def predict_files(
         console.print(f"outputs in {folder}/ : {', '.join(_written(outputs))}")
         done.append(outputs)
     return done
+
+
+def _remove_partial(folder: Path, run, *args):
+    """`run(*args)`; if it fails, the output files it wrote in `folder` (and the folder, when it
+    made it) are removed: a video has all its outputs or none of this run's."""
+    made = not folder.exists()
+    before = {name: _stamp(folder / name) for name in OUTPUT_FILES}
+    try:
+        return run(*args)
+    except BaseException:
+        for name in OUTPUT_FILES:
+            if _stamp(folder / name) != before[name]:
+                (folder / name).unlink(missing_ok=True)
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino
 
 
 def _written(outputs: VideoOutputs) -> list[str]:
