@@ -5,7 +5,7 @@ a mask only while it sounds): a translucent fill, a solid outline and a label
 "<class> #<track id> <score>" in the instance colour. 1-fps video is awkward for players, so
 each frame is repeated to `output_fps` (default 10) while the duration stays T / fps seconds,
 or the media's own duration when given (the last sampled frame of a 5.3-s clip lasts 0.3 s,
-not 1 s); the soundtrack is written as AAC with its channels (mono, stereo, 5.1, up to 8)
+not 1 s); the soundtrack is written as AAC with its channels (mono, stereo, ... 5.1)
 and cut to that duration. The file is written atomically (`avis.io.atomic`).
 
 Shape legend: T = frames, H x W = frame size, N = audio samples, C = audio channels.
@@ -42,7 +42,8 @@ AUDIO_FRAME_SIZE = 1024  # AAC frame length
 FALLBACK_AUDIO_RATE = 48000  # for rates AAC cannot store
 AUDIO_BIT_RATE = 128_000
 # channel count -> the layout AAC stores (FFmpeg's default layout of that many channels)
-CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+# (PyAV 18 fails on 8-channel 7.1 input frames; 7 or more channels are mixed to mono)
+CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1"}
 DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 56, 56), (44, 153, 168), (255, 178, 29), (72, 249, 10), (146, 204, 23),
     (61, 219, 134), (26, 147, 52), (0, 212, 187), (255, 157, 151), (0, 194, 255),
@@ -153,8 +154,8 @@ def _check_inputs(frames: np.ndarray, instances: Sequence[OverlayInstance]) -> N
 
 
 def _audio_layout(audio: np.ndarray) -> tuple[np.ndarray, str]:
-    """(N,) or (N, C) float -> (N, C) float32 and its channel layout; more than 8 channels
-    (more than AAC stores) are mixed to mono."""
+    """(N,) or (N, C) float -> (N, C) float32 and its channel layout; more than 6 channels
+    are mixed to mono."""
     samples = np.asarray(audio, dtype=np.float32)
     samples = samples[:, None] if samples.ndim == 1 else samples  # (N, C)
     if samples.shape[1] not in CHANNEL_LAYOUTS:
