@@ -73,8 +73,9 @@ def check_target(out: Path, force: bool) -> None:
 
 @contextlib.contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield a fresh hidden sibling folder to generate into; on success it replaces `out` (the
-    old contents are deleted after the swap); on an exception it is removed."""
+    """Yield a fresh hidden sibling folder to generate into. On success its entries replace
+    those of `out` (renames: the folder itself stays, so `--out .` is safe; the old entries are
+    deleted afterwards); on an exception the staging folder is removed and `out` is untouched."""
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.with_name(f".{out.name}.synth-{os.getpid()}")
@@ -83,9 +84,12 @@ def staged_folder(out: Path) -> Iterator[Path]:
     stage.mkdir()
     try:
         yield stage
-        if out.exists():
-            os.replace(out, old)
-        os.replace(stage, out)
+        out.mkdir(exist_ok=True)
+        old.mkdir()
+        for entry in list(out.iterdir()):
+            os.replace(entry, old / entry.name)
+        for entry in list(stage.iterdir()):
+            os.replace(entry, out / entry.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
