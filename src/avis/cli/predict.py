@@ -151,9 +151,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 def handle(args: argparse.Namespace) -> int:
     check_arguments(args)
     from avis.inference.predictor import VideoPredictor
-    from avis.runtime import torch_device
 
-    torch_device(args.device)
     predictor = VideoPredictor.from_checkpoint(
         args.weights,
         preset=args.preset,
@@ -192,7 +190,7 @@ def handle(args: argparse.Namespace) -> int:
         import sys
 
         print(f"avis predict: {len(failures)} of {len(done) + len(failures)} videos failed:", file=sys.stderr)
-        for video, message in failures:
-            print(f"  {video}: {message}", file=sys.stderr)
+        for video, message in failures:  # messages name their file; others get it prefixed
+            print(f"  {message}" if message.startswith(str(video)) else f"  {video}: {message}", file=sys.stderr)
         return 1
     return 0
