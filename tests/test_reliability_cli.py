@@ -112,6 +112,10 @@ def test_synth_never_writes_into_someone_elses_folder(tmp_path, capsys):
     a_file.write_text("x")
     assert main(["synth", "--out", str(a_file), *SMALL]) == 1
     assert "is a file" in capsys.readouterr().err
+    assert main(["synth", "--out", "/proc/avis_synth", *SMALL]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert main(["synth", "--out", str(a_file / "sub"), *SMALL]) == 1
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_synth_replaces_an_earlier_set_only_with_force_and_whole(tmp_path, capsys):

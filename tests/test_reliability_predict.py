@@ -187,6 +187,8 @@ def test_convert_checks_preset_and_out(checkpoint, tmp_path, capsys):
     for extra in ([], ["--force"]):
         assert main(["convert", "--src", str(checkpoint), "--out", str(folder), *extra]) == 1
         assert "is a folder" in capsys.readouterr().err
+    assert main(["convert", "--src", str(checkpoint), "--out", "/proc/avis.pth", "--force"]) == 1
+    assert "cannot write" in capsys.readouterr().err
     assert main(["convert", "--src", str(checkpoint), "--out", str(checkpoint), "--force"]) == 1
     assert "also an input" in capsys.readouterr().err
     assert main(["convert", "--src", str(tmp_path), "--out", str(out)]) == 1
