@@ -112,6 +112,8 @@ def test_synth_never_writes_into_someone_elses_folder(tmp_path, capsys):
     a_file.write_text("x")
     assert main(["synth", "--out", str(a_file), *SMALL]) == 1
     assert "is a file" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "huge"), *SMALL, "--size", "100000"]) == 1
+    assert "--size <= 4096" in capsys.readouterr().err
     assert main(["synth", "--out", "/proc/avis_synth", *SMALL]) == 1
     assert "cannot write" in capsys.readouterr().err
     assert main(["synth", "--out", str(a_file / "sub"), *SMALL]) == 1

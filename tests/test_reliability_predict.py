@@ -113,6 +113,9 @@ def test_bad_out_is_found_before_the_model_runs(videos, tmp_path, no_model, caps
     assert main(["predict", "--data", str(tmp_path / "nothing")]) == 1
     assert "--data must be a data set folder" in capsys.readouterr().err
     (tmp_path / "data").mkdir()
+    assert main(["predict", "--data", str(tmp_path / "data")]) == 1
+    assert "annotation file of split 'test' not found" in capsys.readouterr().err
+    (tmp_path / "data" / "test.json").write_text("{}")
     (tmp_path / "split_out").mkdir()
     (tmp_path / "split_out" / "results.json").write_text("earlier")
     assert main(["predict", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "split_out")]) == 1
@@ -123,7 +126,7 @@ def test_bad_out_is_found_before_the_model_runs(videos, tmp_path, no_model, caps
 @pytest.mark.parametrize(
     "option, value",
     [("--threshold", "5"), ("--threshold", "-0.1"), ("--threshold", "nan"), ("--fps", "0"),
-     ("--fps", "-1"), ("--fps", "inf"), ("--device", "gpu"), ("--streaming", "maybe")],
+     ("--fps", "-1"), ("--fps", "inf"), ("--fps", "1e9"), ("--device", "gpu"), ("--streaming", "maybe")],
 )  # fmt: skip
 def test_out_of_range_values_are_argument_errors(videos, option, value, capsys):
     with pytest.raises(SystemExit) as info:

@@ -75,6 +75,8 @@ def _integer(text: str) -> int:
 
 probability = _number(float, 0.0, 1.0)  # a score threshold: 0 <= p <= 1
 positive_float = _number(float, 0.0, None, low_open=True)  # > 0
+MAX_SAMPLING_FPS = 120.0  # frames sampled per second: beyond any video's own rate
+sampling_fps = _number(float, 0.0, MAX_SAMPLING_FPS, low_open=True)
 positive_int = _number(_integer, 1, None, what="n integer")  # >= 1
 non_negative_int = _number(_integer, 0, None, what="n integer")  # >= 0
 

@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--force", action="store_true", help="overwrite the outputs of an earlier run in --out"
     )
     parser.add_argument(
-        "--fps", type=types.positive_float, default=DEFAULT_FPS,
+        "--fps", type=types.sampling_fps, default=DEFAULT_FPS,
         help="frames sampled per second (AVIS: 1)",
     )  # fmt: skip
     parser.add_argument(
@@ -134,6 +134,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_split_name(args.split)
         if not args.data.is_dir():
             raise AvisError(f"{args.data}: --data must be a data set folder (holding {args.split}.json)")
+        check_input_file(args.data / f"{args.split}.json", f"annotation file of split {args.split!r}")
         check_output_dir(args.out)
         check_output_file(args.out / RESULTS_NAME, force=args.force, inputs=[args.data / f"{args.split}.json"])
         return

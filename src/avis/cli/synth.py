@@ -11,6 +11,7 @@ from avis.errors import AvisError
 
 DEFAULT_SEED = 0
 MIN_SIZE = 32
+MAX_SIZE = 4096  # frame side: beyond it one video needs gigabytes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise AvisError(str(err)) from None
     counts = {"train": args.num_train, "val": args.num_val, "test": args.num_test}
-    if min(counts.values()) < 0 or config.min_frames < 1 or config.max_frames < config.min_frames or config.size < MIN_SIZE:
-        raise AvisError(f"need counts >= 0, 1 <= --min-frames <= --max-frames, --size >= {MIN_SIZE}")
+    if min(counts.values()) < 0 or config.min_frames < 1 or config.max_frames < config.min_frames or not MIN_SIZE <= config.size <= MAX_SIZE:
+        raise AvisError(f"need counts >= 0, 1 <= --min-frames <= --max-frames, {MIN_SIZE} <= --size <= {MAX_SIZE}")
     counts = {k: v for k, v in counts.items() if v > 0}
     from avis.data.synth import generate_dataset
     from avis.data.synth.target import check_target, staged_folder
