@@ -96,16 +96,20 @@ def notes(result, gt) -> list[str]:
         lines.append("warning: the predictions list is empty: every score is 0 (legal, but "
                      "nothing was predicted)")
     if any(result.metrics[k] == NO_GT_VALUE for k in MAP_ROW):
-        lines.append("n/a: no ground-truth track in that area range (small < 32², medium < 96², "
-                     "large); the official evaluator reports -100 there (kept in --out)")
+        from avis.eval.constants import MEDIUM_MAX_AREA, SMALL_MAX_AREA
+
+        lines.append(f"n/a: no ground-truth track in that area range (mean mask area: small < "
+                     f"{SMALL_MAX_AREA}, medium < {MEDIUM_MAX_AREA} px, large above); the official "
+                     "evaluator reports -100 there (kept in --out)")
     odd = [v for v in gt.videos if (v.height, v.width) not in OFFICIAL_EMPTY_SIZES]
     if result.protocol == "official" and odd and result.num_predictions:
         lines.append(
-            f"note: {len(odd)} of {len(gt.videos)} videos are not 720x1280. The official protocol "
-            "(bit-compatible with the official evaluator) counts an empty predicted mask as "
-            "present unless it is the 720x1280 empty-mask string, so FSLA (and HOTA) of such "
-            "videos are near 0 whatever was predicted; --protocol fixed scores them as "
-            "intended (docs/evaluation.md)"
+            "note: the official protocol (bit-compatible with the official evaluator) counts an "
+            "empty predicted mask as an object unless it is the empty 720x1280 string, and gates "
+            f"FSLA on the classes of every predicted track of a video; {len(odd)} of "
+            f"{len(gt.videos)} videos here are not 720x1280, so frames where a track is silent "
+            "still count it and FSLA can be 0 however good the masks are. --protocol fixed "
+            "corrects this (docs/evaluation.md, differences 1 and 2)"
         )
     return lines
 
