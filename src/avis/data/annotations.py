@@ -20,6 +20,7 @@ from avis.data.masks import Segmentation, decode_segmentation, segmentation_kind
 from avis.data.paths import video_folder
 from avis.errors import DataError
 from avis.eval.rle import MAX_FRAME_SIDE
+from avis.io.atomic import write_text_atomic
 
 VIDEO_FIELDS = ("id", "file_names", "length", "height", "width")
 TRACK_FIELDS = ("id", "video_id", "category_id", "segmentations")
@@ -268,9 +269,9 @@ def read_annotations(path: Path) -> Annotations:
 
 
 def write_annotations(path: Path, ann: Annotations | dict[str, Any]) -> None:
-    """Write deterministically (sorted keys, compact separators)."""
+    """Write deterministically (sorted keys, compact separators) and atomically."""
     obj = annotations_to_json(ann) if isinstance(ann, Annotations) else ann
-    Path(path).write_text(json.dumps(obj, sort_keys=True, separators=(",", ":")), encoding="utf-8")
+    write_text_atomic(path, json.dumps(obj, sort_keys=True, separators=(",", ":")))
 
 
 def decode_track(track: TrackRecord) -> np.ndarray:
