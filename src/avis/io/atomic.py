@@ -26,9 +26,10 @@ TEMP_MARK = ".tmp"
 
 
 def temp_name(path: Path) -> Path:
-    """`<folder>/.<stem>.<pid>.tmp<suffix>`: hidden, unique per process, same suffix (writers
-    that pick a format by extension still see it)."""
-    return path.with_name(f"{TEMP_PREFIX}{path.stem}.{os.getpid()}{TEMP_MARK}{path.suffix}")
+    """`<folder>/.<name>.<pid>.tmp`: hidden, unique per process, and without the destination's
+    suffix, so a leftover of a killed process never matches `*.pth` / `*.npy` (writers are
+    given their format explicitly)."""
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}{TEMP_MARK}")
 
 
 def fsync_dir(folder: Path) -> None:
