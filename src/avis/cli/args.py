@@ -15,8 +15,8 @@ DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 class HelpFormatter(argparse.HelpFormatter):
     """Descriptions written with line breaks keep them (else they are wrapped), and every
-    option's help ends with its default, unless the help mentions the default already or the
-    default is None / False (nothing to show)."""
+    option's help ends with its default, unless the help mentions the default already (the
+    word "default", or the value in parentheses) or the default is None / False."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" in text.strip():
@@ -26,8 +26,10 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         help_text = action.help or ""
         default = action.default
+        shown = {str(default)} | ({f"{default:g}"} if isinstance(default, float) else set())
         if (
             "default" in help_text
+            or any(f"({text})" in help_text for text in shown)  # "port (7860)"
             or default is None
             or default is False
             or default is argparse.SUPPRESS

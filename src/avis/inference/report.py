@@ -171,14 +171,16 @@ def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overla
         overlay_path = None
         if overlay:
             task = bar.add_task("overlay video", total=1)
-            overlay_path = _write_overlay(prediction, decoded, folder / OVERLAY_FILE)
+            overlay_path = write_overlay(prediction, decoded, folder / OVERLAY_FILE)
             bar.update(task, completed=1)
         else:
             (folder / OVERLAY_FILE).unlink(missing_ok=True)  # an earlier run's: not this one's
     return VideoOutputs(video, folder, results, summary, timeline, overlay_path, prediction)
 
 
-def _write_overlay(prediction: Prediction, decoded, path: Path) -> Path:
+def write_overlay(prediction: Prediction, decoded, path: Path) -> Path:
+    """The overlay mp4 of a prediction on its decoded video (a DecodedVideo): masks drawn,
+    the soundtrack with all its channels, both ending where the video ends."""
     from avis.io.overlay import OverlayInstance, write_overlay_video
 
     instances = [  # masks decoded one frame at a time while drawing
