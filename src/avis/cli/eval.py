@@ -89,6 +89,13 @@ def _print_tables(result, console) -> None:
         console.print(table)
 
 
+def _nan_to_null(value):
+    """NaN (an undefined metric) as null, in nested dicts."""
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    return None if isinstance(value, float) and value != value else value
+
+
 def notes(result, gt) -> list[str]:
     """Lines explaining surprising values of this result (empty when there is nothing to say)."""
     lines = []
@@ -150,6 +157,6 @@ def handler(args: argparse.Namespace) -> int:
         }
         if result.per_class is not None:
             payload["per_class"] = result.per_class
-        write_json_atomic(args.out, payload, indent=1)
+        write_json_atomic(args.out, _nan_to_null(payload), indent=1)  # JSON has no NaN
         console.print(f"metrics written to {args.out}")
     return 0
