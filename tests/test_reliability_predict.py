@@ -242,3 +242,13 @@ def test_a_video_failing_midway_leaves_none_of_its_outputs(checkpoint, videos, t
     assert main(["predict", str(videos["a"]), *_args(checkpoint, out)]) == 1
     assert "could not be drawn" in capsys.readouterr().err
     assert not (out / "a").exists()  # results.json and summary.json of this run removed
+
+
+@pytest.mark.parametrize("field, value", [("score_threshold", float("nan")), ("mask_prob_threshold", 2.0)])
+def test_checkpoint_thresholds_out_of_range(tmp_path, field, value):
+    torch.manual_seed(0)
+    cfg = replace(_tiny_config(), **{field: value})
+    path = tmp_path / "odd.pth"
+    save_model(path, build_avism(cfg), cfg)
+    with pytest.raises(CheckpointError, match=rf"{field} must be in \[0, 1\]"):
+        VideoPredictor.from_checkpoint(path)

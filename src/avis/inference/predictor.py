@@ -79,6 +79,10 @@ class VideoPredictor:
         self.options = InferenceOptions.from_config(config)
         if threshold is not None:
             self.options.score_threshold = float(threshold)
+        for name in ("score_threshold", "mask_prob_threshold"):  # NaN would keep nothing, silently
+            value = getattr(self.options, name)
+            if not 0.0 <= value <= 1.0:
+                raise CheckpointError(f"{info.source}: {name} must be in [0, 1], found {value}")
         split = config.split_components if split_components is None else split_components
         self.split: components.SplitOptions | None = (
             components.SplitOptions(config.split_min_blob_fraction, config.split_min_frame_share)
