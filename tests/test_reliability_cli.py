@@ -254,3 +254,21 @@ def test_other_outputs_and_roots(tmp_path, capsys):
     for command in (["data", "check"], ["data", "stats"], ["extract-audio", "--split", "val"]):
         assert main([*command, "--root", str(weights)]) == 1
         assert "must be" in capsys.readouterr().err
+
+
+def test_brackets_in_paths_are_printed_as_text(case, tmp_path, capsys):
+    gt, pred = case
+    out = tmp_path / "m[" / "].json"
+    assert _eval(gt, pred, "--out", str(out)) == 0
+    assert str(out) in capsys.readouterr().out.replace("\n", "")
+    root = tmp_path / "r[" / "]"
+    assert main(["synth", "--out", str(root), *SMALL]) == 0
+    json_path = root / "train.json"
+    obj = json.loads(json_path.read_text())
+    obj["categories"][0]["name"] = "[/]odd"
+    json_path.write_text(json.dumps(obj))
+    (root / "train" / "WAVAudios" / "train_0000.wav").unlink()  # a warning naming the path
+    assert main(["data", "check", "--root", str(root), "--skip-frames"]) == 0
+    assert main(["data", "stats", "--root", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "internal error" not in err

@@ -252,3 +252,22 @@ def test_checkpoint_thresholds_out_of_range(tmp_path, field, value):
     save_model(path, build_avism(cfg), cfg)
     with pytest.raises(CheckpointError, match=rf"{field} must be in \[0, 1\]"):
         VideoPredictor.from_checkpoint(path)
+
+
+def test_brackets_in_paths_and_class_names_are_printed_as_text(videos, tmp_path, capsys):
+    """Rich markup: a path like `o[/]a` raised MarkupError after the model had run."""
+    torch.manual_seed(0)
+    cfg = _tiny_config()
+    ckpt = tmp_path / "names.pth"
+    names = [f"[/]class{i}[bold]" for i in range(cfg.num_classes)]
+    save_model(ckpt, build_avism(cfg), cfg, class_names=names, audio_features="weight_free")
+    folder = tmp_path / "v["
+    folder.mkdir()
+    (folder / "]a.mp4").write_bytes(videos["a"].read_bytes())
+    (folder / "]b.mp4").write_bytes(videos["broken"].read_bytes())
+    out = tmp_path / "o["
+    code = main(["predict", str(folder / "]a.mp4"), str(folder / "]b.mp4"), *_args(ckpt, out)])
+    captured = capsys.readouterr()
+    assert code == 1 and "internal error" not in captured.err, captured.err
+    assert "[/]class" in captured.out and "]b.mp4" in captured.out
+    assert (out / "]a" / "results.json").is_file()

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, force=args.force, inputs=[args.weights], option="--json")
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from avis.data import load_split
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
         )
         results[mode] = evaluator(model)
-    table = Table(title=f"{args.weights} on {args.data}/{args.split}")
+    table = Table(title=escape(f"{args.weights} on {args.data}/{args.split}"))
     table.add_column("audio")
     keys = list(next(iter(results.values())))
     for key in keys:

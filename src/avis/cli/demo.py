@@ -51,13 +51,13 @@ def handle(args: argparse.Namespace) -> int:
     if not video.is_file():
         raise MediaError(f"{video}: the bundled demo video is missing from this installation")
     predictor = VideoPredictor.from_checkpoint(args.weights, threshold=args.threshold)
-    console.print(f"demo video: {video} (synthetic, 12 s, with soundtrack)")
-    console.print(f"checkpoint: {predictor.info.source}")
+    console.print(f"demo video: {video} (synthetic, 12 s, with soundtrack)", markup=False)
+    console.print(f"checkpoint: {predictor.info.source}", markup=False)
     (outputs,) = predict_files(
         predictor, [video], args.out, overlay=not args.no_overlay, console=console
     )
     gt = outputs.folder / GROUND_TRUTH_FILE
     write_bytes_atomic(gt, asset_path(DEMO_ANNOTATIONS).read_bytes())
-    console.print(f"ground truth: {gt}")
-    console.print(f"score it:     avis eval --gt {gt} --pred {outputs.results}")
+    console.print(f"ground truth: {gt}", markup=False)
+    console.print(f"score it:     avis eval --gt {gt} --pred {outputs.results}", markup=False)
     return 0

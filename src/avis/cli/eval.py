@@ -53,6 +53,7 @@ def _fmt_map(value) -> str:
 
 def _print_tables(result, console) -> None:
     from rich.columns import Columns
+    from rich.markup import escape
     from rich.table import Table
 
     m = result.metrics
@@ -85,7 +86,7 @@ def _print_tables(result, console) -> None:
             table.add_column(c.replace("num_", "#").replace("_tracks", ""), justify="right")
         for name, row in result.per_class.items():
             if row["num_gt_tracks"] or row["num_pred_tracks"]:
-                table.add_row(name, *(_fmt(row[c]) for c in columns))
+                table.add_row(escape(name), *(_fmt(row[c]) for c in columns))
         console.print(table)
 
 
@@ -147,7 +148,7 @@ def handler(args: argparse.Namespace) -> int:
                           progress=advance)
     _print_tables(result, console)
     for line in notes(result, gt):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     if args.out:
         payload = {
             "protocol": result.protocol,
@@ -158,5 +159,5 @@ def handler(args: argparse.Namespace) -> int:
         if result.per_class is not None:
             payload["per_class"] = result.per_class
         write_json_atomic(args.out, _nan_to_null(payload), indent=1)  # JSON has no NaN
-        console.print(f"metrics written to {args.out}")
+        console.print(f"metrics written to {args.out}", markup=False)
     return 0

@@ -173,7 +173,7 @@ def handle(args: argparse.Namespace) -> int:
 
         path = predictor.predict_split(args.data, args.split, args.out)
         if path is not None:
-            Console().print(f"results: {path}")
+            Console().print(f"results: {path}", markup=False)
         return 0
     from avis.inference.report import predict_files
 

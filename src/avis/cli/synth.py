@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from avis.data.synth import preset
@@ -73,5 +74,5 @@ def run(args: argparse.Namespace) -> int:
             )  # fmt: skip
     elapsed = time.perf_counter() - start
     summary = ", ".join(f"{n} {split}" for split, n in written.items())
-    console.print(f"wrote {summary} videos to {args.out} in {elapsed:.1f} s (seed {args.seed})")
+    console.print(f"wrote {summary} videos to {escape(str(args.out))} in {elapsed:.1f} s (seed {args.seed})")
     return 0

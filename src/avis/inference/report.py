@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from avis.errors import AvisError
@@ -101,12 +102,12 @@ def predict_files(
             if failures is None:
                 raise
             failures.append((Path(video), str(err)))
-            console.print(f"[red]failed[/red] {video}: {err}", highlight=False)
+            console.print(f"[red]failed[/red] {escape(f'{video}: {err}')}", highlight=False)
             continue
         sounding = [s for s in outputs.prediction.summaries() if s.sounding_frames]
         title = f"{video.name}: {len(sounding)} sounding of {outputs.prediction.num_instances} instances"
-        console.print(summary_table(sounding, title))
-        console.print(f"outputs in {folder}/ : {', '.join(_written(outputs))}")
+        console.print(summary_table(sounding, escape(title)))
+        console.print(f"outputs in {folder}/ : {', '.join(_written(outputs))}", markup=False)
         done.append(outputs)
     return done
 
@@ -145,7 +146,7 @@ def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overla
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task(f"{video.name}: decode", total=1)
+        task = bar.add_task(escape(f"{video.name}: decode"), total=1)
         decoded = read_video(video, fps=fps, allow_silent=allow_silent)
         bar.update(task, completed=1)
         task = bar.add_task(f"audio features ({predictor.extractor.name})", total=1)

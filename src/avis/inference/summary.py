@@ -118,6 +118,7 @@ def write_summary(
 
 def summary_table(summaries: Sequence[TrackSummary], title: str):
     """A rich Table of the tracks (imported lazily so this module stays light)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
@@ -129,7 +130,7 @@ def summary_table(summaries: Sequence[TrackSummary], title: str):
     for s in summaries:
         table.add_row(
             str(s.instance),
-            s.class_name,
+            escape(s.class_name),
             f"{s.score:.3f}",
             format_intervals(s.intervals),
             str(len(s.sounding_frames)),
