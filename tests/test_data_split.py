@@ -200,3 +200,19 @@ def test_non_finite_features_are_an_error_naming_the_file(root, bad, capsys):
     out = root.parent / "pred"
     assert main(["predict", "--data", str(root), "--split", "train", "--out", str(out)]) == 1
     assert f"{name}.npy" in capsys.readouterr().err and not out.exists()
+
+
+def test_decompression_bomb_frame_is_a_data_error(root):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)  # 3.6 G pixels announced
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    _, video = first_video(root)
+    (root / "train" / "JPEGImages" / video["file_names"][0]).write_bytes(bomb)
+    split = load_split(root, "train")
+    with pytest.raises(DataError, match="cannot read frame 0 .*decompression bomb"):
+        split.load_frames(split.video(video["id"]), [0])

@@ -98,7 +98,7 @@ class AVISegSplit:
             try:
                 with Image.open(path) as img:
                     rgb = np.asarray(img.convert("RGB"))
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, Image.DecompressionBombError) as err:  # bomb: a hostile header
                 raise DataError(f"{path}: cannot read frame {t} of video {video.id} ({err})") from None
             if rgb.shape[:2] != (video.height, video.width):
                 raise DataError(
