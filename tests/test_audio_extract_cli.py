@@ -85,7 +85,77 @@ def test_refuses_to_mix_extractors(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_bad_json(tmp_path: Path) -> None:
     (tmp_path / "val.json").write_text(json.dumps({"videos": [{"length": 2, "file_names": []}]}))
-    with pytest.raises(DataError, match=r"videos\[0\]\.file_names"):
+    with pytest.raises(DataError, match=r"videos\[0\].*file_names"):
         read_split_videos(tmp_path / "val.json")
     with pytest.raises(DataError, match="not found"):
         read_split_videos(tmp_path / "train.json")
+
+
+# ---------------------------------------------------------------- issue 18: hostile and short input
+def _split_names(root: Path, names: list[str], length: int = 2) -> None:
+    videos = [{"id": i + 1, "length": length, "file_names": [f"{n}/{k:05d}.jpg" for k in range(length)]}
+              for i, n in enumerate(names)]
+    (root / "val.json").write_text(json.dumps({"videos": videos, "annotations": [], "categories": []}))
+
+
+@pytest.mark.parametrize("name", ["/abs", "../up", "vid\x00x", "C:/x"])
+def test_unsafe_names_are_refused_before_anything_is_read(tmp_path: Path, name: str, capsys) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    _split_names(root, [name])
+    # a soundtrack where an unchecked absolute / climbing name would find one
+    _wav(tmp_path / "up.wav", 2.0, 0)
+    _wav(tmp_path / "root" / "val" / "WAVAudios" / "up.wav", 2.0, 0)
+    assert main(["extract-audio", "--root", str(root), "--split", "val"]) == 1
+    err = capsys.readouterr().err
+    assert "file_names[0]" in err and "Traceback" not in err
+    assert not (root / "val" / "FEATAudios").exists() and not list(tmp_path.rglob("*.npy"))
+
+
+def test_media_dir_names_are_not_glob_patterns(tmp_path: Path, capsys) -> None:
+    _split_names(tmp_path, ["vid*"])
+    media = tmp_path / "media"
+    _wav(media / "vid_other.wav", 2.0, 0)  # `vid*.*` would match it
+    args = ["extract-audio", "--root", str(tmp_path), "--split", "val", "--media-dir", str(media)]
+    assert main(args) == 1
+    assert "no soundtrack found" in capsys.readouterr().out
+    assert main([*args[:-1], str(tmp_path / "missing")]) == 1
+    assert "--media-dir must be a folder" in capsys.readouterr().err
+
+
+def test_short_audio_is_reported_with_numbers_or_fails_by_policy(tmp_path: Path, caplog, capsys) -> None:
+    _split_names(tmp_path, ["short", "empty"], length=5)
+    _wav(tmp_path / "val" / "WAVAudios" / "short.wav", 1.0, 0)
+    _wav(tmp_path / "val" / "WAVAudios" / "empty.wav", 0.0, 0)
+    base = ["extract-audio", "--root", str(tmp_path), "--split", "val"]
+    assert main([*base, "--short-audio", "error"]) == 1
+    out = capsys.readouterr().out
+    assert "1.00 s of audio for a 5-frame video" in out and "0.00 s of audio" in out
+    assert not list((tmp_path / "val" / "FEATAudios").glob("*.npy"))
+    with caplog.at_level("WARNING"):
+        assert main(base) == 0
+    assert "4 of 5 feature rows are silence" in caplog.text and "5 of 5" in caplog.text
+    assert np.load(tmp_path / "val" / "FEATAudios" / "short.npy").shape == (5, 128)
+
+
+def test_truncated_and_garbage_wavs(tmp_path: Path, caplog, capsys) -> None:
+    _split_names(tmp_path, ["odd", "garbage"])
+    wav_dir = tmp_path / "val" / "WAVAudios"
+    full = (_wav(wav_dir / "odd.wav", 2.0, 0), (wav_dir / "odd.wav").read_bytes())[1]
+    (wav_dir / "odd.wav").write_bytes(full[:-3])  # cut inside the last stereo frame
+    (wav_dir / "garbage.wav").write_bytes(full[:12] + b"junk" + (2**31).to_bytes(4, "little") + full[12:])
+    with caplog.at_level("WARNING"):
+        assert main(["extract-audio", "--root", str(tmp_path), "--split", "val"]) == 1
+    out = capsys.readouterr().out
+    assert "1 written" in out and "garbage.wav" in out and "Traceback" not in out
+    assert "truncated WAV: the header promises 32000 frames" in caplog.text and "holds 31999" in caplog.text
+
+
+def test_corrupt_marker_is_a_clean_error(tmp_path: Path, capsys) -> None:
+    _split_names(tmp_path, ["vid"])
+    _wav(tmp_path / "val" / "WAVAudios" / "vid.wav", 2.0, 0)
+    feat_dir = tmp_path / "val" / "FEATAudios"
+    feat_dir.mkdir(parents=True)
+    (feat_dir / "extractor.json").write_text("{not json")
+    assert main(["extract-audio", "--root", str(tmp_path), "--split", "val"]) == 1
+    assert "unreadable extractor marker" in capsys.readouterr().err

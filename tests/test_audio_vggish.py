@@ -103,6 +103,11 @@ def test_strict_checking_errors(weights_file: tuple[Path, dict]) -> None:
         vggish_from_state_dict(bad)
     with pytest.raises(CheckpointError, match="state dict"):
         check_vggish_state_dict([1, 2], "w.pth")
+    bad = dict(state)
+    bad["embeddings.4.bias"] = state["embeddings.4.bias"].clone()
+    bad["embeddings.4.bias"][3] = float("nan")  # issue 18: NaN weights gave NaN features silently
+    with pytest.raises(CheckpointError, match=r"w\.pth: entry 'embeddings\.4\.bias' holds 1 NaN"):
+        check_vggish_state_dict(bad, "w.pth")
 
 
 def test_unreadable_files(tmp_path: Path) -> None:

@@ -179,3 +179,40 @@ def test_clip_dataset_in_a_dataloader(root):
     batches = list(DataLoader(ds, batch_size=2, collate_fn=collate_clips))
     assert [b.frames.shape[0] for b in batches] == [2, 1]
     assert batches[0].frames.shape[1:] == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_features_are_an_error_naming_the_file(root, bad, capsys):
+    """Issue 18: one NaN in a FEATAudios file made `data check` say OK and `predict --data`
+    drop that video's instances with exit code 0."""
+    from avis.cli.main import main
+
+    _, video = first_video(root)
+    name = video["file_names"][0].split("/")[0]
+    path = root / "train" / "FEATAudios" / f"{name}.npy"
+    feats = np.load(path)
+    feats[2, 7] = bad
+    np.save(path, feats)
+    with pytest.raises(DataError, match=rf"{name}\.npy: audio features of video {video['id']} .* 1 NaN or infinite values \(rows 2\)"):
+        load_split(root, "train")
+    assert main(["data", "check", "--root", str(root), "--split", "train", "--skip-frames"]) == 1
+    assert f"{name}.npy" in capsys.readouterr().out
+    out = root.parent / "pred"
+    assert main(["predict", "--data", str(root), "--split", "train", "--out", str(out)]) == 1
+    assert f"{name}.npy" in capsys.readouterr().err and not out.exists()
+
+
+def test_decompression_bomb_frame_is_a_data_error(root):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)  # 3.6 G pixels announced
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    _, video = first_video(root)
+    (root / "train" / "JPEGImages" / video["file_names"][0]).write_bytes(bomb)
+    split = load_split(root, "train")
+    with pytest.raises(DataError, match="cannot read frame 0 .*decompression bomb"):
+        split.load_frames(split.video(video["id"]), [0])

@@ -58,6 +58,9 @@ def test_unknown_category(case):
         ("0P", "cut off"),  # the last run length continues past the end
         ("00", "add up to 0 pixels"),
         ("Q0", "negative run length"),  # 0x21: run 0 = 1, then 0: ... built below
+        ("a" * 65536, "cut off"),  # issue 18: only continuation characters (was an IndexError)
+        ("P" * 70000, "cut off"),  # longer than one batch of strings
+        ("0" + "a" * 300, "cut off"),
     ],
 )
 def test_malformed_rle(case, counts, why):
@@ -170,3 +173,23 @@ def _uncompressed_counts(binary: np.ndarray) -> list[int]:
     edges = np.flatnonzero(np.diff(flat)) + 1
     counts = np.diff(np.r_[0, edges, flat.size]).tolist()
     return [0, *counts] if flat[0] else counts
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1e9, 1e12])
+def test_polygon_coordinates_that_would_crash_pycocotools(case, value):
+    """Issue 18 barrage: pycocotools segfaults or exhausts memory on these (JSON allows NaN)."""
+    gt, preds = copy.deepcopy(case)
+    track = gt["annotations"][0]
+    h, w = gt["videos"][0]["height"], gt["videos"][0]["width"]
+    track["segmentations"][1] = [[1.0, 1.0, value, 2.0, 3.0, 5.0]]
+    _raises(gt, preds, "annotations[0]", "segmentations[1]", "polygon 0")
+    from avis.data.masks import decode_segmentation
+
+    with pytest.raises(ValueError, match="polygon 0"):
+        decode_segmentation([[1.0, 1.0, value, 2.0, 3.0, 5.0]], h, w)
+
+
+def test_frame_sides_beyond_pycocotools_counts(case):
+    gt, preds = copy.deepcopy(case)
+    gt["videos"][0]["height"] = 10**9
+    _raises(gt, preds, "videos[0]", "height and width must be 1..16384")

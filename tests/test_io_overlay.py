@@ -89,3 +89,21 @@ def test_mask_shape_mismatch() -> None:
         write_overlay_video("unused.mp4", frames, [bad], ["dog"])
     with pytest.raises(ValueError, match="sample_rate"):
         write_overlay_video("unused.mp4", frames, [], ["dog"], audio=np.zeros(10))
+
+
+@pytest.mark.parametrize("channels, kept", [(1, 1), (2, 2), (6, 6), (8, 1)])
+def test_overlay_keeps_the_channels_and_ends_at_the_duration(tmp_path: Path, channels: int, kept: int) -> None:
+    """Issue 18: the overlay wrote a mono mix of a 5.1 soundtrack and a whole last second."""
+    frames, instances = _scene()  # T = 3 frames at 1 fps
+    rate = 16000
+    audio = np.random.default_rng(0).uniform(-0.2, 0.2, (3 * rate, channels)).astype(np.float32)
+    path = write_overlay_video(
+        tmp_path / "o.mp4", frames, instances, ["dog", "piano"], audio=audio, sample_rate=rate,
+        duration=2.3,
+    )  # fmt: skip
+    with av.open(str(path)) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert sound.codec_context.channels == kept
+        assert float(video.duration * video.time_base) == pytest.approx(2.3, abs=0.1)
+        assert float(sound.duration * sound.time_base) == pytest.approx(2.3, abs=0.07)
+    assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]

@@ -4,6 +4,7 @@ videos made here with PyAV (plus one real file)."""
 from __future__ import annotations
 
 import logging
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -223,3 +224,48 @@ def test_frames_past_the_memory_budget_go_to_a_temporary_file(tmp_path: Path) ->
     assert isinstance(spilled.frames, np.memmap) and spilled.frames.shape == (5, 24, 32, 3)
     np.testing.assert_array_equal(spilled.frames, in_memory.frames)
     np.testing.assert_array_equal(spilled.audio, in_memory.audio)
+
+
+def _faststart_copy(src: Path, dst: Path) -> None:
+    """Remux `src` with the index (moov) first, as web-ready files are."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4", options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+
+
+def test_truncated_file_warns_with_decoded_and_promised_seconds(tmp_path, caplog) -> None:
+    """Issue 18: the first half of a faststart mp4 decoded without a word."""
+    from avis.data.synth.media import write_mp4
+
+    frames = [np.full((32, 32, 3), 20 * i, np.uint8) for i in range(10)]
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(10 * 16000) / 16000)
+    write_mp4(tmp_path / "full.mp4", frames, 1, tone, 16000)
+    _faststart_copy(tmp_path / "full.mp4", tmp_path / "fast.mp4")
+    with caplog.at_level("WARNING"):
+        read_video(tmp_path / "fast.mp4")
+    assert "truncated" not in caplog.text  # the intact file: no warning
+    data = (tmp_path / "fast.mp4").read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING"):
+        video = read_video(tmp_path / "half.mp4")
+    assert video.duration < 10
+    assert re.search(r"half\.mp4: decoded \d+\.\d\d s of (video|audio), but the file header promises 10\.00 s", caplog.text)
+
+
+def test_float_wav_with_nan_is_an_error(tmp_path) -> None:
+    import struct
+
+    from avis.io.audio_file import load_audio
+
+    samples = np.zeros(16000, np.float32)
+    samples[100] = np.nan
+    data = samples.tobytes()
+    header = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 3, 1, 16000, 16000 * 4, 4, 32
+    ) + b"data" + struct.pack("<I", len(data))
+    (tmp_path / "nan.wav").write_bytes(header + data)
+    with pytest.raises(MediaError, match="nan.wav: the soundtrack holds 1 non-finite samples"):
+        load_audio(tmp_path / "nan.wav")

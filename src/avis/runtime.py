@@ -25,3 +25,30 @@ def enable_huge_page_allocations() -> bool:
     """
     os.environ.setdefault(HUGE_PAGES_ENV, "1")
     return os.environ[HUGE_PAGES_ENV] not in ("", "0")
+
+
+def torch_device(spec: str | object):
+    """`spec` (cpu, cuda, cuda:N, mps, or a torch.device) as a torch.device that exists here.
+
+    Raises avis.errors.AvisError naming what is available instead of torch's AssertionError /
+    RuntimeError deep inside the first `.to(device)`.
+    """
+    import torch
+
+    from avis.errors import AvisError
+
+    try:
+        device = torch.device(spec)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError) as err:
+        raise AvisError(f"device {spec!r}: not a torch device ({err})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AvisError(f"device {spec!r}: CUDA is not available here (use --device cpu)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise AvisError(f"device {spec!r}: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise AvisError(f"device {spec!r}: Apple MPS is not available here (use --device cpu)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise AvisError(f"device {spec!r}: avis runs on cpu, cuda or mps")
+    return device

@@ -167,6 +167,9 @@ def check_vggish_state_dict(state: object, source: str) -> dict[str, torch.Tenso
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
             found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise CheckpointError(f"{source}: entry {key!r}: expected shape {shape}, found {found}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            count = int(value.numel() - torch.isfinite(value).sum())
+            raise CheckpointError(f"{source}: entry {key!r} holds {count} NaN or infinite values")
     return {k: v.float() for k, v in state.items()}
 
 

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from avis.cli import args as types
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -30,27 +32,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="real,shuffled",
         help="comma-separated audio modes: real, shuffled, zeros",
     )
-    parser.add_argument("--max-videos", type=int, default=0, help="first N videos by id (0 = all)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--max-videos", type=types.non_negative_int, default=0, help="first N videos by id (0 = all)")
+    parser.add_argument("--device", type=types.device, default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from avis.io.outputs import check_input_file, check_output_file
+
+    check_input_file(args.weights, "--weights checkpoint")
+    if args.json:
+        check_output_file(args.json, force=args.force, inputs=[args.weights], option="--json")
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from avis.data import load_split
     from avis.engine.evaluation import AUDIO_MODES, SplitEvaluator
     from avis.errors import DataError
+    from avis.io.atomic import write_text_atomic
     from avis.models.checkpoint import load_model, read_checkpoint
+    from avis.runtime import torch_device
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in AUDIO_MODES]
     if bad or not modes:
         raise DataError(f"--modes: expected some of {AUDIO_MODES}, got {args.modes!r}")
     model, cfg = load_model(args.weights)
-    model = model.to(args.device)
+    model = model.to(torch_device(args.device))
     names = read_checkpoint(args.weights).get("class_names")
     names = names or load_split(args.data, args.split).class_names
     results: dict[str, dict[str, float]] = {}
@@ -65,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
         )
         results[mode] = evaluator(model)
-    table = Table(title=f"{args.weights} on {args.data}/{args.split}")
+    table = Table(title=escape(f"{args.weights} on {args.data}/{args.split}"))
     table.add_column("audio")
     keys = list(next(iter(results.values())))
     for key in keys:
@@ -79,6 +90,5 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(f"drop ({mode})", *(f"{drop[k]:.2f}" for k in keys))
     Console().print(table)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
     return 0

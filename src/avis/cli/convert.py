@@ -6,7 +6,9 @@ avis -> official (the config comes from the avis file):
     avis convert --src avism_r50.pth --out AVISM_R50_IN.pth [--naming vita]
 
 Either way the weights are loaded strictly into the model they describe (every key used,
-none missing, shapes checked), so a successful conversion is a checked one.
+none missing, shapes checked, every value finite), so a successful conversion is a checked
+one. A --preset given for an avis --src must fit its weights too. --out is checked before
+anything is read and written atomically; an existing file is replaced only with --force.
 """
 
 from __future__ import annotations
@@ -42,9 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
+    from avis.io.outputs import check_input_file, check_output_file
+
+    check_input_file(args.src, "--src checkpoint")
+    check_output_file(args.out, force=args.force, inputs=[args.src])
     import torch
 
     from avis.errors import CheckpointError
+    from avis.io.atomic import save_torch_atomic
     from avis.models.avism import build_avism
     from avis.models.checkpoint import (
         avis_to_official,
@@ -53,14 +60,11 @@ def handler(args: argparse.Namespace) -> int:
         is_avis_checkpoint,
         load_model,
         read_checkpoint,
+        resolve_config,
         save_model,
         state_dict_of,
     )
 
-    if args.out.exists() and not args.force:
-        raise CheckpointError(f"{args.out}: exists already (use --force to overwrite)")
-    if args.out.resolve() == args.src.resolve():
-        raise CheckpointError(f"{args.out}: --out must differ from --src")
     obj = read_checkpoint(args.src)
     if is_avis_checkpoint(obj):
         cfg = config_of(obj, str(args.src))
@@ -68,9 +72,15 @@ def handler(args: argparse.Namespace) -> int:
         with torch.device("meta"):  # keys and shapes only: no weights are materialised
             model = build_avism(cfg)
         check_state_dict(model, state_dict, str(args.src))
+        if args.preset is not None:  # it must describe these weights too
+            with torch.device("meta"):
+                claimed = build_avism(resolve_config(args.preset, str(args.src)))
+            try:
+                check_state_dict(claimed, state_dict, str(args.src))
+            except CheckpointError as err:
+                raise CheckpointError(f"--preset {args.preset} does not fit --src: {err}") from None
         official = avis_to_official(state_dict, args.naming, num_classes=cfg.num_classes)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"model": official}, args.out)
+        save_torch_atomic({"model": official}, args.out)
         print(f"wrote official checkpoint {args.out} ({len(official)} keys, {args.naming} names)")
     else:
         model, cfg = load_model(args.src, args.preset)

@@ -32,10 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _splits(root: Path, split: str | None) -> list[str]:
+    from avis.data.paths import check_split_name
     from avis.errors import DataError
 
+    if not root.is_dir():
+        raise DataError(f"{root}: --root must be a data set folder (holding <split>.json)")
     if split is not None:
-        return [split]
+        return [check_split_name(split)]
     found = [s for s in SPLIT_NAMES if (root / f"{s}.json").is_file()]
     if not found:
         raise DataError(f"{root}: no {', '.join(s + '.json' for s in SPLIT_NAMES)} found")
@@ -44,6 +47,7 @@ def _splits(root: Path, split: str | None) -> list[str]:
 
 def run_check(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import Progress
 
     from avis.data.check import check_split, summarize
@@ -52,15 +56,15 @@ def run_check(args: argparse.Namespace) -> int:
     failed = False
     for split in _splits(args.root, args.split):
         with Progress(console=console, transient=True) as bar:
-            task = bar.add_task(f"checking {split}", total=None)
+            task = bar.add_task(escape(f"checking {split}"), total=None)
             report = check_split(args.root, split, audio_policy=args.audio_policy,
                                  read_frames=not args.skip_frames, on_video=partial(bar.advance, task))
         for line in summarize(report.errors):
-            console.print(f"[red]error[/red] {line}", markup=True, highlight=False)
+            console.print(f"[red]error[/red] {escape(line)}", markup=True, highlight=False)
         for line in summarize(report.warnings):
-            console.print(f"[yellow]warning[/yellow] {line}", markup=True, highlight=False)
+            console.print(f"[yellow]warning[/yellow] {escape(line)}", markup=True, highlight=False)
         state = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
-        console.print(f"{split}: {state} — {report.videos} videos, {report.frames} frames, {report.masks} masks, "
+        console.print(f"{escape(split)}: {state} — {report.videos} videos, {report.frames} frames, {report.masks} masks, "
                       f"{len(report.errors)} errors, {len(report.warnings)} warnings")
         failed |= not report.ok
     return 1 if failed else 0
@@ -68,6 +72,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from avis.data.annotations import read_annotations
@@ -78,7 +83,7 @@ def run_stats(args: argparse.Namespace) -> int:
         print(json.dumps({s: r.to_dict() for s, r in results.items()}, indent=2))
         return 0
     console = Console()
-    overview = Table(title=f"{args.root}")
+    overview = Table(title=escape(str(args.root)))
     for col in ("split", "videos", "frames", "len", "tracks", "masks", "sound", "silent", "multi"):
         overview.add_column(col, justify="right")
     for split, r in results.items():
@@ -92,7 +97,7 @@ def run_stats(args: argparse.Namespace) -> int:
         per_class.add_column(f"{split} masks", justify="right")
     first = next(iter(results.values()))
     for cid, cls in first.per_class.items():
-        row = [cls.name]
+        row = [escape(cls.name)]
         for r in results.values():
             c = r.per_class.get(cid)
             row += [str(c.tracks), str(c.masks)] if c else ["-", "-"]

@@ -9,6 +9,11 @@ Existing files are skipped unless --overwrite; each file is written atomically. 
 name is recorded in FEATAudios/extractor.json, and a run with a different extractor refuses to
 mix features unless --overwrite. Without --weights the weight-free features are written
 (per-band mean/std of the VGGish log-mel patch), NOT the VGGish embeddings AVIS used.
+
+The video names come from the JSON and are checked like every data-set path (no absolute
+names, no '..': `avis.data.paths`). A soundtrack shorter than its video's frames is padded
+with silence and reported with the numbers (--short-audio pad, the default), or is a
+failure of that video (--short-audio error).
 """
 
 from __future__ import annotations
@@ -17,14 +22,19 @@ import argparse
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from avis.cli import args as types
+from avis.data.paths import check_split_name, video_folder
 from avis.errors import DataError, MediaError
+from avis.io.atomic import write_text_atomic
 
 FEAT_DIR = "FEATAudios"
 WAV_DIR = "WAVAudios"
 MARKER_FILE = "extractor.json"
 MAX_LISTED_FAILURES = 10
+VGGISH_PATCH_S = 0.975  # audio one feature row needs (the VGGish example window)
+SHORT_AUDIO_POLICIES = ("pad", "error")
 
 _LOG = logging.getLogger(__name__)
 
@@ -60,7 +70,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--media-dir", type=Path, help="folder of <video>.<ext> files used when a WAV is missing"
     )
     parser.add_argument("--overwrite", action="store_true", help="recompute existing files")
-    parser.add_argument("--device", default="cpu", help="torch device for VGGish")
+    parser.add_argument(
+        "--short-audio", choices=SHORT_AUDIO_POLICIES, default="pad",
+        help="a soundtrack shorter than the video: pad with silence and warn, or fail that video",
+    )  # fmt: skip
+    parser.add_argument("--device", type=types.device, default="cpu", help="torch device for VGGish")
     parser.set_defaults(func=handler)
 
 
@@ -70,23 +84,23 @@ def read_split_videos(json_path: Path) -> list[VideoEntry]:
         raise DataError(f"{json_path}: annotation file not found")
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{json_path}: not valid JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
+        raise DataError(f"{json_path}: not valid JSON ({type(err).__name__}: {str(err)[:200]})") from None
     videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(videos, list):
         raise DataError(f"{json_path}: expected a top-level object with a 'videos' list")
     entries = []
     for index, video in enumerate(videos):
         where = f"{json_path}: videos[{index}]"
-        names = video.get("file_names") if isinstance(video, dict) else None
-        if not isinstance(names, list) or not names or not isinstance(names[0], str):
+        if not isinstance(video, dict):
+            raise DataError(f"{where}: expected an object with 'file_names'")
+        name = video_folder(video.get("file_names") or [], where)  # the data layer's path check
+        length = video.get("length", len(video["file_names"]))
+        if not isinstance(length, int) or isinstance(length, bool) or length != len(video["file_names"]):
             raise DataError(
-                f"{where}.file_names: expected a non-empty list of '<video>/<frame>.jpg'"
+                f"{where}.length: expected the number of file_names ({len(video['file_names'])}), found {length!r}"
             )
-        length = video.get("length", len(names))
-        if not isinstance(length, int) or length < 1:
-            raise DataError(f"{where}.length: expected a positive integer, found {length!r}")
-        entries.append(VideoEntry(PurePosixPath(names[0]).parts[0], length))
+        entries.append(VideoEntry(name, length))
     return entries
 
 
@@ -94,8 +108,8 @@ def find_source(video: str, wav_dir: Path, media_dir: Path | None) -> Path:
     wav = wav_dir / f"{video}.wav"
     if wav.is_file():
         return wav
-    if media_dir is not None:
-        candidates = sorted(p for p in media_dir.glob(f"{video}.*") if p.is_file())
+    if media_dir is not None and media_dir.is_dir():  # exact stem match: no glob patterns
+        candidates = sorted(p for p in media_dir.iterdir() if p.stem == video and p.suffix and p.is_file())
         if candidates:
             return candidates[0]
     where = f"{wav}" + (f" or {media_dir}/{video}.*" if media_dir is not None else "")
@@ -105,24 +119,56 @@ def find_source(video: str, wav_dir: Path, media_dir: Path | None) -> Path:
 def _check_marker(feat_dir: Path, name: str, overwrite: bool) -> None:
     marker = feat_dir / MARKER_FILE
     if marker.is_file() and not overwrite:
-        previous = json.loads(marker.read_text()).get("extractor")
+        try:
+            previous = json.loads(marker.read_text()).get("extractor")
+        except (ValueError, AttributeError, OSError):
+            raise DataError(f"{marker}: unreadable extractor marker; pass --overwrite to recompute the features") from None
         if previous != name:
             raise DataError(
                 f"{feat_dir}: features there were made by the {previous!r} extractor, this run "
                 f"uses {name!r}; pass --overwrite to recompute them all"
             )
-    feat_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"extractor": name}) + "\n")
+    write_text_atomic(marker, json.dumps({"extractor": name}) + "\n")
+
+
+def check_length(samples, rate: int, num_frames: int, where: str, policy: str) -> None:
+    """Warn (policy 'pad') or raise (policy 'error') when the soundtrack does not cover every
+    frame's one-second window: the missing rows become silence features."""
+    seconds = samples.shape[0] / rate
+    full_rows = max(0, min(num_frames, int((seconds - VGGISH_PATCH_S) // 1 + 1))) if seconds >= VGGISH_PATCH_S else 0
+    if full_rows >= num_frames:
+        return
+    message = (
+        f"{where}: {seconds:.2f} s of audio for a {num_frames}-frame video (needs "
+        f"{num_frames - 1 + VGGISH_PATCH_S:.3f} s): {num_frames - full_rows} of {num_frames} "
+        "feature rows are silence"
+    )
+    if policy == "error":
+        raise MediaError(message + " (--short-audio error)")
+    _LOG.warning("%s (padded; --short-audio error makes this a failure)", message)
 
 
 def handler(args: argparse.Namespace) -> int:
+    from avis.io.outputs import check_input_file, check_output_dir
+
+    if args.media_dir is not None and not args.media_dir.is_dir():
+        raise DataError(f"{args.media_dir}: --media-dir must be a folder")
+    for option, path in (("--weights", args.weights), ("--pca-params", args.pca_params)):
+        if path is not None:
+            check_input_file(path, f"{option} file")
+    if not args.root.is_dir():
+        raise DataError(f"{args.root}: --root must be the data set folder (holding {args.split}.json)")
+    videos = read_split_videos(args.root / f"{check_split_name(args.split)}.json")
+    check_output_dir(args.root / args.split / FEAT_DIR, option=FEAT_DIR)
     from rich.progress import Progress
 
     from avis.audio.features import build_extractor
     from avis.io.audio_file import load_audio
     from avis.io.npy import save_npy_atomic
+    from avis.runtime import torch_device
 
-    videos = read_split_videos(args.root / f"{args.split}.json")
+    if args.weights is not None:
+        torch_device(args.device)
     kind = args.extractor or ("vggish" if args.weights is not None else "weight_free")
     extractor = build_extractor(
         kind, weights=args.weights, pca_params=args.pca_params, device=args.device
@@ -139,13 +185,15 @@ def handler(args: argparse.Namespace) -> int:
                 skipped += 1
             else:
                 try:
-                    samples, rate = load_audio(
-                        find_source(video.name, split_dir / WAV_DIR, args.media_dir)
-                    )
+                    source = find_source(video.name, split_dir / WAV_DIR, args.media_dir)
+                    samples, rate = load_audio(source)
+                    check_length(samples, rate, video.num_frames, str(source), args.short_audio)
                     save_npy_atomic(out, extractor(samples, rate, video.num_frames))
                     written += 1
                 except (MediaError, DataError) as err:
                     failures.append(str(err))
+                except OSError as err:  # this file only (a folder in its place, permissions)
+                    failures.append(f"{out}: cannot be written ({err.strerror or err})")
             progress.advance(task)
     print(f"{feat_dir}: {written} written, {skipped} skipped (existing), {len(failures)} failed")
     for message in failures[:MAX_LISTED_FAILURES]:

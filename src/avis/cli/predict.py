@@ -7,6 +7,10 @@ Per video file it writes, under `--out/<video stem>/`:
   timeline.png    one row per instance, coloured where it sounds
 With `--data ROOT --split S` it writes one `--out/results.json` for the whole split, using the
 split's precomputed audio features; under `torchrun` the videos are sharded across ranks.
+
+Outputs of an earlier run are not overwritten without --force; arguments and output paths
+are checked before the model is loaded. A video that cannot be read is reported and the
+others still run (exit code 1 when any failed).
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import argparse
 from pathlib import Path
 from typing import Literal
 
+from avis.cli import args as types
+
 DEFAULT_OUT = "avis_predictions"
+RESULTS_NAME = "results.json"  # of a whole split (avis.inference.split_predict)
 DEFAULT_FPS = 1.0
 # --streaming value -> VideoPredictor streaming argument
 STREAMING_CHOICES: dict[str, bool | Literal["auto"]] = {"auto": "auto", "yes": True, "no": False}
@@ -41,11 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="output folder")
     parser.add_argument(
-        "--fps", type=float, default=DEFAULT_FPS, help="frames sampled per second (AVIS: 1)"
+        "--force", action="store_true", help="overwrite the outputs of an earlier run in --out"
     )
     parser.add_argument(
+        "--fps", type=types.sampling_fps, default=DEFAULT_FPS,
+        help="frames sampled per second (AVIS: 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threshold",
-        type=float,
+        type=types.probability,
         default=None,
         help="keep instances scoring above this (default: the model's score threshold, 0.3)",
     )
@@ -67,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="VGGish weights (torchvggish state dict); without them the weight-free audio "
         "features are used",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:0, ...)")
+    parser.add_argument(
+        "--device", type=types.device, default="cpu", help="torch device (cpu, cuda, cuda:0, ...)"
+    )
     parser.add_argument(
         "--no-overlay", action="store_true", help="skip the overlay mp4 (the slowest output)"
     )
@@ -101,14 +114,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=handle)
 
 
-def handle(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the model is loaded (standard library only)."""
     from avis.errors import AvisError
-    from avis.inference.predictor import VideoPredictor
+    from avis.io.outputs import check_input_file, check_output_dir, check_output_file
 
     if not args.videos and args.data is None:
         raise AvisError("give video files or --data ROOT [--split test]")
     if args.videos and args.data is not None:
         raise AvisError("give either video files or --data, not both")
+    for option, path in (("--weights", args.weights), ("--vggish-weights", args.vggish_weights)):
+        if path is not None:
+            check_input_file(path, f"{option} file")
+    if args.spill_dir is not None:
+        check_output_dir(args.spill_dir, option="--spill-dir")
+    if args.data is not None:
+        from avis.data.paths import check_split_name
+
+        check_split_name(args.split)
+        if not args.data.is_dir():
+            raise AvisError(f"{args.data}: --data must be a data set folder (holding {args.split}.json)")
+        check_input_file(args.data / f"{args.split}.json", f"annotation file of split {args.split!r}")
+        check_output_dir(args.out)
+        check_output_file(args.out / RESULTS_NAME, force=args.force, inputs=[args.data / f"{args.split}.json"])
+        return
+    folders = [str(v) for v in args.videos if v.is_dir()]
+    if folders:
+        raise AvisError(f"{', '.join(folders)}: a folder, not a video file (give the files in it)")
+    missing = [str(v) for v in args.videos if not v.is_file()]
+    if missing:
+        raise AvisError(f"video file(s) not found: {', '.join(missing)}")
+    from avis.inference.report import check_outputs  # light: rich and the results writer
+
+    check_outputs(args.videos, args.out, force=args.force)
+
+
+def handle(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    from avis.inference.predictor import VideoPredictor
+
     predictor = VideoPredictor.from_checkpoint(
         args.weights,
         preset=args.preset,
@@ -129,16 +173,25 @@ def handle(args: argparse.Namespace) -> int:
 
         path = predictor.predict_split(args.data, args.split, args.out)
         if path is not None:
-            Console().print(f"results: {path}")
+            Console().print(f"results: {path}", markup=False)
         return 0
     from avis.inference.report import predict_files
 
-    predict_files(
+    failures: list[tuple[Path, str]] = []
+    done = predict_files(
         predictor,
         args.videos,
         args.out,
         fps=args.fps,
         allow_silent=args.allow_silent,
         overlay=not args.no_overlay,
+        failures=failures,
     )
+    if failures:
+        import sys
+
+        print(f"avis predict: {len(failures)} of {len(done) + len(failures)} videos failed:", file=sys.stderr)
+        for video, message in failures:  # messages name their file; others get it prefixed
+            print(f"  {message}" if message.startswith(str(video)) else f"  {video}: {message}", file=sys.stderr)
+        return 1
     return 0

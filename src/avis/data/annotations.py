@@ -17,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from avis.data.masks import Segmentation, decode_segmentation, segmentation_kind
+from avis.data.paths import video_folder
 from avis.errors import DataError
+from avis.eval.rle import MAX_FRAME_SIDE
+from avis.io.atomic import write_text_atomic
 
 VIDEO_FIELDS = ("id", "file_names", "length", "height", "width")
 TRACK_FIELDS = ("id", "video_id", "category_id", "segmentations")
@@ -98,45 +101,30 @@ def _need(entry: dict, names: tuple[str, ...], where: str) -> None:
             raise DataError(f"{where}: missing field '{name}'")
 
 
-def _int(entry: dict, name: str, where: str, minimum: int | None = None) -> int:
+def _int(entry: dict, name: str, where: str, minimum: int | None = None, maximum: int | None = None) -> int:
     value = entry[name]
     if not isinstance(value, int) or isinstance(value, bool):
         raise DataError(f"{where}: field '{name}' must be an integer, found {value!r}")
     if minimum is not None and value < minimum:
         raise DataError(f"{where}: field '{name}' must be >= {minimum}, found {value}")
+    if maximum is not None and value > maximum:
+        raise DataError(f"{where}: field '{name}' must be <= {maximum}, found {value}")
     return value
-
-
-def _check_file_name(name: object, where: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise DataError(f"{where}: expected a relative path '<video>/<frame>.jpg', found {name!r}")
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise DataError(f"{where}: file name {name!r} is absolute; it must stay inside the split root")
-    if ".." in path.parts:
-        raise DataError(f"{where}: file name {name!r} contains '..'; it must stay inside the split root")
-    if len(path.parts) < 2:
-        raise DataError(f"{where}: file name {name!r} must be '<video>/<frame>.jpg'")
-    return name
 
 
 def _parse_video(entry: dict, where: str) -> VideoRecord:
     _need(entry, VIDEO_FIELDS, where)
     names = entry["file_names"]
-    if not isinstance(names, list) or not names:
-        raise DataError(f"{where}: field 'file_names' must be a non-empty list, found {names!r:.80}")
-    names = tuple(_check_file_name(n, f"{where} file_names[{i}]") for i, n in enumerate(names))
+    video_folder(names, where)  # every name checked: relative, inside the split root
+    names = tuple(names)
     length = _int(entry, "length", where, minimum=1)
     if length != len(names):
         raise DataError(f"{where}: field 'length' is {length} but 'file_names' has {len(names)} entries")
-    folders = {PurePosixPath(n).parts[0] for n in names}
-    if len(folders) != 1:
-        raise DataError(f"{where}: field 'file_names' spans several video folders {sorted(folders)}")
     return VideoRecord(
         id=_int(entry, "id", where),
         file_names=names,
-        height=_int(entry, "height", where, minimum=1),
-        width=_int(entry, "width", where, minimum=1),
+        height=_int(entry, "height", where, minimum=1, maximum=MAX_FRAME_SIDE),
+        width=_int(entry, "width", where, minimum=1, maximum=MAX_FRAME_SIDE),
     )
 
 
@@ -273,13 +261,17 @@ def read_annotations(path: Path) -> Annotations:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be an annotation file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the annotation file ({err})") from None
     return parse_annotations(obj, str(path))
 
 
 def write_annotations(path: Path, ann: Annotations | dict[str, Any]) -> None:
-    """Write deterministically (sorted keys, compact separators)."""
+    """Write deterministically (sorted keys, compact separators) and atomically."""
     obj = annotations_to_json(ann) if isinstance(ann, Annotations) else ann
-    Path(path).write_text(json.dumps(obj, sort_keys=True, separators=(",", ":")), encoding="utf-8")
+    write_text_atomic(path, json.dumps(obj, sort_keys=True, separators=(",", ":")))
 
 
 def decode_track(track: TrackRecord) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from avis.eval.rle import check_polygon_coords
+
 Polygons = list[list[float]]
 RLE = dict[str, Any]
 Segmentation = Polygons | RLE
@@ -57,6 +59,7 @@ def to_rle(seg: Segmentation, height: int, width: int) -> RLE:
         counts = seg["counts"]
         return {"size": list(seg["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
     polys = [list(map(float, p)) for p in seg if len(p) >= MIN_POLYGON_COORDS]
+    check_polygon_coords(polys, height, width)  # pycocotools crashes on NaN or huge values
     if not polys:
         return mask_utils.encode(np.zeros((height, width, 1), dtype=np.uint8, order="F"))[0]
     return mask_utils.merge(mask_utils.frPyObjects(polys, height, width))

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from avis.data.annotations import Annotations, Category, TrackRecord, VideoRecord, read_annotations
+from avis.data.paths import check_split_name
 from avis.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class AVISegSplit:
             try:
                 with Image.open(path) as img:
                     rgb = np.asarray(img.convert("RGB"))
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, Image.DecompressionBombError) as err:  # bomb: a hostile header
                 raise DataError(f"{path}: cannot read frame {t} of video {video.id} ({err})") from None
             if rgb.shape[:2] != (video.height, video.width):
                 raise DataError(
@@ -113,6 +114,7 @@ class AVISegSplit:
         feats = np.load(path).astype(np.float32, copy=False)
         if feats.ndim != 2 or feats.shape[1] != self.audio_dim:  # the file changed since loading
             raise DataError(f"{path}: expected shape (T, {self.audio_dim}), found {feats.shape}")
+        _check_finite(feats, path, f"video {video.id} ('{video.name}')")
         rows = feats[: video.length]
         if len(rows) < video.length:
             rows = np.concatenate([rows, np.zeros((video.length - len(rows), self.audio_dim), np.float32)])
@@ -130,7 +132,19 @@ def _read_feature_header(path: Path, where: str) -> tuple[int, int]:
         raise DataError(f"{path}: audio features of {where} must have shape (T, D), found {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         raise DataError(f"{path}: audio features of {where} must be floating point, found {arr.dtype}")
+    _check_finite(arr, path, where)
     return int(arr.shape[0]), int(arr.shape[1])
+
+
+def _check_finite(feats: np.ndarray, path: Path, where: str) -> None:
+    """NaN or infinite features make the model drop the video's instances without an error."""
+    finite = np.isfinite(feats)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        raise DataError(
+            f"{path}: audio features of {where} hold {int((~finite).sum())} NaN or infinite "
+            f"values (rows {', '.join(map(str, rows[:5]))}{' ...' if len(rows) > 5 else ''})"
+        )
 
 
 def _trim_video(video: VideoRecord, tracks: list[TrackRecord], length: int) -> tuple[VideoRecord, list[TrackRecord]]:
@@ -153,6 +167,7 @@ def load_split(
     if audio_policy not in AUDIO_POLICIES:
         raise ValueError(f"audio_policy must be one of {AUDIO_POLICIES}, got {audio_policy!r}")
     root = Path(root)
+    check_split_name(split)
     ann: Annotations = read_annotations(root / f"{split}.json")
     split_dir = root / split
     by_video = ann.tracks_by_video()

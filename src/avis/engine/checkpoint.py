@@ -11,7 +11,6 @@ Files: `<run>/checkpoints/checkpoint_<iteration:07d>.pth`, the newest k kept.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from avis.errors import CheckpointError
+from avis.io.atomic import save_torch_atomic
 
 CHECKPOINT_FORMAT = "avis"  # = avis.models.checkpoint.AVIS_FORMAT
 CHECKPOINT_VERSION = 1  # = avis.models.checkpoint.AVIS_FORMAT_VERSION
@@ -51,23 +51,8 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """torch.save through `avis.io.atomic` (temp file in the same folder, fsync, rename)."""
+    save_torch_atomic(obj, path)
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:

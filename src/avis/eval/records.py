@@ -16,6 +16,7 @@ from pathlib import Path
 
 from avis.errors import DataError
 from avis.eval.rle import (
+    MAX_FRAME_SIDE,
     check_uncompressed_counts,
     checked_areas,
     compress_counts,
@@ -59,8 +60,14 @@ def load_json(path: Path, what: str):
             return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder; the {what} file must be a JSON file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the {what} file ({err.strerror or err})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a {what} file") from None
 
 
 def int_field(value, where: str, name: str) -> int:
@@ -109,10 +116,8 @@ def _gt_track_rles(segs: list, video: GTVideo, where: str) -> list[dict | None]:
         for t in polygon_frames:  # find the culprit
             try:
                 rles_from_polygon_frames([segs[t]], h, w)
-            except (TypeError, ValueError):
-                raise DataError(
-                    f"{where}, segmentations[{t}]: polygon coordinates must be numbers"
-                ) from None
+            except (TypeError, ValueError) as err:
+                raise DataError(f"{where}, segmentations[{t}]: {err}") from None
         raise
     for t, rle in zip(polygon_frames, rles):
         out[t] = rle
@@ -143,8 +148,10 @@ def _parse_video(entry, where: str) -> GTVideo:
         raise DataError(f"{where}: 'file_names' must be a non-empty list of paths")
     height = int_field(field(entry, "height", where), where, "height")
     width = int_field(field(entry, "width", where), where, "width")
-    if height <= 0 or width <= 0:
-        raise DataError(f"{where}: height and width must be positive, found {height}x{width}")
+    if not (0 < height <= MAX_FRAME_SIDE and 0 < width <= MAX_FRAME_SIDE):
+        raise DataError(
+            f"{where}: height and width must be 1..{MAX_FRAME_SIDE}, found {height}x{width}"
+        )
     name = file_names[0].split("/")[0]
     return GTVideo(video_id, name, len(file_names), height, width, [])
 

@@ -31,17 +31,46 @@ _MAX_CHARS_PER_RUN = 7  # 35 bits: more than any uint32 run length needs
 _BATCH_CHARS = 1 << 16
 _AREA_CHUNK = 255
 _VALID_CHARS = bytes(range(_CHAR_OFFSET, _CHAR_OFFSET + _CHAR_RANGE))
+# pycocotools rasterises a polygon by walking its edges at 5x resolution in C ints: a NaN,
+# an infinity or a coordinate of 1e9 crashes the process (segfault / memory exhaustion).
+# Real annotations stay within a few pixels of the frame; this margin is far beyond that.
+# Frame sides beyond this are refused: pycocotools counts pixels in 32-bit integers.
+MAX_FRAME_SIDE = 16384
+POLYGON_MARGIN_FACTOR = 4
+POLYGON_MARGIN_PX = 1000
+
+
+def check_polygon_coords(polygons: Sequence, height: int, width: int) -> None:
+    """Raise ValueError unless every coordinate is a finite number within
+    POLYGON_MARGIN_FACTOR * max(height, width) + POLYGON_MARGIN_PX of the frame origin."""
+    limit = POLYGON_MARGIN_FACTOR * max(height, width) + POLYGON_MARGIN_PX
+    for k, poly in enumerate(polygons):
+        try:
+            values = np.asarray(poly, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"polygon {k}: coordinates must be numbers") from None
+        if values.ndim != 1:
+            raise ValueError(f"polygon {k}: coordinates must be a flat list of numbers")
+        if not np.isfinite(values).all():
+            raise ValueError(f"polygon {k}: coordinates must be finite (found NaN or infinity)")
+        if len(values) and np.abs(values).max() > limit:
+            raise ValueError(
+                f"polygon {k}: coordinate {values[np.argmax(np.abs(values))]:g} lies far outside "
+                f"the {width}x{height} frame (limit +-{limit})"
+            )
 
 
 def rles_from_polygon_frames(frames: list[list], height: int, width: int) -> list[dict]:
     """Per frame, a list of polygons -> one compressed RLE per frame, as the official evaluator
     makes it: `frPyObjects` rasterises each polygon, `merge` takes their union. All polygons
     go through pycocotools in one call; only frames with several polygons need a merge.
-    Raises TypeError/ValueError from pycocotools for non-numeric coordinates.
+    Raises ValueError for coordinates that are not finite numbers near the frame
+    (`check_polygon_coords`: pycocotools would crash on them).
     """
     flat = [poly for polygons in frames for poly in polygons]
     if not flat:
         return []
+    check_polygon_coords(flat, height, width)
     rles = mask_utils.frPyObjects(flat, height, width)
     out, first = [], 0
     for polygons in frames:
@@ -131,13 +160,13 @@ def _check_batch(
     chars = np.frombuffer(buf, dtype=np.uint8)  # (C,)
     end_pos = np.flatnonzero(chars < _CHAR_OFFSET + _MORE_BIT)  # (N,) last character of each run
     nonempty = lengths > 0
+    if len(end_pos) == 0:  # no character ends a run: every non-empty string is cut off
+        fail(int(np.argmax(nonempty)), "the last run length is cut off" if nonempty.any() else "no run lengths")
     first_run = np.searchsorted(end_pos, string_end - lengths)  # (S,)
     last_run_end = end_pos[np.minimum(np.searchsorted(end_pos, string_end - 1), len(end_pos) - 1)]
-    cut = nonempty & ((len(end_pos) == 0) | (last_run_end != string_end - 1))
+    cut = nonempty & (last_run_end != string_end - 1)
     if cut.any():
         fail(int(np.argmax(cut)), "the last run length is cut off")
-    if len(end_pos) == 0:
-        fail(0, "no run lengths")
 
     # A run length is stored low 5-bit group first; its last character (at end_pos) holds the
     # top group and the sign. Continuation characters right before it belong to the same run.

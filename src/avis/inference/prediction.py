@@ -45,6 +45,7 @@ class Prediction:
     class_names: list[str]
     audio_features: str  # name of the audio feature extractor used ("precomputed" if given)
     rles: list[list[dict]] = field(default_factory=list)  # [N][T] compressed RLE
+    duration: float | None = None  # seconds of media (a video file's); None: num_frames / fps
 
     @property
     def num_instances(self) -> int:
@@ -81,7 +82,9 @@ class Prediction:
         return self.class_names[label] if 0 <= label < len(self.class_names) else f"class_{label}"
 
     def summaries(self) -> list[TrackSummary]:
-        return summarize_tracks(self.scores, self.labels, self.sounding, self.class_names, self.fps)
+        return summarize_tracks(
+            self.scores, self.labels, self.sounding, self.class_names, self.fps, self.duration
+        )
 
     def records(self, video_id: int = 1, category_ids: list[int] | None = None) -> list[dict]:
         """AVISeg results records of this video (category ids label + 1 unless given)."""

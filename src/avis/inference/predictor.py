@@ -79,6 +79,10 @@ class VideoPredictor:
         self.options = InferenceOptions.from_config(config)
         if threshold is not None:
             self.options.score_threshold = float(threshold)
+        for name in ("score_threshold", "mask_prob_threshold"):  # NaN would keep nothing, silently
+            value = getattr(self.options, name)
+            if not 0.0 <= value <= 1.0:
+                raise CheckpointError(f"{info.source}: {name} must be in [0, 1], found {value}")
         split = config.split_components if split_components is None else split_components
         self.split: components.SplitOptions | None = (
             components.SplitOptions(config.split_min_blob_fraction, config.split_min_frame_share)
@@ -120,7 +124,9 @@ class VideoPredictor:
         `threshold` / `split_components`: None = the checkpoint config's setting.
         Raises CheckpointError when the weights do not fit."""
         from avis.models.checkpoint import read_checkpoint
+        from avis.runtime import torch_device
 
+        device = torch_device(device)  # AvisError for a device this machine lacks
         path = Path(path) if path is not None else shipped_checkpoint()
         obj = read_checkpoint(path)
         cfg = _config_for(obj, preset, str(path))
@@ -146,7 +152,7 @@ class VideoPredictor:
 
         frames may be any object with `.shape`, `.dtype` and slicing `frames[a:b]` -> uint8
         array (a lazy decoder, a memmap): it is read one chunk at a time."""
-        frames, audio, name, features = self._inputs(source, fps, allow_silent, name)
+        frames, audio, name, features, duration = self._inputs(source, fps, allow_silent, name)
         use_stream = self._use_streaming(frames.shape, streaming)
         head, blocks = self._run(frames, audio, use_stream)
         builder = PredictionBuilder(len(head.scores))
@@ -156,6 +162,7 @@ class VideoPredictor:
             source=name, fps=fps, num_frames=frames.shape[0], image_size=tuple(frames.shape[1:3]),
             scores=head.scores.numpy().astype(np.float32), labels=head.labels.numpy(),
             class_names=self.class_names, audio_features=features, rles=builder.rles,
+            duration=duration,
         )  # fmt: skip
         return prediction if self.split is None else components.split_components(prediction, self.split)
 
@@ -173,7 +180,7 @@ class VideoPredictor:
         model's own: component splitting needs a track's every mask, so it is `predict` only."""
         if self.split is not None:
             log.warning("stream(): tracks are not split into components (predict() splits them)")
-        frames, audio, _, _ = self._inputs(source, fps, allow_silent, None)
+        frames, audio, _, _, _ = self._inputs(source, fps, allow_silent, None)
         head, blocks = self._run(frames, audio, True)
         scores, labels = head.scores.numpy().astype(np.float32), head.labels.numpy()
         if not len(scores):
@@ -215,18 +222,20 @@ class VideoPredictor:
                 raise MediaError(
                     f"{name or 'frames'}: expected (T, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}"
                 )
-            features = PRECOMPUTED
+            features, duration = PRECOMPUTED, None
+            if audio.dtype.kind == "f" and not np.isfinite(audio).all():
+                raise MediaError(f"{name or 'audio'}: the audio features hold NaN or infinite values")
         else:
             from avis.io.video import frame_audio_features, read_video
 
             video = read_video(source, fps=fps, allow_silent=allow_silent)
             frames = video.frames
             audio = frame_audio_features(video, self.extractor)
-            name, features = name or str(source), self.extractor.name
+            name, features, duration = name or str(source), self.extractor.name, video.duration
         expected = (frames.shape[0], self.config.audio_dim)
         if audio.shape != expected:
             raise MediaError(f"{name or 'audio'}: expected audio features {expected}, got {audio.shape}")
-        return frames, torch.from_numpy(audio), name or "frames", features
+        return frames, torch.from_numpy(audio), name or "frames", features, duration
 
     def _sizes(self, frame_shape) -> tuple[tuple[int, int], tuple[int, int]]:
         h, w = resized_size(frame_shape[1], frame_shape[2], self.config.test_short_side, self.config.test_max_size)

@@ -3,8 +3,10 @@
 Per video, under `<out>/<video stem>/`:
   results.json   AVISeg results records (video id 1), readable by `avis eval --pred`
   summary.json   class, score and sounding intervals of each instance
-  overlay.mp4    masks drawn on the frames, with the video's soundtrack (mixed to mono)
+  overlay.mp4    masks drawn on the frames, with the video's soundtrack (all its channels)
   timeline.png   one row per instance, coloured where it sounds
+Each file is written atomically; outputs of an earlier run are not overwritten unless
+`force` (`check_outputs`, called before the model runs). Times end where the media ends.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from avis.errors import AvisError
 from avis.inference.prediction import Prediction
 from avis.inference.results import write_results
 from avis.inference.summary import summary_table, write_summary
@@ -26,6 +30,7 @@ SUMMARY_FILE = "summary.json"
 OVERLAY_FILE = "overlay.mp4"
 TIMELINE_FILE = "timeline.png"
 VIDEO_ID = 1  # the id of a single video in its results JSON
+OUTPUT_FILES = (RESULTS_FILE, SUMMARY_FILE, OVERLAY_FILE, TIMELINE_FILE)
 
 
 @dataclass
@@ -52,6 +57,25 @@ def output_folders(videos: Sequence[Path], out: Path) -> list[Path]:
     return folders
 
 
+def check_outputs(videos: Sequence[Path], out: Path, force: bool = False) -> None:
+    """Raise AvisError (before any work) when an output of these videos exists already (unless
+    `force`) or a folder it needs is a file. Standard library only."""
+    from avis.io.outputs import OutputError, check_output_dir
+
+    check_output_dir(Path(out))
+    existing = []
+    for folder in output_folders(videos, Path(out)):
+        if folder.exists() and not folder.is_dir():
+            raise OutputError(f"{folder}: is a file; avis predict writes a folder there")
+        existing += [folder / name for name in OUTPUT_FILES if (folder / name).exists()]
+    if existing and not force:
+        listed = ", ".join(str(p) for p in existing[:4]) + (" ..." if len(existing) > 4 else "")
+        raise OutputError(
+            f"{len(existing)} output file(s) of an earlier run exist ({listed}); "
+            "use --force to overwrite them, or another --out"
+        )
+
+
 def predict_files(
     predictor,
     videos: Sequence[Path],
@@ -61,18 +85,55 @@ def predict_files(
     allow_silent: bool = False,
     overlay: bool = True,
     console: Console | None = None,
+    failures: list[tuple[Path, str]] | None = None,
 ) -> list[VideoOutputs]:
-    """Run `predictor` (a VideoPredictor) on each file and write its outputs; print a table each."""
+    """Run `predictor` (a VideoPredictor) on each file and write its outputs; print a table each.
+
+    failures: when a list is given, a video that fails with an AvisError (unreadable file, no
+    audio, ...) is recorded there as (video, message) and the next video runs; else the error
+    propagates. Outputs an earlier run left in a video's folder that this run does not write
+    (overlay.mp4 with overlay=False) are removed, so a folder never mixes two runs."""
     console = console or Console()
     done = []
     for video, folder in zip(videos, output_folders(videos, Path(out))):
-        outputs = _predict_one(predictor, Path(video), folder, fps, allow_silent, overlay, console)
+        try:
+            outputs = _remove_partial(folder, _predict_one, predictor, Path(video), folder, fps, allow_silent, overlay, console)
+        except AvisError as err:
+            if failures is None:
+                raise
+            failures.append((Path(video), str(err)))
+            console.print(f"[red]failed[/red] {escape(f'{video}: {err}')}", highlight=False)
+            continue
         sounding = [s for s in outputs.prediction.summaries() if s.sounding_frames]
         title = f"{video.name}: {len(sounding)} sounding of {outputs.prediction.num_instances} instances"
-        console.print(summary_table(sounding, title))
-        console.print(f"outputs in {folder}/ : {', '.join(_written(outputs))}")
+        console.print(summary_table(sounding, escape(title)))
+        console.print(f"outputs in {folder}/ : {', '.join(_written(outputs))}", markup=False)
         done.append(outputs)
     return done
+
+
+def _remove_partial(folder: Path, run, *args):
+    """`run(*args)`; if it fails, the output files it wrote in `folder` (and the folder, when it
+    made it) are removed: a video has all its outputs or none of this run's."""
+    made = not folder.exists()
+    before = {name: _stamp(folder / name) for name in OUTPUT_FILES}
+    try:
+        return run(*args)
+    except BaseException:
+        for name in OUTPUT_FILES:
+            if _stamp(folder / name) != before[name]:
+                (folder / name).unlink(missing_ok=True)
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_ino
 
 
 def _written(outputs: VideoOutputs) -> list[str]:
@@ -85,7 +146,7 @@ def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overla
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task(f"{video.name}: decode", total=1)
+        task = bar.add_task(escape(f"{video.name}: decode"), total=1)
         decoded = read_video(video, fps=fps, allow_silent=allow_silent)
         bar.update(task, completed=1)
         task = bar.add_task(f"audio features ({predictor.extractor.name})", total=1)
@@ -93,25 +154,34 @@ def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overla
         bar.update(task, completed=1)
         task = bar.add_task(f"model ({decoded.num_frames} frames)", total=1)
         prediction = predictor.predict((decoded.frames, features), fps=fps, name=str(video))
-        prediction = replace(prediction, audio_features=predictor.extractor.name)
+        prediction = replace(
+            prediction, audio_features=predictor.extractor.name, duration=decoded.duration
+        )
         bar.update(task, completed=1)
         task = bar.add_task("results, summary, timeline", total=1)
         summaries = prediction.summaries()
         results = write_results(prediction.records(VIDEO_ID), folder / RESULTS_FILE)
-        summary = write_summary(summaries, folder / SUMMARY_FILE, str(video), fps, prediction.num_frames)
-        timeline = write_timeline(
-            summaries, prediction.num_frames, fps, folder / TIMELINE_FILE, title=video.name
+        summary = write_summary(
+            summaries, folder / SUMMARY_FILE, str(video), fps, prediction.num_frames, decoded.duration
         )
+        timeline = write_timeline(
+            summaries, prediction.num_frames, fps, folder / TIMELINE_FILE, title=video.name,
+            duration=decoded.duration,
+        )  # fmt: skip
         bar.update(task, completed=1)
         overlay_path = None
         if overlay:
             task = bar.add_task("overlay video", total=1)
-            overlay_path = _write_overlay(prediction, decoded, folder / OVERLAY_FILE)
+            overlay_path = write_overlay(prediction, decoded, folder / OVERLAY_FILE)
             bar.update(task, completed=1)
+        else:
+            (folder / OVERLAY_FILE).unlink(missing_ok=True)  # an earlier run's: not this one's
     return VideoOutputs(video, folder, results, summary, timeline, overlay_path, prediction)
 
 
-def _write_overlay(prediction: Prediction, decoded, path: Path) -> Path:
+def write_overlay(prediction: Prediction, decoded, path: Path) -> Path:
+    """The overlay mp4 of a prediction on its decoded video (a DecodedVideo): masks drawn,
+    the soundtrack with all its channels, both ending where the video ends."""
     from avis.io.overlay import OverlayInstance, write_overlay_video
 
     instances = [  # masks decoded one frame at a time while drawing
@@ -121,8 +191,12 @@ def _write_overlay(prediction: Prediction, decoded, path: Path) -> Path:
         )  # fmt: skip
         for i, (score, label) in enumerate(zip(prediction.scores, prediction.labels))
     ]
-    audio = decoded.audio if decoded.has_audio else None
+    from avis.io.video import read_aligned_audio
+
+    # the soundtrack with its own channels (the decoded one is a mono mix for the features)
+    sound = read_aligned_audio(decoded.path, decoded.start_time, decoded.duration) if decoded.has_audio else None
+    audio, rate = sound if sound is not None else (None, None)
     return write_overlay_video(
         path, decoded.frames, instances, prediction.class_names, audio=audio,
-        sample_rate=decoded.sample_rate if audio is not None else None, fps=prediction.fps,
+        sample_rate=rate, fps=prediction.fps, duration=decoded.duration,
     )  # fmt: skip

@@ -18,6 +18,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from avis.errors import DataError
+from avis.io.atomic import write_json_atomic
 
 SCORE_DECIMALS = 6  # scores are rounded so the JSON is byte-stable across runs and processes
 
@@ -70,11 +71,8 @@ def sort_records(records: Iterable[dict]) -> list[dict]:
 
 
 def write_results(records: Iterable[dict], path: Path) -> Path:
-    """Write a results JSON list (sorted by video id) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(sort_records(records), separators=(",", ":")))
-    return path
+    """Write a results JSON list (sorted by video id, atomically) and return its path."""
+    return write_json_atomic(path, sort_records(records), separators=(",", ":"))
 
 
 def read_results(path: Path) -> list[dict]:
@@ -82,8 +80,8 @@ def read_results(path: Path) -> list[dict]:
     path = Path(path)
     try:
         records = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: cannot read a results JSON list ({err})") from err
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or encoding
+        raise DataError(f"{path}: cannot read a results JSON list ({type(err).__name__})") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, found {type(records).__name__}")
     for i, record in enumerate(records):

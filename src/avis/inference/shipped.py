@@ -22,6 +22,7 @@ import torch
 
 from avis.categories import AVISEG_CLASSES
 from avis.errors import CheckpointError
+from avis.io.atomic import save_torch_atomic
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def ship_checkpoint(
     out[AUDIO_FEATURES_KEY] = audio_features
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(out, dst)
+    save_torch_atomic(out, dst)
     return dst
 
 

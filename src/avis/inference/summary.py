@@ -1,19 +1,21 @@
 """Track summary: for each predicted instance its class, score and when it sounds.
 
 An instance "sounds" in a frame when its mask there is not empty (AVIS models segment an
-object only while it makes sound). Frame t covers the time [t / fps, (t + 1) / fps).
+object only while it makes sound). Frame t covers the time [t / fps, (t + 1) / fps), cut at
+the media's end when the duration is known (the last frame of a 5.3-s clip covers [5, 5.3)).
 
 Letters: N instances, T frames.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from avis.io.atomic import write_json_atomic
 
 TIME_DECIMALS = 3
 
@@ -35,13 +37,16 @@ class TrackSummary:
         return sum(end - start for start, end in self.intervals)
 
 
-def sounding_intervals(sounding: Sequence[bool] | np.ndarray, fps: float) -> list[tuple[float, float]]:
-    """Runs of True frames -> [start, end) times in seconds."""
+def sounding_intervals(
+    sounding: Sequence[bool] | np.ndarray, fps: float, duration: float | None = None
+) -> list[tuple[float, float]]:
+    """Runs of True frames -> [start, end) times in seconds, ending at `duration` at most."""
     flags = np.asarray(sounding, dtype=bool)  # (T,)
     edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    limit = float("inf") if duration is None else float(duration)
     return [
-        (round(float(s) / fps, TIME_DECIMALS), round(float(e) / fps, TIME_DECIMALS))
+        (round(float(s) / fps, TIME_DECIMALS), round(min(float(e) / fps, limit), TIME_DECIMALS))
         for s, e in zip(starts, ends)
     ]
 
@@ -52,6 +57,7 @@ def summarize_tracks(
     sounding: np.ndarray,  # (N, T) bool: mask non-empty
     class_names: Sequence[str],
     fps: float,
+    duration: float | None = None,  # where the media ends (s); None: T / fps
 ) -> list[TrackSummary]:
     """One summary per instance, in the given order."""
     sounding = np.asarray(sounding, dtype=bool)  # (N, T)
@@ -67,7 +73,7 @@ def summarize_tracks(
                 class_name=name,
                 score=float(score),
                 sounding_frames=[int(t) for t in np.flatnonzero(flags)],
-                intervals=sounding_intervals(flags, fps),
+                intervals=sounding_intervals(flags, fps, duration),
             )
         )
     return summaries
@@ -86,24 +92,33 @@ def format_intervals(intervals: Sequence[tuple[float, float]]) -> str:
 
 
 def write_summary(
-    summaries: Sequence[TrackSummary], path: Path, video: str, fps: float, num_frames: int
+    summaries: Sequence[TrackSummary],
+    path: Path,
+    video: str,
+    fps: float,
+    num_frames: int,
+    duration: float | None = None,
 ) -> Path:
-    """Write the summary JSON: the video, its frame rate and length, and every track."""
+    """Write the summary JSON (atomically): the video, its frame rate, length and duration
+    (seconds; T / fps when not known), and every track."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tracks = []
     for s in summaries:
         entry = asdict(s)
         entry["intervals"] = [list(iv) for iv in s.intervals]
         entry["sounding_seconds"] = round(s.sounding_seconds, TIME_DECIMALS)
         tracks.append(entry)
-    payload = {"video": video, "fps": fps, "num_frames": num_frames, "tracks": tracks}
-    path.write_text(json.dumps(payload, indent=1))
-    return path
+    seconds = num_frames / fps if duration is None else duration
+    payload = {
+        "video": video, "fps": fps, "num_frames": num_frames,
+        "duration": round(seconds, TIME_DECIMALS), "tracks": tracks,
+    }  # fmt: skip
+    return write_json_atomic(path, payload, indent=1)
 
 
 def summary_table(summaries: Sequence[TrackSummary], title: str):
     """A rich Table of the tracks (imported lazily so this module stays light)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
@@ -115,7 +130,7 @@ def summary_table(summaries: Sequence[TrackSummary], title: str):
     for s in summaries:
         table.add_row(
             str(s.instance),
-            s.class_name,
+            escape(s.class_name),
             f"{s.score:.3f}",
             format_intervals(s.intervals),
             str(len(s.sounding_frames)),

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from avis.inference.summary import TrackSummary
+from avis.io.atomic import atomic_open
 
 # Distinct, readable colours (RGB); instance i uses PALETTE[i % len(PALETTE)].
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -55,11 +56,14 @@ def draw_timeline(
     num_frames: int,
     fps: float,
     title: str = "",
+    duration: float | None = None,
 ) -> Image.Image:
-    """The timeline of one video as an RGB image (a "no instances" row when empty)."""
+    """The timeline of one video as an RGB image (a "no instances" row when empty). With
+    `duration` (seconds) the last frame's cell ends where the media ends."""
     num_frames = max(int(num_frames), 1)
     cell = int(np.clip(MAX_PLOT_WIDTH // num_frames, MIN_CELL, MAX_CELL))
-    plot_width = cell * num_frames
+    span = num_frames if duration is None else float(np.clip(duration * fps, num_frames - 1, num_frames))
+    plot_width = max(1, int(round(cell * span)))
     rows = max(len(summaries), 1)
     title_height = ROW_HEIGHT if title else 0
     width = MARGIN * 2 + LABEL_WIDTH + plot_width
@@ -88,8 +92,9 @@ def draw_timeline(
         sounding = set(summary.sounding_frames)
         for t in range(num_frames):
             x = x0 + t * cell
+            right = min(x + cell, x0 + plot_width) - 1  # the last cell ends with the media
             fill = color if t in sounding else SILENT_CELL
-            draw.rectangle([x, y, x + cell - 1, y + ROW_HEIGHT - 1], fill=fill)
+            draw.rectangle([x, y, max(x, right), y + ROW_HEIGHT - 1], fill=fill)
             if cell > MIN_CELL * 2:
                 draw.line([(x, y), (x, y + ROW_HEIGHT - 1)], fill=GRID)
         y += ROW_HEIGHT + ROW_GAP
@@ -97,9 +102,15 @@ def draw_timeline(
 
 
 def write_timeline(
-    summaries: Sequence[TrackSummary], num_frames: int, fps: float, path: Path, title: str = ""
+    summaries: Sequence[TrackSummary],
+    num_frames: int,
+    fps: float,
+    path: Path,
+    title: str = "",
+    duration: float | None = None,
 ) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draw_timeline(summaries, num_frames, fps, title).save(path)
-    return path
+    """Draw and write the timeline PNG atomically."""
+    image = draw_timeline(summaries, num_frames, fps, title, duration)
+    with atomic_open(path) as handle:
+        image.save(handle, format="PNG")
+    return Path(path)

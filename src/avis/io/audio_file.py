@@ -5,11 +5,17 @@ WAV samples keep their integer type (int16 stays int16, so the VGGish front end 
 8-bit PCM stays uint8. Float or WAVE_FORMAT_EXTENSIBLE files the `wave` module rejects, and
 every other container, are decoded by PyAV to float32.
 
+A WAV file cut short (its header promises more frames than it holds, maybe ending inside a
+sample) is read up to its last whole frame with a warning giving both numbers; a WAV whose
+chunks the `wave` module cannot parse goes to PyAV, and a file neither reads is a MediaError.
+
 Shape legend: N = samples, C = channels.
 """
 
 from __future__ import annotations
 
+import logging
+import struct
 import wave
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,8 @@ _WAV_DTYPES: dict[int, np.dtype[Any]] = {
 }
 _INT24_BYTES = 3
 
+_LOG = logging.getLogger(__name__)
+
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """PCM WAV -> ((N, C) integer samples, sample rate). Raises MediaError (or wave.Error
@@ -32,9 +40,24 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
-    with wave.open(str(path), "rb") as wav:
-        channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
-        raw = wav.readframes(wav.getnframes())
+    try:
+        with wave.open(str(path), "rb") as wav:
+            channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
+            promised = wav.getnframes()
+            raw = wav.readframes(promised)
+    except (RuntimeError, struct.error, ValueError, OverflowError) as err:  # broken chunk sizes
+        raise wave.Error(f"unreadable WAV chunks ({type(err).__name__}: {err})") from err
+    frame_bytes = max(channels * width, 1)
+    whole = len(raw) // frame_bytes
+    if whole < promised:
+        _LOG.warning(
+            "%s: truncated WAV: the header promises %d frames (%.2f s), the file holds %d "
+            "(%.2f s)%s", path, promised, promised / max(rate, 1), whole, whole / max(rate, 1),
+            "; the partial last frame is dropped" if len(raw) % frame_bytes else "",
+        )  # fmt: skip
+        raw = raw[: whole * frame_bytes]
+    if rate < 1:
+        raise MediaError(f"{path}: WAV sample rate {rate}")
     if width == _INT24_BYTES:
         triples = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _INT24_BYTES)
         padded = np.zeros((triples.shape[0], 4), dtype=np.uint8)

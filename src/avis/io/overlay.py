@@ -3,8 +3,10 @@
 Each instance is drawn only in the frames where its mask is non-empty (AVISeg: an instance has
 a mask only while it sounds): a translucent fill, a solid outline and a label
 "<class> #<track id> <score>" in the instance colour. 1-fps video is awkward for players, so
-each frame is repeated to `output_fps` (default 10) while the duration stays T / fps seconds;
-the soundtrack is written as AAC and cut to that duration.
+each frame is repeated to `output_fps` (default 10) while the duration stays T / fps seconds,
+or the media's own duration when given (the last sampled frame of a 5.3-s clip lasts 0.3 s,
+not 1 s); the soundtrack is written as AAC with its channels (mono, stereo, ... 5.1)
+and cut to that duration. The file is written atomically (`avis.io.atomic`).
 
 Shape legend: T = frames, H x W = frame size, N = audio samples, C = audio channels.
 """
@@ -23,6 +25,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import binary_erosion
 
+from avis.io.atomic import atomic_path
+
 DEFAULT_OUTPUT_FPS = 10.0
 MASK_ALPHA = 0.45
 OUTLINE_WIDTH = 2
@@ -37,6 +41,9 @@ AUDIO_CODEC = "aac"
 AUDIO_FRAME_SIZE = 1024  # AAC frame length
 FALLBACK_AUDIO_RATE = 48000  # for rates AAC cannot store
 AUDIO_BIT_RATE = 128_000
+# channel count -> the layout AAC stores (FFmpeg's default layout of that many channels)
+# (PyAV 18 fails on 8-channel 7.1 input frames; 7 or more channels are mixed to mono)
+CHANNEL_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1"}
 DEFAULT_PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 56, 56), (44, 153, 168), (255, 178, 29), (72, 249, 10), (146, 204, 23),
     (61, 219, 134), (26, 147, 52), (0, 212, 187), (255, 157, 151), (0, 194, 255),
@@ -147,12 +154,13 @@ def _check_inputs(frames: np.ndarray, instances: Sequence[OverlayInstance]) -> N
 
 
 def _audio_layout(audio: np.ndarray) -> tuple[np.ndarray, str]:
-    """(N,) or (N, C) float -> (N, C') float32 with C' = 1 (mono) or 2 (stereo), its layout."""
+    """(N,) or (N, C) float -> (N, C) float32 and its channel layout; more than 6 channels
+    are mixed to mono."""
     samples = np.asarray(audio, dtype=np.float32)
     samples = samples[:, None] if samples.ndim == 1 else samples  # (N, C)
-    if samples.shape[1] > 2:
+    if samples.shape[1] not in CHANNEL_LAYOUTS:
         samples = samples.mean(axis=1, keepdims=True)
-    return samples, ("mono" if samples.shape[1] == 1 else "stereo")
+    return samples, CHANNEL_LAYOUTS[samples.shape[1]]
 
 
 def _encode_audio(container, stream, samples: np.ndarray, sample_rate: int, layout: str) -> None:
@@ -177,11 +185,13 @@ def write_overlay_video(
     sample_rate: int | None = None,
     fps: float = 1.0,
     output_fps: float = DEFAULT_OUTPUT_FPS,
+    duration: float | None = None,
 ) -> Path:
     """Write the overlay mp4 (h264, + AAC when audio is given); returns the path.
 
     Frame i covers [i / fps, (i + 1) / fps); it is repeated to fill `output_fps` (use
-    output_fps=fps for one encoded frame per input frame).
+    output_fps=fps for one encoded frame per input frame). `duration`: where the media ends
+    (seconds, at most T / fps; default T / fps): video and audio stop there.
     """
     path = Path(path)
     frames = np.asarray(frames)
@@ -189,13 +199,13 @@ def write_overlay_video(
     if audio is not None and not sample_rate:
         raise ValueError("audio given without sample_rate")
     num_frames = frames.shape[0]
-    duration = num_frames / fps
+    full = num_frames / fps
+    duration = full if duration is None else min(max(float(duration), 0.0), full)
     rate = max(float(output_fps), float(fps))
     rate_fraction = Fraction(rate).limit_denominator(1001)
     num_out = max(1, int(math.ceil(duration * rate - 1e-9)))
     font = _font(frames.shape[1])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w", format="mp4") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         video = container.add_stream(VIDEO_CODEC, rate=rate_fraction, options=VIDEO_OPTIONS)
         first = _even(frames[0]) if num_frames else frames[0]
         video.height, video.width, video.pix_fmt = first.shape[0], first.shape[1], VIDEO_PIX_FMT

@@ -11,6 +11,10 @@ k / sample_rate after the first video frame (leading audio before the first fram
 a late audio start is padded with zeros). It is kept up to the end of the last sampled frame's
 1-second window, (T - 1) / fps + 1 s, or less when the soundtrack ends earlier.
 
+Truncated files: when the decoded video (or audio) ends more than `TRUNCATION_TOLERANCE_S`
+before the duration its container header promises, a warning says both numbers (a file cut
+short by a failed copy decodes its first part without an error).
+
 Memory: the sampled frames are kept in RAM up to `frame_memory_mb` (default 1 GiB, ~1 h of
 360p at 1 fps); past that they move to an unlinked temporary file read through `np.memmap`, so
 hours of video do not need their frames in RAM (the predictor reads them chunk by chunk).
@@ -35,6 +39,7 @@ from avis.errors import MediaError
 SILENT_SAMPLE_RATE = 16000
 DEFAULT_FRAME_MEMORY_MB = 1024.0  # sampled frames kept in RAM up to this, then in a temp file
 AUDIO_WINDOW_S = 1.0  # one feature = one second of audio starting at the frame's time
+TRUNCATION_TOLERANCE_S = 0.5  # decoded this much less than the header promises: warn
 _TIME_EPS = 1e-6  # seconds; absorbs float noise in presentation times
 
 _LOG = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ class DecodedVideo:
     duration: float  # video stream duration in seconds
     has_audio: bool  # False: `audio` is synthetic silence (allow_silent=True)
     native_fps: float | None  # the stream's average frame rate, if known
+    start_time: float = 0.0  # presentation time of the first video frame on the container clock
 
     @property
     def num_frames(self) -> int:
@@ -69,6 +75,24 @@ def _open(path: Path) -> av.container.InputContainer:
         return av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise MediaError(f"{path}: cannot be opened as a media file ({err})") from err
+
+
+def _promised_duration(stream, container) -> float | None:
+    """The duration the header announces for a stream (else the container), in seconds."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return float(container.duration) / 1e6
+    return None
+
+
+def _warn_if_truncated(path: Path, what: str, decoded: float, promised: float | None) -> None:
+    if promised is not None and promised - decoded > TRUNCATION_TOLERANCE_S:
+        _LOG.warning(
+            "%s: decoded %.2f s of %s, but the file header promises %.2f s: the file is "
+            "probably truncated (results cover the decoded part only)",
+            path, decoded, what, promised,
+        )  # fmt: skip
 
 
 def _frame_duration(
@@ -160,6 +184,7 @@ def _sample_frames(
             raise MediaError(f"{path}: the video stream has no decodable frame")
         assert t0 is not None, "t0 is set with the first decoded frame, before prev"
         duration = prev_time + _frame_duration(prev, stream, gaps)
+        _warn_if_truncated(path, "video", duration, _promised_duration(stream, container))
         while index / fps < duration - _TIME_EPS or index == 0:
             prev_rgb = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
             frames.append(prev_rgb)
@@ -197,10 +222,44 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int, float] | None:
             if not chunks:
                 raise MediaError(f"{path}: audio stream cannot be decoded ({err})") from err
             _LOG.warning("%s: audio decoding stopped early (%s)", path, err)
+        promised = _promised_duration(stream, container)
     if resampler is None or not chunks:
         return np.zeros((0, 1), dtype=np.float32), int(stream.rate or SILENT_SAMPLE_RATE), 0.0
     samples = np.concatenate(chunks, axis=1).T.astype(np.float32)  # (N, C)
+    _warn_if_truncated(path, "audio", samples.shape[0] / rate, promised)
+    check_finite_audio(samples, path)
     return samples, int(rate), start or 0.0
+
+
+def check_finite_audio(samples: np.ndarray, path: str | Path) -> None:
+    """MediaError when decoded samples hold NaN or infinity (a float WAV can): the audio
+    features and every prediction made from them would be silently wrong."""
+    if samples.dtype.kind == "f" and not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples)).sum())
+        raise MediaError(f"{path}: the soundtrack holds {bad} non-finite samples (NaN or infinity)")
+
+
+def align_audio(
+    samples: np.ndarray, sample_rate: int, audio_start: float, video_start: float, end: float
+) -> np.ndarray:
+    """(N, C) samples starting at `audio_start` -> (N', C) starting at the first video frame
+    (`video_start`; leading audio dropped, a late start padded with zeros), cut at `end` s."""
+    shift = int(round((audio_start - video_start) * sample_rate))
+    if shift > 0:
+        samples = np.concatenate([np.zeros((shift, samples.shape[1]), np.float32), samples])
+    else:
+        samples = samples[-shift:]
+    return samples[: int(round(end * sample_rate))]
+
+
+def read_aligned_audio(path: str | Path, video_start: float, end: float) -> tuple[np.ndarray, int] | None:
+    """The soundtrack with all its channels on the video clock (see `align_audio`):
+    ((N, C) float32, sample rate), or None without an audio stream."""
+    decoded = read_audio(path)
+    if decoded is None:
+        return None
+    samples, sample_rate, audio_start = decoded
+    return align_audio(samples, sample_rate, audio_start, video_start, end), sample_rate
 
 
 def read_video(
@@ -237,18 +296,19 @@ def read_video(
         sample_rate, has_audio = SILENT_SAMPLE_RATE, False
     else:
         samples, sample_rate, audio_start = decoded
-        mono = samples.mean(axis=1, dtype=np.float64).astype(np.float32)  # (N,)
-        shift = int(round((audio_start - t0) * sample_rate))
-        mono = np.concatenate([np.zeros(shift, np.float32), mono]) if shift > 0 else mono[-shift:]
-        audio = mono[: int(round(audio_end * sample_rate))]
+        aligned = align_audio(samples, sample_rate, audio_start, t0, audio_end)  # (N, C)
+        audio = aligned.mean(axis=1, dtype=np.float64).astype(np.float32)  # (N,) mono
         has_audio = True
-        if audio.shape[0] < duration * sample_rate - 1:
+        if audio.shape[0] < (duration - TRUNCATION_TOLERANCE_S) * sample_rate:
+            _LOG.warning(
+                "%s: the audio (%.2f s) ends before the video (%.2f s): the rest is heard as silence",
+                path, audio.shape[0] / sample_rate, duration,
+            )  # fmt: skip
+        elif audio.shape[0] < duration * sample_rate - 1:
             _LOG.info(
                 "%s: audio (%.2f s) is shorter than the video (%.2f s)",
-                path,
-                audio.shape[0] / sample_rate,
-                duration,
-            )
+                path, audio.shape[0] / sample_rate, duration,
+            )  # fmt: skip
     return DecodedVideo(
         path=path,
         frames=frames.array(),
@@ -260,6 +320,7 @@ def read_video(
         duration=float(duration),
         has_audio=has_audio,
         native_fps=native_fps,
+        start_time=t0,
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from avis.errors import CheckpointError
+from avis.io.atomic import save_torch_atomic
 from avis.models.avism import AVISM, build_avism
 from avis.models.config import PRESETS, AVISMConfig
 
@@ -145,6 +146,22 @@ def check_state_dict(
             f"{source}: weights do not fit the model ({len(expected)} keys expected, "
             f"{len(state_dict)} found):\n  " + "\n  ".join(problems)
         )
+    check_finite(state_dict, source)
+
+
+def check_finite(state_dict: Mapping[str, Tensor], source: str = "state dict") -> None:
+    """Raise CheckpointError naming the tensors that hold NaN or infinity: such weights give
+    NaN scores, i.e. no instances and no error, a silently wrong result."""
+    bad = []
+    for key, value in state_dict.items():
+        if value.is_floating_point() and value.device.type != "meta":
+            count = int(value.numel() - torch.isfinite(value).sum())
+            if count:
+                bad.append(f"{key} ({count} of {value.numel()} values)")
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or infinite values: {_listing(bad)}"
+        )
 
 
 def load_state_dict_strict(
@@ -210,8 +227,7 @@ def save_model(path: str | Path, model: nn.Module, cfg: AVISMConfig, **extra: An
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(payload, path)
+    save_torch_atomic(payload, path)
 
 
 def config_of(obj: Mapping[str, Any], source: str) -> AVISMConfig:

@@ -32,19 +32,21 @@ from PIL import Image
 
 from avis.data.masks import area_and_bbox
 from avis.data.split import FEAT_DIR, FRAMES_DIR, WAV_DIR
+from avis.data.synth import target
 from avis.data.synth.classes import SYNTH_CLASSES
 from avis.data.synth.config import SynthConfig
 from avis.data.synth.media import write_mp4, write_wav
 from avis.data.synth.render import render_frame, scene_parts, visible_polygons
 from avis.data.synth.scene import Scene, sample_scene
 from avis.data.synth.sound import class_signal, mix, to_pcm16
+from avis.io.atomic import write_text_atomic
 
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2, "demo": 3}
 DEFAULT_COUNTS: dict[str, int] = {"train": 600, "val": 60, "test": 120}
 MP4_DIR = "MP4"
 CHUNKSIZE = 4
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-GENERATOR_NAME = "avis synthetic audio-visual benchmark"
+GENERATOR_NAME = target.GENERATOR_NAME
 
 
 @dataclass(frozen=True)
@@ -208,5 +210,5 @@ def generate_dataset(
     for split, split_jobs in jobs.items():
         obj = split_json(results[start : start + len(split_jobs)], cfg, seed, split)
         start += len(split_jobs)
-        (out / f"{split}.json").write_text(json.dumps(obj, sort_keys=True, separators=(",", ":")), encoding="utf-8")
+        write_text_atomic(out / f"{split}.json", json.dumps(obj, sort_keys=True, separators=(",", ":")))
     return {split: len(split_jobs) for split, split_jobs in jobs.items()}
