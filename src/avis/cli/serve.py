@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avis.cli import args as types
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
@@ -31,33 +33,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", type=Path, help="checkpoint (default: the shipped tiny one)")
     parser.add_argument("--preset", help="model preset (needed for official AVISM checkpoints)")
     parser.add_argument("--vggish-weights", type=Path, help="VGGish weights for official models")
-    parser.add_argument("--device", default="cpu", help="default torch device (cpu, cuda, ...)")
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on ({DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port ({DEFAULT_PORT})")
+    parser.add_argument(
+        "--device", default="cpu", type=types.device,
+        help="default torch device (cpu, cuda, cuda:0, ...)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})"
+    )
     parser.add_argument(
         "--max-jobs", type=int, default=limits.max_jobs,
-        help=f"videos processed at the same time ({limits.max_jobs}); memory grows with it",
+        help=f"videos processed at the same time (default: {limits.max_jobs}); memory grows with it",
     )  # fmt: skip
     parser.add_argument(
         "--max-waiting", type=int, default=limits.max_waiting,
-        help=f"videos that may wait for a free slot ({limits.max_waiting}); more are refused",
+        help=f"videos that may wait for a free slot (default: {limits.max_waiting}); more are refused",
     )  # fmt: skip
     parser.add_argument(
         "--max-upload-mb", type=float, default=limits.max_upload_mb,
-        help=f"largest upload in MB ({limits.max_upload_mb:g})",
+        help=f"largest upload in MB (default: {limits.max_upload_mb:g})",
     )  # fmt: skip
     parser.add_argument(
         "--max-duration", type=float, default=limits.max_duration_s,
-        help=f"longest video in seconds ({limits.max_duration_s:g})",
+        help=f"longest video in seconds (default: {limits.max_duration_s:g})",
     )  # fmt: skip
     parser.add_argument(
         "--keep-minutes", type=float, default=limits.keep_minutes,
-        help=f"minutes a finished job's files are kept ({limits.keep_minutes:g})",
+        help=f"minutes a finished job's files are kept (default: {limits.keep_minutes:g})",
     )  # fmt: skip
     parser.add_argument(
         "--feature-budget-mb", type=float, default=budget.feature_budget_mb,
         help="per job: mask features kept in RAM before the memory-bounded path is taken "
-        f"({budget.feature_budget_mb:g})",
+        f"(default: {budget.feature_budget_mb:g})",
     )  # fmt: skip
     parser.add_argument(
         "--temp-dir", type=Path, help="where job folders are made (default: the system temp folder)"

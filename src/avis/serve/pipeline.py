@@ -26,7 +26,14 @@ import numpy as np
 
 from avis.errors import AvisError
 from avis.inference.predictor import VideoPredictor
-from avis.inference.report import OVERLAY_FILE, RESULTS_FILE, SUMMARY_FILE, TIMELINE_FILE, VIDEO_ID
+from avis.inference.report import (
+    OVERLAY_FILE,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    TIMELINE_FILE,
+    VIDEO_ID,
+    write_overlay,
+)
 from avis.inference.results import write_results
 from avis.inference.summary import TrackSummary, write_summary
 from avis.inference.timeline import instance_color, write_timeline
@@ -186,42 +193,38 @@ class PredictRunner:
         step("model", f"model: frame 0 of {total}")
         frames = _CountingFrames(decoded.frames, model_progress)
         prediction = predictor.predict((frames, features), fps=FPS, name=job.name)  # type: ignore[arg-type]
-        prediction = replace(prediction, audio_features=predictor.extractor.name)
+        prediction = replace(
+            prediction, audio_features=predictor.extractor.name, duration=decoded.duration
+        )
         done += STEPS["model"]
         step("outputs", "writing results, summary and timeline")
         summaries = prediction.summaries()
         folder = job.folder
         write_results(prediction.records(VIDEO_ID), folder / RESULTS_FILE)
-        write_summary(summaries, folder / SUMMARY_FILE, job.name, FPS, prediction.num_frames)
-        write_timeline(summaries, prediction.num_frames, FPS, folder / TIMELINE_FILE, title=job.name)
+        write_summary(
+            summaries, folder / SUMMARY_FILE, job.name, FPS, prediction.num_frames, decoded.duration
+        )
+        write_timeline(
+            summaries, prediction.num_frames, FPS, folder / TIMELINE_FILE, title=job.name,
+            duration=decoded.duration,
+        )  # fmt: skip
         done += STEPS["outputs"]
         step("overlay", "drawing the overlay video")
-        _write_overlay(prediction, decoded, folder / OVERLAY_FILE)
+        write_overlay(prediction, decoded, folder / OVERLAY_FILE)
         job.files = list(OUTPUT_FILES)
-        job.result = result_payload(summaries, prediction.num_frames, prediction.num_instances)
+        job.result = result_payload(
+            summaries, prediction.num_frames, prediction.num_instances, decoded.duration
+        )
 
 
-def _write_overlay(prediction, decoded, path: Path) -> None:
-    from avis.io.overlay import OverlayInstance, write_overlay_video
-
-    instances = [  # masks decoded one frame at a time while drawing
-        OverlayInstance(
-            label=int(label), score=float(score), masks=prediction.track_masks(i), track_id=i + 1,
-            color=instance_color(i),
-        )  # fmt: skip
-        for i, (score, label) in enumerate(zip(prediction.scores, prediction.labels))
-    ]
-    write_overlay_video(
-        path, decoded.frames, instances, prediction.class_names, audio=decoded.audio,
-        sample_rate=decoded.sample_rate, fps=prediction.fps,
-    )  # fmt: skip
-
-
-def result_payload(summaries: list[TrackSummary], num_frames: int, num_instances: int) -> dict[str, Any]:
-    """What the page shows: every instance with its class, score, colour and sounding intervals."""
+def result_payload(
+    summaries: list[TrackSummary], num_frames: int, num_instances: int, duration_s: float | None
+) -> dict[str, Any]:
+    """What the page shows: every instance with its class, score, colour and sounding intervals
+    (the video's length is the decoded media's where known, else frames / FPS)."""
     return {
         "num_frames": num_frames,
-        "duration_s": num_frames / FPS,
+        "duration_s": duration_s if duration_s is not None else num_frames / FPS,
         "num_instances": num_instances,
         "instances": [
             {
