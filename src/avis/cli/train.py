@@ -301,6 +301,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
         )
         if (args.resume or resume_from is not None) and not trainer.resume(resume_from):
             LOG.info("no checkpoint in %s: starting from scratch", run_dir)
+        _check_same_start(trainer.iteration, info, run_dir)
         metrics = trainer.train()
         finished = True
         if info.is_main:
@@ -314,11 +315,26 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
     return 0
 
 
+def _check_same_start(iteration: int, info, run_dir: Path) -> None:
+    """Every process must start from the same checkpoint (other nodes read the run folder
+    through their own view of it)."""
+    from avis.engine.distributed import all_gather_objects
+    from avis.errors import CheckpointError
+
+    starts = all_gather_objects(iteration, info)
+    if len(set(starts)) > 1:
+        raise CheckpointError(
+            f"the training processes would start at different iterations {starts}: every node "
+            f"must see the same checkpoints of {run_dir} (a shared file system) to resume"
+        )
+
+
 def _worker_args(args: argparse.Namespace, run_dir: Path, resume_from: Path | None) -> list[str]:
     """This command for the workers (the checks are done: they resume from `resume_from`)."""
     worker = ["train", "--preset", args.preset, "--output", str(run_dir), "--device", args.device]
     worker += ["--data", str(args.data)] if args.data is not None else []
     worker += ["--config", str(args.config)] if args.config is not None else []
+    worker += ["--resume"] if args.resume else []  # ranks of other nodes find it themselves
     worker += ["--resume-from", str(resume_from)] if resume_from is not None else []
     worker += ["--no-eval"] if args.no_eval else []
     return [*worker, *args.overrides]
