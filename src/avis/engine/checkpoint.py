@@ -135,9 +135,15 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        refused = _refusal(err)
+        if refused is None:  # a garbled pickle stream, not a forbidden object
+            raise DamagedCheckpointError(
+                f"{path}: cannot read the checkpoint, it is damaged or cut short "
+                f"(the pickle stream is invalid)"
+            ) from None
         raise CheckpointError(
             f"{path}: refused: the file holds objects other than tensors and plain data, which "
-            f"could run code when loaded; avis checkpoints never do ({_first_line(err)})"
+            f"could run code when loaded; avis checkpoints never do ({refused})"
         ) from None
     except MemoryError:
         raise
@@ -177,6 +183,14 @@ def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | Non
             f"{run_dir / CHECKPOINT_DIR}: no intact checkpoint to resume from ({names} cannot "
             f"be read: {damaged[0][1]})"
         )
+    return None
+
+
+def _refusal(err: BaseException) -> str | None:
+    """The line of a weights-only error that names a forbidden object, None if there is none."""
+    for line in str(err).splitlines():
+        if "GLOBAL" in line or "allowed global" in line:
+            return line.strip()[:200]
     return None
 
 
