@@ -166,9 +166,12 @@ def test_kill_9_of_the_launcher_ends_its_workers(synth_root, tmp_path, watch):
 
 @needs_proc
 @pytest.mark.slow
-def test_ctrl_c_stops_every_process_with_exit_130(synth_root, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_ctrl_c_stops_every_process_with_exit_130(synth_root, tmp_path, processes):
     run = tmp_path / "run"
-    args = train_args(synth_root, run, *TINY, "iterations=400", "checkpoint_every=2", "processes=2")
+    args = train_args(
+        synth_root, run, *TINY, "iterations=400", "checkpoint_every=2", f"processes={processes}"
+    )
     log = tmp_path / "log.txt"
     launcher = start(args, log)
     wait_for(lambda: list_checkpoints(run), "the first checkpoint")

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args, run_dir)
     except KeyboardInterrupt:  # one process: Ctrl-C lands here
-        return _interrupted(run_dir, 130, "Ctrl-C")
+        return _interrupted(run_dir, 130, "SIGINT")
     except TrainingInterrupted as err:  # the launcher: its workers have been stopped
         return _interrupted(run_dir, err.exit_code, str(err))
 

@@ -174,8 +174,8 @@ def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | Non
         except DamagedCheckpointError as err:
             damaged.append((path, err))
             continue
-        for _, err in damaged:
-            LOG.warning("%s; resuming from the newest intact checkpoint, %s", err, path.name)
+        for _, problem in damaged:
+            LOG.warning("%s; resuming from the newest intact checkpoint, %s", problem, path.name)
         return path, data
     if damaged:
         names = ", ".join(p.name for p, _ in damaged)
