@@ -351,6 +351,50 @@ def test_a_node_dies_the_other_stops_and_resume_is_exact(synth_root, tmp_path, o
         assert torch.equal(expected[name], got[name]), name
 
 
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@needs_proc
+@pytest.mark.slow
+def test_a_frozen_node_is_given_up_after_the_collective_timeout(synth_root, tmp_path):
+    """A machine that stops answering without closing its connections (all its processes
+    stopped with SIGSTOP): the other node stops after `dist_timeout_minutes` (here 12 s) with
+    a clear message."""
+    run = tmp_path / "run"
+    port = free_port()
+    options = ["--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(port)]
+    launchers, logs = [], []
+    for node in (0, 1):
+        logs.append(tmp_path / f"node{node}.txt")
+        args = train_args(synth_root, run, *options, "--node-rank", str(node))
+        extra = ["processes=1", "iterations=400", "checkpoint_every=2", "dist_timeout_minutes=0.2"]
+        launchers.append(start([*args, *TINY, *extra], logs[-1]))
+    wait_for(lambda: list_checkpoints(run), "the first checkpoint of the two nodes")
+    frozen = [launchers[1].pid, *children(launchers[1].pid)]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        assert launchers[0].wait(timeout=DEADLINE) == 1, logs[0].read_text()[-3000:]
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGKILL)
+        launchers[1].wait()
+    text = logs[0].read_text()
+    assert "avis train: error: lost contact with another training process" in text, text[-3000:]
+    assert "Timed out" in text and "Traceback" not in text
+    wait_for(lambda: not processes_mentioning(str(run)), "processes of the frozen run")
+
+
 @needs_proc
 @pytest.mark.slow
 def test_sharded_split_prediction_on_two_nodes_equals_one_process(

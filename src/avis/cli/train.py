@@ -123,10 +123,10 @@ def _run(args: argparse.Namespace, run_dir: Path) -> int:
     except Exception as err:
         if not worker:
             raise
-        return _worker_failure(err)
+        return _worker_failure(err, run_dir)
 
 
-def _worker_failure(err: Exception) -> int:
+def _worker_failure(err: Exception, run_dir: Path) -> int:
     """In a worker started by `avis train`: hand the message to the launcher (printed once)."""
     from avis.engine.launch import report_worker_error
     from avis.errors import AvisError
@@ -136,10 +136,14 @@ def _worker_failure(err: Exception) -> int:
             return 1
         raise err
     if _is_peer_loss(err):
+        from avis.engine.checkpoint import list_checkpoints
+
+        found = list_checkpoints(run_dir)
+        newest = f"the newest checkpoint is {found[-1][1]}; " if found else ""
         message = (
             "lost contact with another training process (it ended, or its machine or the "
-            f"network went away): {_first_line(err)}. Continue with --resume once every node "
-            "is up."
+            f"network went away: {_peer_error(err)}); {newest}continue with --resume once "
+            "every node is up"
         )
         if report_worker_error(message, kind="peer"):
             return 1
@@ -156,6 +160,15 @@ def _is_peer_loss(err: Exception) -> bool:
         marker in text
         for marker in ("Connection closed by peer", "Connection reset", "gloo", "Timed out")
     )
+
+
+def _peer_error(err: BaseException) -> str:
+    """Gloo's message without its source location and advice: 'Connection reset by peer ...'."""
+    import re
+
+    text = _first_line(err)
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
+    return text.split(". This is typically")[0].strip()
 
 
 def _first_line(err: BaseException) -> str:
