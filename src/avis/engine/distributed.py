@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,8 +18,6 @@ import torch.distributed as dist
 
 LOG = logging.getLogger("avis.train")
 DEFAULT_TIMEOUT_MINUTES = 30.0  # torch's own default for gloo
-SHUTDOWN_WAIT_SECONDS = 120.0  # how long a finished process waits for the others to finish
-SHUTDOWN_KEY = "avis/shutdown"
 
 
 @dataclass(frozen=True)
@@ -66,51 +63,13 @@ def cleanup_distributed(finished: bool = True) -> None:
     """Leave the process group so that every process exits, whatever order they finish in.
 
     finished: every process got through the same last collective (a normal end); False on an
-    error path, where the others may never arrive: the group is destroyed at once.
-
-    Every process first waits, through the rendezvous store (TCP, not gloo), until all the
-    others have *returned* from their last collective; only then is the group destroyed.
-    Destroying it as soon as this process's last barrier returned (as before) raced with the
-    others: gloo's barrier returns on one rank once its own message has been handed to the
-    socket and the peer's has arrived, so the first rank out closed its connections while the
-    other's last receive could still be in flight. Gloo then never completed that receive
-    and the other rank waited on it (a futex, for gloo's 30-minute timeout) after
-    model_final.pth had been written. With the store barrier no gloo traffic is in flight
-    when any connection closes. The process that hosts the store (rank 0 without torchrun)
-    also waits until the others have read the final count, so they never lose the store.
-    A process whose peers are gone does not wait longer than SHUTDOWN_WAIT_SECONDS.
+    error path, where the others may never arrive: the group is destroyed at once. See
+    `avis.inference.process_group.leave_process_group` for why the order matters (the rare
+    hang after model_final.pth).
     """
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    if finished and dist.get_world_size() > 1:
-        try:
-            _store_barrier(dist.get_rank(), dist.get_world_size())
-        except Exception as err:  # peers gone, store gone: leave anyway
-            LOG.debug("shutdown barrier skipped: %s", err)
-    dist.destroy_process_group()
+    from avis.inference.process_group import leave_process_group
 
-
-def _store_barrier(rank: int, world_size: int) -> None:
-    from torch.distributed.distributed_c10d import _get_default_store
-
-    store = _get_default_store()
-    arrived = f"{SHUTDOWN_KEY}/arrived"
-    left = f"{SHUTDOWN_KEY}/left"
-    store.add(arrived, 1)
-    _wait_count(store, arrived, world_size)
-    store.add(left, 1)
-    if rank == 0:
-        _wait_count(store, left, world_size)
-
-
-def _wait_count(store, key: str, target: int) -> None:
-    deadline = time.monotonic() + SHUTDOWN_WAIT_SECONDS
-    pause = 0.001
-    while int(store.add(key, 0)) < target:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{key}: not every process arrived in {SHUTDOWN_WAIT_SECONDS} s")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
+    leave_process_group(finished)
 
 
 def barrier(info: DistInfo) -> None:
