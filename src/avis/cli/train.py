@@ -2,8 +2,16 @@
 
 avis train --preset avism_tiny --data runs/synth --output runs/tiny
 avis train --preset avism_tiny --data runs/synth --output runs/tiny --resume
-torchrun --nproc_per_node 2 -m avis.cli.main train --preset avism_tiny --data ... batch_size=4
 avis train ... --config my.yaml optim.lr=2e-4 iterations=500 model.frame_queries=10
+avis train ... processes=2 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1   # on node 0
+avis train ... processes=2 --nnodes 2 --node-rank 1 --master-addr 10.0.0.1   # on node 1
+torchrun --nproc_per_node 2 -m avis.cli.main train --preset avism_tiny --data ... batch_size=4
+
+Everything that can be checked before the training processes start is checked first (the
+config, the data, the run folder, its lock, the checkpoint to resume from): a mistake gives
+one message and exit code 1, and nothing is started. Ctrl-C stops every process (exit 130);
+the newest checkpoint is intact (checkpoints are written atomically). See docs/training.md and
+docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -11,11 +19,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_RUNS = Path("runs")
+DEFAULT_MASTER_PORT = 29500
+LOG = logging.getLogger("avis.train")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +46,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--no-eval", action="store_true", help="skip periodic and final evaluation")
+    multi = parser.add_argument_group(
+        "several machines (each runs `processes` local processes; docs/training.md)"
+    )
+    multi.add_argument(
+        "--nnodes", type=int, default=1, help="number of machines taking part (default: 1)"
+    )
+    multi.add_argument(
+        "--node-rank", type=int, default=0,
+        help="this machine's number, 0..nnodes-1; node 0 writes the run folder (default: 0)",
+    )  # fmt: skip
+    multi.add_argument("--master-addr", help="address of node 0 (needed with --nnodes > 1)")
+    multi.add_argument(
+        "--master-port", type=int, default=DEFAULT_MASTER_PORT,
+        help=f"free TCP port on node 0 for the rendezvous (default: {DEFAULT_MASTER_PORT})",
+    )  # fmt: skip
+    # set by the launcher for its workers: the checkpoint it chose and checked
+    parser.add_argument("--resume-from", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=2e-4"
     )
@@ -43,8 +70,199 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from avis.engine.launch import TrainingInterrupted
+
+    run_dir = args.output or DEFAULT_RUNS / args.preset
+    try:
+        return _run(args, run_dir)
+    except KeyboardInterrupt:  # one process: Ctrl-C lands here
+        return _interrupted(run_dir, 130, "SIGINT")
+    except TrainingInterrupted as err:  # the launcher: its workers have been stopped
+        return _interrupted(run_dir, err.exit_code, str(err))
+
+
+def _run(args: argparse.Namespace, run_dir: Path) -> int:
+    from avis.engine.config import load_config
+    from avis.engine.launch import PARENT_PID_ENV, Nodes, become_worker, launch_workers
+
+    worker = "WORLD_SIZE" in os.environ  # started by torchrun (ours or the user's)
+    if worker:
+        become_worker()
+        if int(os.environ.get("RANK", "0")) != 0:  # the same INFO lines come from every rank
+            logging.getLogger("avis").setLevel(logging.WARNING)
+    try:
+        overrides = list(args.overrides)
+        if args.data is not None:
+            overrides.insert(0, f"data.root={args.data}")
+        cfg = load_config(args.preset, args.config, overrides)
+        if worker:
+            resume_from = args.resume_from
+            if PARENT_PID_ENV not in os.environ:  # plain torchrun: no launcher checked anything
+                resume_from = _check_run(args, cfg, run_dir, data=False, lock=False)
+            return _train(args, cfg, run_dir, resume_from)
+        nodes = Nodes(
+            args.nnodes, args.node_rank, args.master_addr,
+            args.master_port if args.nnodes > 1 else None,
+        )  # fmt: skip
+        nodes.validate()
+        _check_batch(cfg, cfg.processes * args.nnodes)
+        launching = cfg.processes > 1 or args.nnodes > 1
+        resume_from = _check_run(
+            args, cfg, run_dir, data=launching, lock=True, run_folder=args.node_rank == 0
+        )
+        if not launching:
+            return _train(args, cfg, run_dir, resume_from)
+        launch_workers(
+            _worker_args(args, run_dir, resume_from),
+            cfg.processes,
+            nodes,
+            threads=cfg.threads,
+            verbose=bool(getattr(args, "verbose", False)),
+        )
+        return 0
+    except Exception as err:
+        if not worker:
+            raise
+        return _worker_failure(err, run_dir)
+
+
+def _worker_failure(err: Exception, run_dir: Path) -> int:
+    """In a worker started by `avis train`: hand the message to the launcher (printed once)."""
+    from avis.engine.launch import report_worker_error
+    from avis.errors import AvisError
+
+    if isinstance(err, AvisError):
+        if report_worker_error(str(err)):
+            return 1
+        raise err
+    if _is_peer_loss(err):
+        from avis.engine.checkpoint import list_checkpoints
+
+        found = list_checkpoints(run_dir)
+        newest = f"the newest checkpoint is {found[-1][1]}; " if found else ""
+        message = (
+            "lost contact with another training process (it ended, or its machine or the "
+            f"network went away: {_peer_error(err)}); {newest}continue with --resume once "
+            "every node is up"
+        )
+        if report_worker_error(message, kind="peer"):
+            return 1
+    raise err
+
+
+def _is_peer_loss(err: Exception) -> bool:
+    import torch.distributed as dist
+
+    if isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        marker in text
+        for marker in ("Connection closed by peer", "Connection reset", "gloo", "Timed out")
+    )
+
+
+def _peer_error(err: BaseException) -> str:
+    """Gloo's message without its source location and advice: 'Connection reset by peer ...'."""
+    import re
+
+    text = _first_line(err)
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
+    return text.split(". This is typically")[0].strip()
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:300] if lines else type(err).__name__
+
+
+def _check_batch(cfg, world_size: int) -> None:
+    from avis.errors import DataError
+
+    if cfg.batch_size % (cfg.accumulation * world_size):
+        raise DataError(
+            f"config: batch_size {cfg.batch_size} must be a multiple of accumulation "
+            f"({cfg.accumulation}) x processes over all nodes ({world_size})"
+        )
+
+
+def _check_run(
+    args: argparse.Namespace,
+    cfg,
+    run_dir: Path,
+    *,
+    data: bool,
+    lock: bool,
+    run_folder: bool = True,
+) -> Path | None:
+    """What can be checked before any process trains; returns the checkpoint to resume from.
+
+    run_folder: the output folder, its lock and the checkpoint (the node that writes them);
+    data: also the data, the evaluation split and whether the checkpoint fits the model (a
+    launcher, before its workers start; one process finds those while it builds them, before
+    it writes anything). Raises AvisError: one line, nothing started, nothing written."""
     import torch
 
+    from avis.engine.build import build_model, build_train_dataset, model_config
+    from avis.engine.checkpoint import list_checkpoints, newest_intact_checkpoint
+    from avis.engine.evaluation import SplitEvaluator
+    from avis.engine.runlock import RunLock
+    from avis.errors import CheckpointError, DataError
+
+    resume: Path | None = None
+    content: dict[str, Any] | None = None
+    if run_folder:
+        _check_output(run_dir)
+        if list_checkpoints(run_dir) and not args.resume:
+            raise DataError(
+                f"{run_dir} already holds checkpoints: add --resume, or give another --output"
+            )
+        if lock and run_dir.is_dir():
+            RunLock(run_dir).check()
+        if args.resume:
+            found = newest_intact_checkpoint(run_dir)  # warns about a damaged newer one
+            if found is not None:
+                resume, content = found
+    if not data:
+        return resume
+    dataset, split = build_train_dataset(cfg)  # the data: annotations, frames, features
+    model_cfg = model_config(cfg, split.num_classes, split.audio_dim)
+    if not args.no_eval and cfg.eval_every >= 0:
+        SplitEvaluator(
+            cfg.data.root, cfg.data.eval_split, model_cfg, split.class_names,
+            max_videos=cfg.data.eval_max_videos,
+        )  # fmt: skip
+    if content is not None and resume is not None:
+        with torch.device("meta"):  # shapes only: no memory, no time
+            model = build_model(model_cfg)
+        try:
+            model.load_state_dict(content["model"], strict=True, assign=True)
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"{resume}: weights do not fit the model of this config: {_first_line(err)}"
+            ) from None
+    return resume
+
+
+def _check_output(run_dir: Path) -> None:
+    from avis.errors import DataError
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DataError(f"--output {run_dir} is a file, not a folder")
+    existing = run_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DataError(f"--output {run_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataError(f"--output {run_dir}: {existing} is not writable")
+
+
+def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | None) -> int:
+    """The training itself: this process alone, or one rank under torchrun."""
+    import torch
+
+    from avis.data import collate_clips
     from avis.engine.build import (
         build_criterion,
         build_model,
@@ -52,29 +270,20 @@ def run(args: argparse.Namespace) -> int:
         model_config,
         video_repeats,
     )
-    from avis.engine.checkpoint import list_checkpoints
-    from avis.engine.config import load_config
+    from avis.engine.checkpoint import remove_stale_temporaries
     from avis.engine.distributed import cleanup_distributed, init_distributed
     from avis.engine.evaluation import SplitEvaluator
+    from avis.engine.runlock import RunLock
     from avis.engine.trainer import Trainer
-    from avis.errors import DataError
 
-    overrides = list(args.overrides)
-    if args.data is not None:
-        overrides.insert(0, f"data.root={args.data}")
-    cfg = load_config(args.preset, args.config, overrides)
-    run_dir = args.output or DEFAULT_RUNS / args.preset
-    if list_checkpoints(run_dir) and not args.resume:
-        raise DataError(
-            f"{run_dir} already holds checkpoints: add --resume, or give another --output"
-        )
-    if cfg.processes > 1 and "WORLD_SIZE" not in os.environ:
-        return launch_local_processes(args, run_dir, cfg.processes, cfg.threads)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    info = init_distributed(args.device)
+    info = init_distributed(args.device, cfg.dist_timeout_minutes)
+    lock: RunLock | None = None
+    finished = False
     try:
-        dataset, split = build_train_dataset(cfg)
+        _check_batch(cfg, info.world_size)
+        dataset, split = build_train_dataset(cfg)  # reads only: a data error leaves no trace
         model_cfg = model_config(cfg, split.num_classes, split.audio_dim)
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         model = build_model(model_cfg, cfg.init_weights)
@@ -84,8 +293,12 @@ def run(args: argparse.Namespace) -> int:
                 cfg.data.root, cfg.data.eval_split, model_cfg, split.class_names,
                 max_videos=cfg.data.eval_max_videos,
             )  # fmt: skip
-        from avis.data import collate_clips
-
+        extra: dict[str, Any] = {"class_names": list(split.class_names)}
+        if features := _audio_features(cfg, split):
+            extra["audio_features"] = features
+        if info.is_main:  # the process that writes the run folder holds its lock
+            lock = RunLock(run_dir).acquire()
+            remove_stale_temporaries(run_dir)
         trainer = Trainer(
             cfg,
             model,
@@ -95,57 +308,62 @@ def run(args: argparse.Namespace) -> int:
             run_dir,
             info,
             model_config=model_cfg.to_dict(),
-            model_extra={
-                "class_names": list(split.class_names),
-                **(
-                    {"audio_features": _audio_features(cfg, split)}
-                    if _audio_features(cfg, split)
-                    else {}
-                ),
-            },
+            model_extra=extra,
             evaluate=evaluate,
             repeats=video_repeats(split, cfg.data.multi_instance_repeat),
         )
-        if args.resume and not trainer.resume():
-            logging.getLogger("avis.train").info(
-                "no checkpoint in %s: starting from scratch", run_dir
-            )
+        if (args.resume or resume_from is not None) and not trainer.resume(resume_from):
+            LOG.info("no checkpoint in %s: starting from scratch", run_dir)
+        _check_same_start(trainer.iteration, info, run_dir)
         metrics = trainer.train()
+        finished = True
         if info.is_main:
             print(f"run folder: {run_dir}")
             if metrics:
                 print("  ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
     finally:
-        cleanup_distributed()
+        cleanup_distributed(finished)
+        if lock is not None:
+            lock.release()
     return 0
 
 
-def launch_local_processes(
-    args: argparse.Namespace, run_dir: Path, processes: int, threads: int
-) -> int:
-    """Run this same command under `torchrun --standalone` with `processes` local processes."""
-    train_args = [
-        "train",
-        "--preset",
-        args.preset,
-        "--output",
-        str(run_dir),
-        "--device",
-        args.device,
-    ]
-    train_args += ["--data", str(args.data)] if args.data is not None else []
-    train_args += ["--config", str(args.config)] if args.config is not None else []
-    train_args += ["--resume"] if args.resume else []
-    train_args += ["--no-eval"] if args.no_eval else []
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={processes}", "-m", "avis.cli.main", *train_args, *args.overrides,
-    ]  # fmt: skip
-    env = dict(os.environ)
-    if threads > 0:
-        env["OMP_NUM_THREADS"] = str(threads)
-    logging.getLogger("avis.train").info("starting %d processes: %s", processes, " ".join(command))
-    return subprocess.call(command, env=env)
+def _check_same_start(iteration: int, info, run_dir: Path) -> None:
+    """Every process must start from the same checkpoint (other nodes read the run folder
+    through their own view of it)."""
+    from avis.engine.distributed import all_gather_objects
+    from avis.errors import CheckpointError
+
+    starts = all_gather_objects(iteration, info)
+    if len(set(starts)) > 1:
+        raise CheckpointError(
+            f"the training processes would start at different iterations {starts}: every node "
+            f"must see the same checkpoints of {run_dir} (a shared file system) to resume"
+        )
+
+
+def _worker_args(args: argparse.Namespace, run_dir: Path, resume_from: Path | None) -> list[str]:
+    """This command for the workers (the checks are done: they resume from `resume_from`)."""
+    worker = ["train", "--preset", args.preset, "--output", str(run_dir), "--device", args.device]
+    worker += ["--data", str(args.data)] if args.data is not None else []
+    worker += ["--config", str(args.config)] if args.config is not None else []
+    worker += ["--resume"] if args.resume else []  # ranks of other nodes find it themselves
+    worker += ["--resume-from", str(resume_from)] if resume_from is not None else []
+    worker += ["--no-eval"] if args.no_eval else []
+    return [*worker, *args.overrides]
+
+
+def _interrupted(run_dir: Path, code: int, what: str) -> int:
+    from avis.engine.checkpoint import list_checkpoints
+
+    found = list_checkpoints(run_dir)
+    where = (
+        f"the newest checkpoint is {found[-1][1]}; continue with --resume"
+        if found
+        else "no checkpoint was written yet"
+    )
+    print(f"avis train: interrupted ({what}): training stopped; {where}", file=sys.stderr)
+    return code
 
 
 def _audio_features(cfg, split) -> str:

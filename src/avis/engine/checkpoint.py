@@ -11,6 +11,8 @@ Files: `<run>/checkpoints/checkpoint_<iteration:07d>.pth`, the newest k kept.
 
 from __future__ import annotations
 
+import logging
+import pickle
 import random
 import re
 from pathlib import Path
@@ -26,6 +28,12 @@ CHECKPOINT_FORMAT = "avis"  # = avis.models.checkpoint.AVIS_FORMAT
 CHECKPOINT_VERSION = 1  # = avis.models.checkpoint.AVIS_FORMAT_VERSION
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d{7})\.pth$")
+TMP_PATTERN = re.compile(r"^\..+\.pth\.\d+\.tmp$")  # atomic_torch_save's temporary files
+LOG = logging.getLogger("avis.train")
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file that cannot be read (cut short by a crash or a full disk, garbled)."""
 
 
 def checkpoint_path(run_dir: Path, iteration: int) -> Path:
@@ -53,6 +61,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save through `avis.io.atomic` (temp file in the same folder, fsync, rename)."""
     save_torch_atomic(obj, path)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete temporary files left by a run killed while writing a checkpoint (call it while
+    holding the run folder's lock)."""
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINT_DIR):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if TMP_PATTERN.match(path.name) and path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
@@ -93,10 +114,29 @@ def _python_state_to_lists(state: tuple) -> list:
 
 
 def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a training checkpoint safely (`weights_only`): DamagedCheckpointError when the file
+    cannot be read, CheckpointError when it is refused (objects other than weights and plain
+    data, which could run code) or is no training checkpoint."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise CheckpointError(f"{path}: cannot read the checkpoint: {err}") from err
+    except pickle.UnpicklingError as err:
+        refused = _refusal(err)
+        if refused is None:  # a garbled pickle stream, not a forbidden object
+            raise DamagedCheckpointError(
+                f"{path}: cannot read the checkpoint, it is damaged or cut short "
+                f"(the pickle stream is invalid)"
+            ) from None
+        raise CheckpointError(
+            f"{path}: refused: the file holds objects other than tensors and plain data, which "
+            f"could run code when loaded; avis checkpoints never do ({refused})"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as err:  # cut short: RuntimeError / OSError / EOFError; garbled: KeyError...
+        raise DamagedCheckpointError(
+            f"{path}: cannot read the checkpoint, it is damaged or cut short "
+            f"({type(err).__name__}: {_first_line(err)})"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an avis checkpoint (expected format 'avis')")
     missing = [k for k in ("model", "iteration", "optimizer", "scheduler") if k not in data]
@@ -105,3 +145,40 @@ def load_training_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: a model-only checkpoint cannot resume training (no {missing})"
         )
     return data
+
+
+def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(path, content) of the newest readable training checkpoint of `run_dir`; None if there
+    is none. A damaged newer one is skipped with a warning naming both files; a refused one
+    (not weights-only) stops everything."""
+    found = list_checkpoints(run_dir)
+    damaged: list[tuple[Path, DamagedCheckpointError]] = []
+    for _, path in reversed(found):
+        try:
+            data = load_training_checkpoint(path)
+        except DamagedCheckpointError as err:
+            damaged.append((path, err))
+            continue
+        for _, problem in damaged:
+            LOG.warning("%s; resuming from the newest intact checkpoint, %s", problem, path.name)
+        return path, data
+    if damaged:
+        names = ", ".join(p.name for p, _ in damaged)
+        raise CheckpointError(
+            f"{run_dir / CHECKPOINT_DIR}: no intact checkpoint to resume from ({names} cannot "
+            f"be read: {damaged[0][1]})"
+        )
+    return None
+
+
+def _refusal(err: BaseException) -> str | None:
+    """The line of a weights-only error that names a forbidden object, None if there is none."""
+    for line in str(err).splitlines():
+        if "GLOBAL" in line or "allowed global" in line:
+            return line.strip()[:200]
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0][:200] if lines else "no details"

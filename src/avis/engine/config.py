@@ -84,6 +84,10 @@ class TrainConfig:
     amp: str = "none"  # "bf16" (CPU or GPU) or "fp16" (GPU, with a gradient scaler)
     threads: int = 0  # torch.set_num_threads per process (0 = leave as is)
     processes: int = 1  # >1: `avis train` starts that many local DDP processes (torchrun)
+    # how long a collective waits for the other processes before the run stops with an error
+    # (a process or node that vanished without closing its connections); must exceed the
+    # longest evaluation, during which the other processes wait for rank 0
+    dist_timeout_minutes: float = 30.0
     # wall-clock budget of the training loop in minutes (0 = none): the run stops when it is
     # spent, and each LR decay step happens at its iteration or at the same fraction of the
     # budget, whichever comes first (see Trainer.check_time_budget)
@@ -105,6 +109,12 @@ class TrainConfig:
             raise DataError("config: batch_size, accumulation and iterations must be >= 1")
         if self.max_minutes < 0:
             raise DataError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
+        if self.processes < 1:
+            raise DataError(f"config: processes must be >= 1, got {self.processes}")
+        if self.dist_timeout_minutes <= 0:
+            raise DataError(
+                f"config: dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}"
+            )
 
 
 def tiny_recipe() -> TrainConfig:

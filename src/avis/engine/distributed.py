@@ -7,12 +7,17 @@ on GPU. Without those variables everything runs as a single process (rank 0 of 1
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+LOG = logging.getLogger("avis.train")
+DEFAULT_TIMEOUT_MINUTES = 30.0  # torch's own default for gloo
 
 
 @dataclass(frozen=True)
@@ -31,8 +36,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the torchrun process group if there is one; pick the device of this process."""
+def init_distributed(
+    device: str = "auto", timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES
+) -> DistInfo:
+    """Join the torchrun process group if there is one; pick the device of this process.
+
+    timeout_minutes: how long a collective waits for the other processes before it fails
+    (a process that vanished without closing its connections, a hung node)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -43,13 +53,23 @@ def init_distributed(device: str = "auto") -> DistInfo:
     else:
         chosen = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo", timeout=timedelta(minutes=timeout_minutes)
+        )
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
 
 
-def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup_distributed(finished: bool = True) -> None:
+    """Leave the process group so that every process exits, whatever order they finish in.
+
+    finished: every process got through the same last collective (a normal end); False on an
+    error path, where the others may never arrive: the group is destroyed at once. See
+    `avis.inference.process_group.leave_process_group` for why the order matters (the rare
+    hang after model_final.pth).
+    """
+    from avis.inference.process_group import leave_process_group
+
+    leave_process_group(finished)
 
 
 def barrier(info: DistInfo) -> None:

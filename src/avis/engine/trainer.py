@@ -30,8 +30,8 @@ from avis.engine.checkpoint import (
     atomic_torch_save,
     capture_rng_state,
     checkpoint_path,
-    latest_checkpoint,
     load_training_checkpoint,
+    newest_intact_checkpoint,
     prune_checkpoints,
     restore_rng_state,
 )
@@ -143,11 +143,15 @@ class Trainer:
         barrier(self.info)
 
     def resume(self, path: Path | None = None) -> bool:
-        """Restore the newest checkpoint of the run folder (or `path`); False if none."""
-        path = path or latest_checkpoint(self.run_dir)
+        """Restore `path`, else the newest intact checkpoint of the run folder (a damaged
+        newer one is skipped with a warning); False if there is none."""
         if path is None:
-            return False
-        data = load_training_checkpoint(path)
+            found = newest_intact_checkpoint(self.run_dir)
+            if found is None:
+                return False
+            path, data = found
+        else:
+            data = load_training_checkpoint(path)
         try:
             self.module.load_state_dict(data["model"], strict=True)
         except RuntimeError as err:

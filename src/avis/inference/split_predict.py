@@ -123,8 +123,10 @@ def predict_split(
         if ctx.owns_group:
             import torch.distributed as dist
 
+            from avis.inference.process_group import leave_process_group
+
             dist.barrier()
-            dist.destroy_process_group()
+            leave_process_group()  # after every rank left the barrier (no hang at exit)
 
 
 def _check_extractor(marker: Path, expected: str | None) -> None:

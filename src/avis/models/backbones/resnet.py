@@ -219,6 +219,8 @@ class ResNet(nn.Module):
 
         self._init_weights(zero_init_residual)
         self._freeze(freeze_at)
+        if channels_last:
+            self._store_weights_channels_last()
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         for module in self.modules():
@@ -234,6 +236,26 @@ class ResNet(nn.Module):
                     if not isinstance(last, FrozenBatchNorm2d):
                         # a BN or GN weight (Module.__getattr__ is typed Tensor | Module)
                         nn.init.zeros_(cast(torch.Tensor, last.weight))
+
+    def _store_weights_channels_last(self) -> None:
+        """Keep every conv weight in the channels-last layout its convolution runs in.
+
+        The channels-last kernels return weight gradients in that layout. With contiguous
+        weights, autograd copied each 3x3 weight's gradient into the contiguous layout on every
+        step, and kept the 1x1 (shortcut) gradients as they came: for a (Co, Ci, 1, 1) tensor
+        both layouts are the same memory order, but their strides differ ((Ci, 1, Ci, Ci) vs
+        (Ci, 1, 1, 1)), and DDP, which compares strides literally, warned "Grad strides do not
+        match bucket view strides" once per process. Same values; `load_state_dict` keeps the
+        layout (it copies into these tensors).
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                weight = module.weight
+                stored = torch.empty(
+                    weight.shape, dtype=weight.dtype, device=weight.device,
+                    memory_format=torch.channels_last,
+                )  # fmt: skip
+                weight.data = stored.copy_(weight.detach())
 
     def _freeze(self, freeze_at: int) -> None:
         parts: list[nn.Module] = [self.stem] if freeze_at >= 1 else []

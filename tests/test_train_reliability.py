@@ -1,0 +1,274 @@
+"""Fast checks of the training-run safeguards: the run-folder lock (flock and its fallback),
+damaged / refused checkpoints on resume, stale temporary files, the ordered shutdown of a
+process group, workers that die with their parent, and the channels-last conv weights whose
+gradients match their layout (no DDP stride warning)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from avis.engine import runlock
+from avis.engine.checkpoint import (
+    list_checkpoints,
+    load_training_checkpoint,
+    newest_intact_checkpoint,
+    remove_stale_temporaries,
+)
+from avis.engine.distributed import DistInfo
+from avis.engine.runlock import LOCK_NAME, RunLock, RunLockedError
+from avis.errors import CheckpointError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_engine_toys import toy_config, toy_trainer  # noqa: E402
+
+SINGLE = DistInfo()
+
+
+# ---------------------------------------------------------------------- run-folder lock
+def test_lock_one_training_per_folder(tmp_path):
+    first = RunLock(tmp_path).acquire()
+    record = json.loads((tmp_path / LOCK_NAME).read_text())
+    assert record["pid"] == os.getpid()
+    with pytest.raises(RunLockedError, match=f"in use by another training \\(pid {os.getpid()}"):
+        RunLock(tmp_path).acquire()  # another open file: flock refuses it, even in-process
+    with pytest.raises(RunLockedError):
+        RunLock(tmp_path).check()
+    first.release()
+    assert (tmp_path / LOCK_NAME).read_text() == ""  # a clean end leaves an empty record
+    RunLock(tmp_path).check()
+    with RunLock(tmp_path):
+        pass
+
+
+def test_lock_of_a_dead_process_is_taken_over_with_a_message(tmp_path, caplog):
+    """A process killed while holding the lock: the kernel drops the flock; its record says
+    who it was, and the next run names it when it takes over."""
+    code = (
+        "import sys, time; from avis.engine.runlock import RunLock; "
+        f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    with caplog.at_level(logging.WARNING, logger="avis.train"):
+        lock = RunLock(tmp_path).acquire()
+    assert f"taking over the lock of a training that is no longer running (pid {holder.pid}" in (
+        caplog.text
+    )
+    lock.release()
+
+
+@pytest.fixture
+def no_flock(monkeypatch):
+    """A file system without flock: the record alone decides."""
+    monkeypatch.setattr(RunLock, "_try_flock", staticmethod(lambda fd: None))
+
+
+def _write_record(folder: Path, **fields) -> None:
+    record = {
+        "pid": os.getpid(), "host": runlock.socket.gethostname(), "boot_id": runlock._boot_id(),
+        "pid_start": runlock._start_time(os.getpid()), "started": time.time(),
+    }  # fmt: skip
+    record.update(fields)
+    (folder / LOCK_NAME).write_text(json.dumps(record))
+
+
+def test_lock_fallback_without_flock(tmp_path, no_flock, caplog):
+    _write_record(tmp_path)  # this live process
+    with pytest.raises(RunLockedError):
+        RunLock(tmp_path).acquire()
+    _write_record(tmp_path, host="elsewhere")  # cannot be checked from here: obeyed, with a hint
+    with pytest.raises(RunLockedError, match="if no training runs there, delete"):
+        RunLock(tmp_path).check()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout  # fmt: skip
+    stale = [
+        {"pid": int(dead)},  # the pid is gone
+        {"pid_start": "1"},  # the pid now belongs to another process
+        {"boot_id": "another-boot"},  # the machine rebooted since
+    ]
+    for fields in stale:
+        _write_record(tmp_path, **fields)
+        with caplog.at_level(logging.WARNING, logger="avis.train"):
+            RunLock(tmp_path).acquire().release()
+        assert "taking over" in caplog.text, fields
+        caplog.clear()
+
+
+# ---------------------------------------------------------------------- checkpoints
+def _toy_run(run: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = toy_config(iterations=8, checkpoint_every=4)
+    toy_trainer(cfg, run, SINGLE).train()
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_newest_intact(tmp_path, caplog):
+    _toy_run(tmp_path)
+    (older, older_path), (newest, newest_path) = list_checkpoints(tmp_path)
+    data = newest_path.read_bytes()
+    newest_path.write_bytes(data[: len(data) // 2])  # a crash or a full disk cut it short
+    cfg = toy_config(iterations=8, checkpoint_every=4)
+    trainer = toy_trainer(cfg, tmp_path, SINGLE)
+    with caplog.at_level(logging.WARNING, logger="avis.train"):
+        assert trainer.resume()
+    assert trainer.iteration == older == 4
+    warning = caplog.text
+    assert newest_path.name in warning and older_path.name in warning and "cut short" in warning
+    trainer.train()  # and the run goes on to the end
+    assert list_checkpoints(tmp_path)[-1][0] == 8
+
+    for _, path in list_checkpoints(tmp_path):
+        path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="no intact checkpoint to resume from"):
+        newest_intact_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_that_could_run_code_is_refused(tmp_path):
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "checkpoints" / "checkpoint_0000004.pth"
+    path.parent.mkdir()
+    torch.save({"format": "avis", "model": Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused") as err:
+        newest_intact_checkpoint(tmp_path)  # refused: no fallback to an older file
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+    path.write_bytes(b"garbage that is no zip and no pickle")
+    with pytest.raises(CheckpointError, match="damaged or cut short"):
+        load_training_checkpoint(path)
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    stale = tmp_path / "checkpoints" / ".checkpoint_0000010.pth.1234.tmp"
+    stale.write_bytes(b"half")
+    keep = tmp_path / "checkpoints" / "notes.tmp"
+    keep.write_text("mine")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert keep.exists() and not stale.exists()
+
+
+# ---------------------------------------------------------------------- processes
+SHUTDOWN_WORKER = """
+import os, sys, time
+import torch.distributed as dist
+from avis.engine.distributed import cleanup_distributed, init_distributed
+log = sys.argv[1]
+info = init_distributed("cpu")
+dist.barrier()  # the last collective
+if info.rank == 1:
+    time.sleep(3)  # the slow rank: rank 0 must not tear the group down before it arrives
+with open(log, "a") as f:
+    f.write(f"arrive {info.rank}\\n")
+cleanup_distributed()
+with open(log, "a") as f:
+    f.write(f"destroyed {info.rank}\\n")
+"""
+
+
+def test_no_process_destroys_the_group_before_all_have_finished(tmp_path):
+    """The ordered shutdown (the cause of the rare hang after model_final.pth): a process
+    leaves the group only after every process has returned from the last collective."""
+    script = tmp_path / "worker.py"
+    script.write_text(SHUTDOWN_WORKER)
+    log = tmp_path / "events.txt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(script), str(log)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = log.read_text().split("\n")[:4]
+    assert events.index("destroyed 0") > events.index("arrive 1"), events
+
+
+CHILD = """
+import os, sys, time
+from avis.engine.launch import die_with_parent
+die_with_parent()
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(600)
+"""
+PARENT = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, sys.argv[1], sys.argv[2]], start_new_session=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("watch", ["auto", "poll"])
+def test_a_worker_dies_with_its_parent(tmp_path, watch):
+    """A child in a session of its own (as torchrun starts workers) that called
+    die_with_parent() ends when its parent is killed with SIGKILL."""
+    child_py, parent_py = tmp_path / "child.py", tmp_path / "parent.py"
+    child_py.write_text(CHILD)
+    parent_py.write_text(PARENT)
+    pid_file = tmp_path / "child.pid"
+    env = {**os.environ, "AVIS_PARENT_WATCH": watch}
+    parent = subprocess.Popen(
+        [sys.executable, str(parent_py), str(child_py), str(pid_file)], env=env
+    )
+    deadline = time.monotonic() + 240  # a bound on a hang, not a speed requirement
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert time.monotonic() < deadline and parent.poll() is None, "the child did not start"
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    while _running(child):
+        assert time.monotonic() < deadline, f"child {child} outlived its parent ({watch})"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
+# ---------------------------------------------------------------------- gradient layout
+def test_channels_last_resnet_gradients_match_their_weights():
+    """The conv weights are stored channels-last, as their kernels return the gradients: no
+    gradient has other strides than its weight (DDP's "Grad strides do not match bucket view
+    strides" warning), and the outputs equal those of contiguous weights exactly."""
+    from avis.models.backbones.resnet import ResNet
+
+    torch.manual_seed(0)
+    net = ResNet(depth=18, norm="GN", stem_channels=8)
+    reference = ResNet(depth=18, norm="GN", stem_channels=8)
+    reference.load_state_dict(net.state_dict())
+    for module in reference.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.weight.data = module.weight.data.clone(memory_format=torch.contiguous_format)
+    shortcut = net.res3[0].shortcut.weight  # a 1x1 conv: (Co, Ci, 1, 1)
+    assert shortcut.stride() == (shortcut.shape[1], 1, shortcut.shape[1], shortcut.shape[1])
+    images = torch.randn(2, 3, 64, 64)
+    out, expected = net(images), reference(images)
+    for name in expected:
+        assert torch.equal(out[name], expected[name]), name
+    sum(o.sum() for o in out.values()).backward()
+    mismatched = [n for n, p in net.named_parameters() if p.grad.stride() != p.stride()]
+    assert mismatched == []
+    # and the layout survives a state-dict round trip
+    again = ResNet(depth=18, norm="GN", stem_channels=8)
+    again.load_state_dict(net.state_dict())
+    assert again.res3[0].shortcut.weight.stride() == shortcut.stride()
