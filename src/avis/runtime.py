@@ -12,7 +12,9 @@ unchanged (the allocator does no arithmetic); peak memory is the same within 2 %
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
 
@@ -52,3 +54,19 @@ def torch_device(spec: str | object):
     elif device.type not in ("cpu", "cuda", "mps"):
         raise AvisError(f"device {spec!r}: avis runs on cpu, cuda or mps")
     return device
+
+
+@contextlib.contextmanager
+def scoped_environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a `with` block (child processes started
+    inside inherit them), then restore each one as it was (unset if it was unset)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

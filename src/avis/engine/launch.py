@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avis.errors import AvisError
+from avis.runtime import scoped_environ
 
 LOG = logging.getLogger("avis.train")
 
@@ -186,7 +187,7 @@ def launch_workers(
         )  # fmt: skip
     else:
         LOG.info("starting %d training processes", nproc)
-    with _environment(env), _agent_signals(), _quiet_agent(verbose):
+    with scoped_environ(env), _agent_signals(), _quiet_agent(verbose):
         try:
             config, entrypoint, entry_args = config_from_args(args)
             elastic_launch(config=config, entrypoint=entrypoint)(*entry_args)
@@ -237,20 +238,6 @@ def _failure_message(err, errors: Path) -> str:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager

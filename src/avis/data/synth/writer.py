@@ -21,7 +21,6 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -40,6 +39,7 @@ from avis.data.synth.render import render_frame, scene_parts, visible_polygons
 from avis.data.synth.scene import Scene, sample_scene
 from avis.data.synth.sound import class_signal, mix, to_pcm16
 from avis.io.atomic import write_text_atomic
+from avis.runtime import scoped_environ
 
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2, "demo": 3}
 DEFAULT_COUNTS: dict[str, int] = {"train": 600, "val": 60, "test": 120}
@@ -154,18 +154,11 @@ def _jobs(out: Path, split: str, count: int, seed: int, cfg: SynthConfig, mp4_fp
     return [VideoJob(str(split_dir), f"{split}_{i:04d}", (seed, SPLIT_CODES[split], i), cfg, mp4_fps, wav) for i in range(count)]
 
 
-@contextmanager
-def _single_threaded_math():
+def _single_threaded_math() -> dict[str, str]:
     """Worker processes inherit 1-thread BLAS/OpenMP (several BLAS threads per worker on a
-    small machine oversubscribe it: the audio features became ~6x slower in measurements)."""
-    saved = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
-    os.environ.update({k: "1" for k in THREAD_ENV_VARS if saved[k] is None})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
+    small machine oversubscribe it: the audio features became ~6x slower in measurements);
+    variables the user set are kept."""
+    return {key: "1" for key in THREAD_ENV_VARS if key not in os.environ}
 
 
 def generate_dataset(
@@ -201,7 +194,7 @@ def generate_dataset(
             if on_video:
                 on_video()
     else:
-        with _single_threaded_math(), ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with scoped_environ(_single_threaded_math()), ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             for res in pool.map(make_video, flat, chunksize=CHUNKSIZE):
                 results.append(res)
                 if on_video:
