@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         for video in videos:
             frames, audio = data.load_frames(video), data.load_audio(video)
             emitted = [frame_record(f, predictor.class_names) for f in online.run(zip(frames, audio))]
-            prediction = assemble(
+            prediction, _ = assemble(
                 emitted, frames.shape[1:3], source=str(video.id), fps=1.0,
                 class_names=predictor.class_names, audio_features="precomputed",
             )  # fmt: skip

@@ -15,6 +15,8 @@ import argparse
 from pathlib import Path
 from typing import Literal
 
+from avis.cli import predict_online
+
 DEFAULT_OUT = "avis_predictions"
 DEFAULT_FPS = 1.0
 # --streaming value -> VideoPredictor streaming argument
@@ -98,6 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", type=Path, help="AVISeg-layout root: predict a whole split")
     parser.add_argument("--split", default="test", help="split of --data (default: test)")
+    predict_online.add_arguments(parser)
     parser.set_defaults(func=handle)
 
 
@@ -105,6 +108,10 @@ def handle(args: argparse.Namespace) -> int:
     from avis.errors import AvisError
     from avis.inference.predictor import VideoPredictor
 
+    if args.online is not None:
+        return predict_online.handle(args)
+    if args.realtime:
+        raise AvisError("--realtime paces an --online source")
     if not args.videos and args.data is None:
         raise AvisError("give video files or --data ROOT [--split test]")
     if args.videos and args.data is not None:

@@ -64,29 +64,25 @@ class PredictionAssembler:
             if inst["sounding"]:
                 track["rles"][t] = inst["segmentation"]
 
-    def prediction(self, source: str, fps: float, class_names: list[str], audio_features: str) -> Prediction:
-        """Tracks that sounded at least once, highest score first (ties: lower id first)."""
+    def prediction(self, source: str, fps: float, class_names: list[str], audio_features: str) -> tuple[Prediction, list[int]]:
+        """-> (the tracks that sounded at least once, highest score first (ties: lower id
+        first), their track ids in that order)."""
         empty = encode_mask(np.zeros(self.image_size, dtype=bool))
         items = [(track_id, t) for track_id, t in self.tracks.items() if t["rles"]]
         items.sort(key=lambda item: (-item[1]["score"], item[0]))
         rles = [[t["rles"].get(f, empty) for f in range(self.num_frames)] for _, t in items]
-        return Prediction(
+        prediction = Prediction(
             source=source, fps=fps, num_frames=self.num_frames, image_size=self.image_size,
             scores=np.asarray([t["score"] for _, t in items], dtype=np.float32),
             labels=np.asarray([t["label"] for _, t in items], dtype=np.int64),
             class_names=list(class_names), audio_features=audio_features, rles=rles,
         )  # fmt: skip
-
-    @property
-    def track_ids(self) -> list[int]:
-        """Ids of the tracks in `prediction()` order."""
-        items = [(track_id, t) for track_id, t in self.tracks.items() if t["rles"]]
-        items.sort(key=lambda item: (-item[1]["score"], item[0]))
-        return [track_id for track_id, _ in items]
+        return prediction, [track_id for track_id, _ in items]
 
 
-def assemble(records: Iterable[dict], image_size: tuple[int, int], **kwargs) -> Prediction:
-    """Records in frame order -> `Prediction` (kwargs: source, fps, class_names, audio_features)."""
+def assemble(records: Iterable[dict], image_size: tuple[int, int], **kwargs) -> tuple[Prediction, list[int]]:
+    """Records in frame order -> (`Prediction`, track ids); kwargs: source, fps, class_names,
+    audio_features."""
     assembler = PredictionAssembler(image_size)
     for record in records:
         assembler.add(record)
