@@ -83,7 +83,7 @@ class OnlineFrame:
 
     @property
     def sounding(self) -> np.ndarray:  # (N,) bool
-        return np.asarray(self.masks.reshape(len(self.masks), -1).any(axis=1))
+        return np.asarray(self.masks.any(axis=(1, 2)))
 
 
 @dataclass
