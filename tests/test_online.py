@@ -192,7 +192,7 @@ def test_state_stays_bounded_over_a_long_stream(overrides):
     frame = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
     sizes = []
     emitted = 0
-    for t in range(30):
+    for _ in range(30):
         noisy = np.clip(frame.astype(int) + rng.integers(-60, 60, frame.shape), 0, 255).astype(np.uint8)
         emitted += len(online.push(noisy, rng.normal(size=128).astype(np.float32)))
         splitter = len(online.splitter.state) if online.splitter is not None else 0

@@ -112,7 +112,7 @@ def run_online(online, source: str, folder: Path, *, fps: float = 1.0, allow_sil
     audio_file = tempfile.TemporaryFile(prefix="avis_online_audio_") if overlay else None  # noqa: SIM115
     jsonl = folder / ONLINE_FILE
     online.reset()
-    report = {"frames": 0, "realtime": realtime, "max_frames_behind": 0, "final_frames_behind": 0}
+    report: dict[str, float] = {"frames": 0, "realtime": realtime, "max_frames_behind": 0, "final_frames_behind": 0}
     image_size, rate, has_audio = None, None, True
     start = time.perf_counter()
 
@@ -147,7 +147,7 @@ def run_online(online, source: str, folder: Path, *, fps: float = 1.0, allow_sil
             report["final_frames_behind"] = lag
             status.update(f"online: frame {item.index + 1} ({item.time:.0f} s), "
                           f"{len(online.linker.live)} live tracks" + (f", {lag} frames behind" if realtime else ""))
-        write(online.flush(), report["frames"])
+        write(online.flush(), int(report["frames"]))
     if image_size is None:
         raise AssertionError("the stream yields at least one frame or raises")
     report["seconds"] = round(time.perf_counter() - start, 3)
@@ -160,7 +160,13 @@ def _finish(online, source, folder, jsonl, image_size, fps, frames, audio_file, 
     import numpy as np
 
     from avis.inference.online_records import assemble, read_records
-    from avis.inference.report import OVERLAY_FILE, RESULTS_FILE, SUMMARY_FILE, TIMELINE_FILE, VIDEO_ID
+    from avis.inference.report import (
+        OVERLAY_FILE,
+        RESULTS_FILE,
+        SUMMARY_FILE,
+        TIMELINE_FILE,
+        VIDEO_ID,
+    )
     from avis.inference.results import write_results
     from avis.inference.summary import summary_table, write_summary
     from avis.inference.timeline import instance_color, write_timeline

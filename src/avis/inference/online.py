@@ -181,19 +181,19 @@ class TrackLinker:
         for track in self.live:
             if id(track) not in continued:
                 self.dormant.append(track)  # the oldest quiet track goes when full
-        for track in out:
-            if track is not None and track in self.dormant:
-                self.dormant.remove(track)
+        for found in out:
+            if found is not None and found in self.dormant:
+                self.dormant.remove(found)
         tracks: list[Track] = []
         for j, wt in enumerate(kept):
-            track = out[j]
-            if track is None:
-                track = Track(
+            match = out[j]
+            if match is None:
+                match = Track(
                     self.next_id, np.zeros_like(wt.probs), 0.0, 0, wt.embed, first_frame, wt.masks, step
                 )
                 self.next_id += 1
-            track.update(wt, first_frame, step)
-            tracks.append(track)
+            match.update(wt, first_frame, step)
+            tracks.append(match)
         self.live = tracks
         return tracks
 
