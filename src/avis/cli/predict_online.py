@@ -108,7 +108,7 @@ def run_online(online, source: str, folder: Path, *, fps: float = 1.0, allow_sil
     folder.mkdir(parents=True, exist_ok=True)
     extractor = online.predictor.extractor
     stream = stream_frames(source, fps, allow_silent=allow_silent, realtime=realtime)
-    frames = _FrameStore(1024 * 2**20) if overlay else None
+    frames = _FrameStore(0) if overlay else None  # on disk from the first frame: RAM stays flat
     audio_file = tempfile.TemporaryFile(prefix="avis_online_audio_") if overlay else None  # noqa: SIM115
     jsonl = folder / ONLINE_FILE
     online.reset()
