@@ -60,7 +60,6 @@ def speed(args: argparse.Namespace) -> dict:
     import io
 
     import numpy as np
-
     from benchmarks.common import machine_info
     from benchmarks.long_video_memory import LazyFrames
 
@@ -85,7 +84,6 @@ def speed(args: argparse.Namespace) -> dict:
 
 def memory_child(args: argparse.Namespace) -> dict:
     import numpy as np
-
     from benchmarks.long_video_memory import LazyFrames, _status_kib
 
     predictor = _predictor(args.preset, args.threads)

@@ -132,22 +132,29 @@ def run_online(online, source: str, folder: Path, *, fps: float = 1.0, allow_sil
                 out.write(json.dumps(frame_record(result, online.class_names, extra), separators=(",", ":")) + "\n")
                 out.flush()
 
-        for item in stream:
-            image_size, rate, has_audio = item.frame.shape[:2], item.sample_rate, item.has_audio
-            features = extractor(item.audio, item.sample_rate, 1)[0]
-            if frames is not None and audio_file is not None:
-                frames.append(item.frame)
-                step = int(round(item.sample_rate / fps))
-                chunk = np.zeros(step, np.float32)
-                chunk[: min(step, len(item.audio))] = item.audio[:step]
-                audio_file.write(chunk.tobytes())
-            write(online.push(item.frame, features), item.index + 1)
-            report["frames"] = item.index + 1
-            lag = behind(item.index + 1)
-            report["final_frames_behind"] = lag
-            status.update(f"online: frame {item.index + 1} ({item.time:.0f} s), "
-                          f"{len(online.linker.live)} live tracks" + (f", {lag} frames behind" if realtime else ""))
-        write(online.flush(), int(report["frames"]))
+        try:  # Ctrl-C ends a live stream: the outputs of what was seen are still written
+            for item in stream:
+                image_size, rate, has_audio = item.frame.shape[:2], item.sample_rate, item.has_audio
+                features = extractor(item.audio, item.sample_rate, 1)[0]
+                if frames is not None and audio_file is not None:
+                    frames.append(item.frame)
+                    step = int(round(item.sample_rate / fps))
+                    chunk = np.zeros(step, np.float32)
+                    chunk[: min(step, len(item.audio))] = item.audio[:step]
+                    audio_file.write(chunk.tobytes())
+                write(online.push(item.frame, features), item.index + 1)
+                report["frames"] = item.index + 1
+                lag = behind(item.index + 1)
+                report["final_frames_behind"] = lag
+                status.update(f"online: frame {item.index + 1} ({item.time:.0f} s), "
+                              f"{len(online.linker.live)} live tracks" + (f", {lag} frames behind" if realtime else ""))
+        except KeyboardInterrupt:
+            if image_size is None:
+                raise
+            report["interrupted"] = True
+            console.print(f"interrupted after {int(report['frames'])} frames: writing the outputs")
+        if online.num_frames == report["frames"]:  # else interrupted inside push: state unusable
+            write(online.flush(), int(report["frames"]))
     if image_size is None:
         raise AssertionError("the stream yields at least one frame or raises")
     report["seconds"] = round(time.perf_counter() - start, 3)
@@ -191,7 +198,8 @@ def _finish(online, source, folder, jsonl, image_size, fps, frames, audio_file, 
                             track_id=track_ids[i], color=instance_color(i))  # fmt: skip
             for i, (score, label) in enumerate(zip(prediction.scores, prediction.labels))
         ]
-        write_overlay_video(folder / OVERLAY_FILE, frames.array(), instances, prediction.class_names,
+        pictures = frames.array()[: prediction.num_frames]  # (an interrupt may leave one more)
+        write_overlay_video(folder / OVERLAY_FILE, pictures, instances, prediction.class_names,
                             audio=samples, sample_rate=rate if samples is not None else None, fps=fps)  # fmt: skip
         written.append(OVERLAY_FILE)
     sounding = [s for s in summaries if s.sounding_frames]

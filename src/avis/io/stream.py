@@ -278,7 +278,10 @@ class FrameStream:
                     yield from self._ready(sampler)
             except av.error.FFmpegError as err:
                 if sampler.prev is None:
-                    raise MediaError(f"{self.source}: the stream cannot be decoded ({err})") from err
+                    hint = ""
+                    if self.source == STDIN or Path(self.source).is_fifo():
+                        hint = "; a pipe needs a streamable container (mkv, webm, ts, flv, fragmented mp4), not a plain mp4"
+                    raise MediaError(f"{self.source}: the stream cannot be decoded ({err}){hint}") from err
                 _LOG.warning("%s: decoding stopped early at %.2f s (%s)", self.source, sampler.prev_time, err)
             sampler.end_audio()
             sampler.end_video(vstream)
