@@ -276,3 +276,29 @@ def test_cli_online_rejects_bad_arguments(tmp_path, capsys):
     assert main(["predict", "x.mp4", "--online", "y.mkv"]) == 1
     assert main(["predict", "--online", "y.mkv", "--latency", "-1"]) == 1
     assert main(["predict", "x.mp4", "--realtime"]) == 1
+
+
+def test_ctrl_c_ends_a_live_stream_with_every_output_written(shipped, tmp_path, monkeypatch):
+    import avis.io.stream as stream_module
+
+    real = stream_module.stream_frames
+
+    class Interrupted:
+        def __init__(self, *args, **kwargs):
+            self.inner = real(*args, **kwargs)
+            self.info = self.inner.info
+
+        def __iter__(self):
+            for item in self.inner:
+                if item.index == 5:
+                    raise KeyboardInterrupt
+                yield item
+
+    monkeypatch.setattr(stream_module, "stream_frames", Interrupted)
+    online = OnlinePredictor(shipped, OnlineOptions(latency=3))
+    report = run_online(online, str(DEMO), tmp_path / "live")
+    assert report["interrupted"] and report["frames"] == 5
+    assert [r["frame"] for r in _jsonl(tmp_path / "live")] == list(range(5))  # the last L flushed too
+    results = json.loads((tmp_path / "live" / "results.json").read_text())
+    assert all(len(r["segmentations"]) == 5 for r in results)
+    assert (tmp_path / "live" / "overlay.mp4").is_file()
