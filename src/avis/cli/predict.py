@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from avis.cli import args as types
+from avis.cli import predict_online
 
 DEFAULT_OUT = "avis_predictions"
 RESULTS_NAME = "results.json"  # of a whole split (avis.inference.split_predict)
@@ -111,6 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", type=Path, help="AVISeg-layout root: predict a whole split")
     parser.add_argument("--split", default="test", help="split of --data (default: test)")
+    predict_online.add_arguments(parser)
     parser.set_defaults(func=handle)
 
 
@@ -150,6 +152,12 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.online is not None:
+        return predict_online.handle(args)
+    if args.realtime:
+        from avis.errors import AvisError
+
+        raise AvisError("--realtime paces an --online source")
     check_arguments(args)
     from avis.inference.predictor import VideoPredictor
 

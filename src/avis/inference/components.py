@@ -112,8 +112,24 @@ def _assign(
     options: SplitOptions,
 ) -> np.ndarray | None:  # None while no frame has had major blobs
     """Give frame t's blobs to the k sub-tracks (writes parts[j][t]); -> updated positions."""
-    mask = decode_rle(rles[t])
-    blobs = _Blobs.of(mask, options.min_blob_fraction)
+    blobs = _Blobs.of(decode_rle(rles[t]), options.min_blob_fraction)
+    masks, new_positions = assign_blobs(blobs, positions, k)
+    for j in range(k):
+        parts[j][t] = encode_mask(masks[j])
+    return new_positions
+
+
+def frame_blobs(mask: np.ndarray, min_blob_fraction: float) -> _Blobs:
+    """The connected components of one (H, W) bool mask, with its major blobs marked."""
+    return _Blobs.of(mask, min_blob_fraction)
+
+
+def assign_blobs(blobs: _Blobs, positions: np.ndarray | None, k: int) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Give one frame's blobs to k sub-tracks -> (k (H, W) bool masks, updated positions).
+
+    positions (k, 2): each sub-track's last centroid; None = this frame has exactly k major
+    blobs and sets them. Major blobs go to sub-tracks by minimum total squared centroid
+    distance (Hungarian); extra major blobs and specks join the nearest sub-track."""
     owner = np.zeros(len(blobs.centroids) + 1, dtype=np.int64)  # component label -> sub-track
     new_positions = positions
     if len(blobs.major):
@@ -127,10 +143,8 @@ def _assign(
         owner[blobs.major[rows] + 1] = cols
         new_positions = positions.copy()
         new_positions[cols] = major_centroids[rows]
-    for j in range(k):
-        part = (blobs.labels > 0) & (owner[blobs.labels] == j)
-        parts[j][t] = encode_mask(part)
-    return new_positions
+    masks = [(blobs.labels > 0) & (owner[blobs.labels] == j) for j in range(k)]
+    return masks, new_positions
 
 
 def split_components(prediction: Prediction, options: SplitOptions = SplitOptions()) -> Prediction:

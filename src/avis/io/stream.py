@@ -1,0 +1,300 @@
+"""Read a live source frame by frame: any file, pipe or stream URL PyAV opens.
+
+`stream_frames(source, fps)` yields each sampled frame with its second of audio as soon as
+both have arrived, with the sampling conventions of `avis.io.video.read_video` (frame i is
+the picture on screen at i / fps after the first video frame; its audio window is the
+samples [round(i / fps x rate), + round(1 s x rate)) of the mono soundtrack aligned to the
+first video frame), so the frames and audio windows equal the offline ones. Memory is
+bounded: the frames waiting for their audio and the audio not yet consumed.
+
+Sources: a path (a regular file or a named pipe), "-" (standard input) or a URL
+("rtsp://", "http://", "udp://", ... anything FFmpeg's protocols open). A pipe needs a
+streamable container (Matroska/WebM, MPEG-TS, FLV, fragmented MP4), not a plain MP4, whose
+index sits at the end of the file.
+
+Letters: H x W frame size, n audio samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from avis.errors import MediaError
+from avis.io.video import _TIME_EPS, AUDIO_WINDOW_S, SILENT_SAMPLE_RATE
+
+_LOG = logging.getLogger(__name__)
+STDIN = "-"
+MAX_GAPS = 256  # recent frame gaps kept to estimate the last frame's duration
+
+
+@dataclass
+class StreamFrame:
+    index: int  # sampled frame number
+    time: float  # index / fps, seconds from the first video frame
+    frame: np.ndarray  # (H, W, 3) uint8 RGB
+    audio: np.ndarray  # (n,) float32 mono: the frame's 1-second window (shorter at the end)
+    sample_rate: int
+    has_audio: bool  # False: silence stands in for a missing audio stream
+
+
+def is_url(source: str) -> bool:
+    return "://" in source
+
+
+def open_source(source: str | Path) -> av.container.InputContainer:
+    """A PyAV container for a path, a named pipe, "-" (stdin) or a URL."""
+    text = str(source)
+    try:
+        if text == STDIN:
+            return av.open(sys.stdin.buffer, mode="r")
+        if not is_url(text) and not Path(text).exists():
+            raise MediaError(f"{text}: file not found")
+        return av.open(text, mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as err:
+        if isinstance(err, MediaError):
+            raise
+        raise MediaError(f"{text}: cannot be opened as a media stream ({err})") from err
+
+
+class _AudioBuffer:
+    """Mono float32 samples aligned to the first video frame, with the consumed ones dropped."""
+
+    def __init__(self) -> None:
+        self.start = 0  # stream index of chunks[0][0]
+        self.chunks: deque[np.ndarray] = deque()
+        self.size = 0  # samples held
+        self.ended = False
+
+    @property
+    def end(self) -> int:  # stream index one past the last sample held
+        return self.start + self.size
+
+    def append(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self.chunks.append(samples)
+            self.size += samples.shape[0]
+
+    def window(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) that exist (fewer at the end of the audio)."""
+        stop = min(stop, self.end)
+        if stop <= start or not self.chunks:
+            return np.zeros(0, np.float32)
+        joined = np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+        self.chunks = deque([joined])
+        return joined[max(start - self.start, 0) : stop - self.start].copy()
+
+    def drop_before(self, index: int) -> None:
+        cut = min(max(index - self.start, 0), self.size)
+        if not cut:
+            return
+        joined = np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
+        self.chunks = deque([joined[cut:]]) if cut < joined.shape[0] else deque()
+        self.start += cut
+        self.size -= cut
+
+
+class _Sampler:
+    """Turns decoded frames and audio into StreamFrames (read_video's sampling, online)."""
+
+    def __init__(self, fps: float, realtime: bool, source: str) -> None:
+        self.fps, self.realtime, self.source = fps, realtime, source
+        self.index = 0
+        self.t0: float | None = None
+        self.prev: av.VideoFrame | None = None
+        self.prev_time = 0.0
+        self.prev_rgb: np.ndarray | None = None
+        self.gaps: deque[float] = deque(maxlen=MAX_GAPS)
+        self.pending: deque[tuple[int, np.ndarray]] = deque()  # frames waiting for their audio
+        self.audio = _AudioBuffer()
+        self.rate: int | None = None
+        self.audio_start: float | None = None  # first audio frame time, container clock
+        self.early: list[np.ndarray] = []  # audio decoded before the first video frame
+        self.resampler: av.AudioResampler | None = None
+        self.has_audio = True
+        self.wall_start: float | None = None
+        self.aligned = False  # the audio offset to the first video frame has been applied
+        self.skip = 0  # leading audio samples still to drop (audio that starts before the video)
+
+    # -------------------------------------------------------------- video
+    def video_frame(self, frame: av.VideoFrame, decoded_index: int, native_fps: float | None) -> None:
+        raw = frame.time if frame.time is not None else decoded_index / (native_fps or 1.0)
+        if self.t0 is None:
+            self.t0 = raw
+            for samples in self.early:
+                self._add_audio(samples)
+            self.early = []
+        t = raw - self.t0
+        if self.prev is not None:
+            self.gaps.append(t - self.prev_time)
+            while self.index / self.fps < t - _TIME_EPS:
+                self._sample_prev()
+        self.prev, self.prev_time, self.prev_rgb = frame, t, None
+
+    def _sample_prev(self) -> None:
+        assert self.prev is not None
+        if self.prev_rgb is None:
+            self.prev_rgb = self.prev.to_ndarray(format="rgb24")
+        self.pending.append((self.index, self.prev_rgb))
+        self.index += 1
+
+    def end_video(self, stream) -> None:
+        if self.prev is None:
+            raise MediaError(f"{self.source}: the video stream has no decodable frame")
+        if self.prev.duration and self.prev.time_base is not None:
+            last = float(self.prev.duration * self.prev.time_base)
+        elif self.gaps:
+            last = float(np.median(self.gaps))
+        else:
+            last = float(1.0 / stream.average_rate) if stream.average_rate else 0.0
+        duration = self.prev_time + last
+        while self.index / self.fps < duration - _TIME_EPS or self.index == 0:
+            self._sample_prev()
+
+    # -------------------------------------------------------------- audio
+    def audio_frame(self, frame: av.AudioFrame) -> None:
+        if self.resampler is None:
+            self.resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
+            self.rate = int(frame.sample_rate)
+        if self.audio_start is None and frame.time is not None:
+            self.audio_start = float(frame.time)
+        for out in self.resampler.resample(frame):
+            self._mono(out.to_ndarray())
+
+    def end_audio(self) -> None:
+        if self.resampler is not None:
+            for out in self.resampler.resample(None):
+                self._mono(out.to_ndarray())
+        self.audio.ended = True
+
+    def _mono(self, chunk: np.ndarray) -> None:  # (C, n) float32
+        mono = chunk.T.astype(np.float32).mean(axis=1, dtype=np.float64).astype(np.float32)
+        if self.t0 is None:
+            self.early.append(mono)
+        else:
+            self._add_audio(mono)
+
+    def _add_audio(self, mono: np.ndarray) -> None:
+        assert self.t0 is not None and self.rate is not None
+        if not self.aligned:
+            self.aligned = True
+            shift = int(round(((self.audio_start or 0.0) - self.t0) * self.rate))
+            if shift > 0:  # the audio starts late: silence before it
+                self.audio.append(np.zeros(shift, np.float32))
+            else:  # leading audio before the first video frame is dropped
+                self.skip = -shift
+        if self.skip:
+            cut = min(self.skip, mono.shape[0])
+            mono, self.skip = mono[cut:], self.skip - cut
+        self.audio.append(mono)
+
+    # -------------------------------------------------------------- output
+    def ready(self, video_ended: bool) -> Iterator[StreamFrame]:
+        """The pending frames whose audio window is complete (all of them once both ended)."""
+        rate = self.rate or SILENT_SAMPLE_RATE
+        window = int(round(AUDIO_WINDOW_S * rate))
+        while self.pending:
+            index, rgb = self.pending[0]
+            start = int(round(index / self.fps * rate))
+            if self.audio.end < start + window and not self.audio.ended and self.has_audio:
+                return
+            if not self.has_audio:
+                samples = np.zeros(window, np.float32)
+            else:
+                samples = self.audio.window(start, start + window)
+            self.pending.popleft()
+            next_start = int(round((index + 1) / self.fps * rate))
+            self.audio.drop_before(next_start)
+            if self.realtime:
+                self._pace(index)
+            yield StreamFrame(index, index / self.fps, rgb, samples, rate, self.has_audio)
+
+    def _pace(self, index: int) -> None:
+        """Wait until frame `index` and its audio second would have arrived live."""
+        now = time.perf_counter()
+        if self.wall_start is None:
+            self.wall_start = now - AUDIO_WINDOW_S  # the first frame is complete 1 s after it starts
+        due = self.wall_start + index / self.fps + AUDIO_WINDOW_S
+        if due > now:
+            time.sleep(due - now)
+
+
+@dataclass
+class StreamInfo:
+    """What is known about the source once it is open."""
+
+    native_fps: float | None
+    has_audio: bool
+    wall_start: float | None = None  # perf_counter time the paced stream started (realtime)
+
+
+class FrameStream:
+    """Iterate to get StreamFrames; `info` describes the source (see `stream_frames`)."""
+
+    def __init__(self, source: str | Path, fps: float = 1.0, *, allow_silent: bool = False, realtime: bool = False) -> None:
+        if not fps > 0:
+            raise MediaError(f"{source}: sampling fps must be positive, got {fps}")
+        self.source, self.fps, self.allow_silent = str(source), float(fps), allow_silent
+        self.sampler = _Sampler(self.fps, realtime, self.source)
+        self.info = StreamInfo(None, True)
+
+    def __iter__(self) -> Iterator[StreamFrame]:
+        container = open_source(self.source)
+        with container:
+            if not container.streams.video:
+                raise MediaError(f"{self.source}: no video stream (streams: {[s.type for s in container.streams]})")
+            vstream = container.streams.video[0]
+            vstream.thread_type = "AUTO"
+            astream = container.streams.audio[0] if container.streams.audio else None
+            native = float(vstream.average_rate) if vstream.average_rate else None
+            self.info.native_fps = native
+            sampler = self.sampler
+            if astream is None:
+                if not self.allow_silent:
+                    raise MediaError(
+                        f"{self.source}: no audio stream; audio-visual segmentation needs the soundtrack "
+                        "(pass --allow-silent to run on silence)"
+                    )
+                _LOG.warning("%s: no audio stream, using silence instead", self.source)
+                sampler.has_audio, self.info.has_audio = False, False
+            streams = [vstream] if astream is None else [vstream, astream]
+            decoded_video = 0
+            try:
+                for packet in container.demux(*streams):
+                    for frame in packet.decode():
+                        if isinstance(frame, av.VideoFrame):
+                            sampler.video_frame(frame, decoded_video, native)
+                            decoded_video += 1
+                        elif isinstance(frame, av.AudioFrame):
+                            sampler.audio_frame(frame)
+                    yield from self._ready(sampler)
+            except av.error.FFmpegError as err:
+                if sampler.prev is None:
+                    hint = ""
+                    if self.source == STDIN or Path(self.source).is_fifo():
+                        hint = "; a pipe needs a streamable container (mkv, webm, ts, flv, fragmented mp4), not a plain mp4"
+                    raise MediaError(f"{self.source}: the stream cannot be decoded ({err}){hint}") from err
+                _LOG.warning("%s: decoding stopped early at %.2f s (%s)", self.source, sampler.prev_time, err)
+            sampler.end_audio()
+            sampler.end_video(vstream)
+            yield from self._ready(sampler)
+
+    def _ready(self, sampler: _Sampler) -> Iterator[StreamFrame]:
+        for item in sampler.ready(False):
+            self.info.wall_start = sampler.wall_start
+            yield item
+
+
+def stream_frames(source: str | Path, fps: float = 1.0, *, allow_silent: bool = False, realtime: bool = False) -> FrameStream:
+    """Frames with their audio window, as they arrive (module doc). `realtime` paces the
+    output at the media's own speed (a frame is released when it and its second of audio
+    would have arrived live), to test whether a consumer keeps up."""
+    return FrameStream(source, fps, allow_silent=allow_silent, realtime=realtime)
