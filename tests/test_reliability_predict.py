@@ -158,7 +158,7 @@ def test_a_broken_file_does_not_stop_the_others(checkpoint, videos, tmp_path, ca
 def test_weights_with_nan_name_the_tensor(checkpoint, videos, tmp_path, capsys):
     obj = torch.load(checkpoint, weights_only=True)
     key = next(k for k, v in obj["model"].items() if v.is_floating_point() and v.numel() > 3)
-    obj["model"][key] = obj["model"][key].clone()
+    obj["model"][key] = obj["model"][key].contiguous().clone()  # conv weights may be stored channels-last
     obj["model"][key].view(-1)[:2] = torch.tensor([float("nan"), float("inf")])
     bad = tmp_path / "nan.pth"
     torch.save(obj, bad)
