@@ -38,15 +38,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(two same-class instances sounding together) and of the others, and the mean and "
         "spread (max - min) across seeds.",
     )
-    parser.add_argument("--weights", type=Path, default=None, help="avis checkpoint (default: the shipped tiny checkpoint)")
-    parser.add_argument("--seeds", type=types.non_negative_int, nargs="+", default=list(DEFAULT_SEEDS), help="data seeds, one test split each (default: 101 102 103)")
-    parser.add_argument("--preset", default="easy", help="synthetic preset: easy (default, the benchmark) or hard")
-    parser.add_argument("--videos", type=types.positive_int, default=120, help="test videos per seed; n gives the first n videos of that seed's full test split (default: %(default)s)")
-    parser.add_argument("--size", type=types.positive_int, default=None, help="frame side in pixels (default: the preset's, 128)")
-    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="where the generated splits are kept and reused (default: %(default)s)")
-    parser.add_argument("--workers", type=types.positive_int, default=None, help="processes generating videos (default: CPU count)")
-    parser.add_argument("--device", type=types.device, default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--allow-seen-seeds", action="store_true", help="evaluate on a seed the model was trained or tuned on (warns instead of refusing)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="avis checkpoint (default: the shipped tiny checkpoint)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=types.non_negative_int,
+        nargs="+",
+        default=list(DEFAULT_SEEDS),
+        help="data seeds, one test split each (default: 101 102 103)",
+    )
+    parser.add_argument(
+        "--preset", default="easy", help="synthetic preset: easy (default, the benchmark) or hard"
+    )
+    parser.add_argument(
+        "--videos",
+        type=types.positive_int,
+        default=120,
+        help="test videos per seed; n gives the first n videos of that seed's full test split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--size",
+        type=types.positive_int,
+        default=None,
+        help="frame side in pixels (default: the preset's, 128)",
+    )
+    parser.add_argument(
+        "--min-frames",
+        type=types.positive_int,
+        default=None,
+        help="shortest video in frames (default: the preset's, 10)",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=types.positive_int,
+        default=None,
+        help="longest video in frames (default: the preset's, 60)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=DEFAULT_WORK_DIR,
+        help="where the generated splits are kept and reused (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=types.positive_int,
+        default=None,
+        help="processes generating videos (default: CPU count)",
+    )
+    parser.add_argument(
+        "--device", type=types.device, default="cpu", help="cpu or cuda (default: cpu)"
+    )
+    parser.add_argument(
+        "--allow-seen-seeds",
+        action="store_true",
+        help="evaluate on a seed the model was trained or tuned on (warns instead of refusing)",
+    )
     parser.add_argument("--out", type=Path, help="also write the report to this JSON file")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.set_defaults(func=run)
@@ -83,9 +134,11 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"seed {result.seed}: {result.num_videos} videos ({result.num_twin_videos} with twins), "
                       f"{'reused' if result.reused else 'generated'}, {result.seconds:.0f} s; {line}")  # fmt: skip
 
+    names = ("size", "min_frames", "max_frames")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     report = evaluate_seeds(
         weights, args.seeds, work_dir=args.work_dir, preset=args.preset, num_videos=args.videos,
-        size=args.size, device=args.device, workers=args.workers,
+        overrides=overrides, device=args.device, workers=args.workers,
         allow_seen_seeds=args.allow_seen_seeds, progress=True, on_seed=on_seed,
     )  # fmt: skip
     summary = report.summary()
@@ -97,9 +150,18 @@ def run(args: argparse.Namespace) -> int:
             table.add_column(name, justify="left" if name in ("splitting", "seed") else "right")
         for setting in SETTINGS:
             for result in report.results:
-                table.add_row(setting, str(result.seed), *(_fmt(result.metrics[setting][k]) for k in keys))
-            table.add_row(setting, "mean", *(_fmt(summary[setting][k]["mean"]) for k in keys), style="bold")
-            table.add_row(setting, "spread", *(_fmt(summary[setting][k]["spread"]) for k in keys), end_section=True)
+                table.add_row(
+                    setting, str(result.seed), *(_fmt(result.metrics[setting][k]) for k in keys)
+                )
+            table.add_row(
+                setting, "mean", *(_fmt(summary[setting][k]["mean"]) for k in keys), style="bold"
+            )
+            table.add_row(
+                setting,
+                "spread",
+                *(_fmt(summary[setting][k]["spread"]) for k in keys),
+                end_section=True,
+            )
         out.print(table)
     if args.out:
         write_text_atomic(args.out, json.dumps(report.to_json(), indent=2) + "\n")

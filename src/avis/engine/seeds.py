@@ -22,12 +22,14 @@ seed has no value (e.g. no twin video).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +44,14 @@ SPLIT = "test"
 SETTINGS: dict[str, bool] = {"nosplit": False, "split": True}  # name -> split_components
 TWIN_KEYS = ("mAP_twins", "mAP_others")
 DEFAULT_VIDEOS = 120  # the size of the benchmark's test split
+MIN_SIZE, MAX_SIZE = 32, 4096  # frame side, px (as `avis synth`)
 
 
 # ------------------------------------------------------------------ data
 def split_name(seed: int, preset: str, config: SynthConfig, num_videos: int) -> str:
-    return f"synth-v{SYNTH_VERSION}-{preset}-{config.size}px-seed{seed}-n{num_videos}"
+    """Folder name: version, preset, size, seed, count and a digest of the whole config."""
+    digest = hashlib.sha1(json.dumps(_jsonable(config), sort_keys=True).encode()).hexdigest()[:8]
+    return f"synth-v{SYNTH_VERSION}-{preset}-{config.size}px-{digest}-seed{seed}-n{num_videos}"
 
 
 def _jsonable(config: SynthConfig) -> dict:
@@ -93,7 +98,14 @@ def make_test_split(
         return root, True
     check_target(root, force=True)  # never writes over anything but an earlier synthetic set
     with staged_folder(root) as stage:  # complete or absent, never half written
-        generate_dataset(stage, seed=seed, counts={SPLIT: num_videos}, config=config, workers=workers, on_video=on_video)
+        generate_dataset(
+            stage,
+            seed=seed,
+            counts={SPLIT: num_videos},
+            config=config,
+            workers=workers,
+            on_video=on_video,
+        )
     return root, False
 
 
@@ -103,14 +115,20 @@ def twin_video_ids(gt: Mapping[str, Any]) -> set[int]:
     for ann in gt["annotations"]:
         mask = np.array([seg is not None for seg in ann["segmentations"]], dtype=np.int64)  # (T,)
         present[(ann["video_id"], ann["category_id"])].append(mask)
-    return {vid for (vid, _), tracks in present.items() if len(tracks) > 1 and np.sum(tracks, axis=0).max() >= 2}
+    return {
+        vid
+        for (vid, _), tracks in present.items()
+        if len(tracks) > 1 and np.sum(tracks, axis=0).max() >= 2
+    }
 
 
 def seen_seeds(weights: str | Path) -> dict[int, str]:
     """Data seeds a checkpoint may have been trained or tuned on -> why: the default data set
     of `avis synth` (the shipped checkpoint's), and the seeds of the train/val JSON named by
     the run folder's config.yaml (`<run>/model_final.pth`, `<run>/checkpoints/*.pth`)."""
-    seeds = {DEFAULT_SEED: f"the default `avis synth` data set (seed {DEFAULT_SEED}), which the shipped checkpoint was trained and tuned on"}
+    seeds = {
+        DEFAULT_SEED: f"the default `avis synth` data set (seed {DEFAULT_SEED}), which the shipped checkpoint was trained and tuned on"
+    }
     weights = Path(weights)
     for config_path in (weights.parent / "config.yaml", weights.parent.parent / "config.yaml"):
         if not config_path.is_file():
@@ -118,12 +136,16 @@ def seen_seeds(weights: str | Path) -> dict[int, str]:
         try:
             import yaml
 
-            root = Path(str((yaml.safe_load(config_path.read_text()) or {}).get("data", {}).get("root", "")))
+            root = Path(
+                str((yaml.safe_load(config_path.read_text()) or {}).get("data", {}).get("root", ""))
+            )
         except (OSError, ValueError, AttributeError, ImportError):
             continue
         for split in ("train", "val"):
             try:
-                info = json.loads((root / f"{split}.json").read_text(encoding="utf-8")).get("info", {})
+                info = json.loads((root / f"{split}.json").read_text(encoding="utf-8")).get(
+                    "info", {}
+                )
             except (OSError, ValueError, AttributeError):
                 continue
             if isinstance(info, dict) and isinstance(info.get("seed"), int):
@@ -137,7 +159,12 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, dtype=np.float64)
     if arr.size == 0 or not np.isfinite(arr).all():
         return {k: math.nan for k in ("mean", "spread", "min", "max")}
-    return {"mean": float(arr.mean()), "spread": float(arr.max() - arr.min()), "min": float(arr.min()), "max": float(arr.max())}
+    return {
+        "mean": float(arr.mean()),
+        "spread": float(arr.max() - arr.min()),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+    }
 
 
 @dataclass
@@ -164,7 +191,10 @@ class SeedsReport:
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
         """setting -> metric -> {mean, spread, min, max} over the seeds."""
         return {
-            setting: {m: summarize([r.metrics[setting][m] for r in self.results]) for m in self.metric_names()}
+            setting: {
+                m: summarize([r.metrics[setting][m] for r in self.results])
+                for m in self.metric_names()
+            }
             for setting in SETTINGS
         }
 
@@ -189,7 +219,9 @@ class SeedsReport:
 
 
 # ------------------------------------------------------------------ evaluation
-def score_with_twins(evaluator: Any, raw_gt: Mapping[str, Any], twins: set[int], records: list[dict]) -> dict[str, float]:
+def score_with_twins(
+    evaluator: Any, raw_gt: Mapping[str, Any], twins: set[int], records: list[dict]
+) -> dict[str, float]:
     """`evaluator.score(records)` plus mAP_twins / mAP_others (fixed protocol)."""
     from avis.engine.evaluation import HEADLINE, subset_annotations
     from avis.eval import evaluate
@@ -201,16 +233,20 @@ def score_with_twins(evaluator: Any, raw_gt: Mapping[str, Any], twins: set[int],
             metrics[key] = math.nan
             continue
         gt = subset_annotations(dict(raw_gt), ids)
-        value = evaluate(gt, [r for r in records if r["video_id"] in ids], protocol="fixed").metrics[HEADLINE["mAP"]]
+        value = evaluate(
+            gt, [r for r in records if r["video_id"] in ids], protocol="fixed"
+        ).metrics[HEADLINE["mAP"]]
         metrics[key] = math.nan if value is None else float(value)
     return metrics
 
 
-def evaluate_split(predictor: Any, root: Path, *, progress: bool = False) -> tuple[dict[str, dict[str, float]], int]:
+def evaluate_split(
+    predictor: Any, root: Path, *, progress: bool = False, label: str = "predict"
+) -> tuple[dict[str, dict[str, float]], int]:
     """One model pass over `root`'s test split -> (setting -> metrics, number of twin videos)."""
     import torch
 
-    from avis.engine.evaluation import SplitEvaluator, _maybe_progress
+    from avis.engine.evaluation import SplitEvaluator
     from avis.inference import components
     from avis.inference.results import video_records
 
@@ -222,15 +258,20 @@ def evaluate_split(predictor: Any, root: Path, *, progress: bool = False) -> tup
     if predictor.split is not None:
         raise ValueError("evaluate_split needs a predictor built with split_components=False")
     records: dict[str, list[dict]] = {name: [] for name in SETTINGS}
-    with torch.no_grad():
-        for video in _maybe_progress(evaluator.videos, progress):
+    with torch.no_grad(), _bar(label, len(evaluator.videos), progress) as advance:
+        for video in evaluator.videos:
             frames = evaluator.data.load_frames(video)  # (T, H, W, 3)
             audio = evaluator.data.load_audio(video).astype(np.float32)  # (T, D)
             prediction = predictor.predict((frames, audio))
             for name, split in SETTINGS.items():
                 pred = components.split_components(prediction, options) if split else prediction
-                records[name] += video_records(video.id, pred.scores, pred.labels, pred.masks(), evaluator.category_ids)
-    metrics = {name: score_with_twins(evaluator, raw_gt, twins, recs) for name, recs in records.items()}
+                records[name] += video_records(
+                    video.id, pred.scores, pred.labels, pred.masks(), evaluator.category_ids
+                )
+            advance()
+    metrics = {
+        name: score_with_twins(evaluator, raw_gt, twins, recs) for name, recs in records.items()
+    }
     return metrics, len(twins & {v.id for v in evaluator.videos})
 
 
@@ -243,7 +284,9 @@ def check_seeds(seeds: Sequence[int], seen: Mapping[int, str], allow_seen: bool)
         raise AvisError(f"seeds must be >= 0, got {list(seeds)}")
     for seed in seeds:
         if seed in seen:
-            message = f"seed {seed} is the seed of {seen[seed]}: its test videos are not unseen data"
+            message = (
+                f"seed {seed} is the seed of {seen[seed]}: its test videos are not unseen data"
+            )
             if not allow_seen:
                 raise AvisError(message + " (choose other seeds, or allow it explicitly)")
             LOG.warning(message)
@@ -256,58 +299,68 @@ def evaluate_seeds(
     work_dir: str | Path,
     preset: str = "easy",
     num_videos: int = DEFAULT_VIDEOS,
-    size: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
     device: str = "cpu",
     workers: int | None = None,
     allow_seen_seeds: bool = False,
     progress: bool = False,
     on_seed: Callable[[SeedResult], None] | None = None,
 ) -> SeedsReport:
-    """Generate (or reuse) one test split per seed and score the checkpoint on each."""
+    """Generate (or reuse) one test split per seed and score the checkpoint on each.
+
+    overrides: SynthConfig fields replacing the preset's (e.g. size, min_frames, max_frames)."""
     from avis.data.synth import preset as synth_preset
     from avis.inference.predictor import VideoPredictor
 
     if num_videos < 1:
         raise AvisError(f"need at least one video per seed, got {num_videos}")
     try:
-        config = synth_preset(preset, **({"size": size} if size else {}))
-    except ValueError as err:
+        config = synth_preset(preset, **dict(overrides or {}))
+    except (ValueError, TypeError) as err:
         raise AvisError(str(err)) from None
+    if not 1 <= config.min_frames <= config.max_frames or not MIN_SIZE <= config.size <= MAX_SIZE:
+        raise AvisError(
+            f"need 1 <= min_frames <= max_frames and {MIN_SIZE} <= size <= {MAX_SIZE}; found "
+            f"min_frames {config.min_frames}, max_frames {config.max_frames}, size {config.size}"
+        )
     check_seeds(seeds, seen_seeds(weights), allow_seen_seeds)
     predictor = VideoPredictor.from_checkpoint(weights, device=device, split_components=False)
     report = SeedsReport(str(weights), preset, config)
     for seed in seeds:
         start = time.perf_counter()
-        with _generation_bar(num_videos, seed, progress) as advance:
-            root, reused = make_test_split(work_dir, seed, config, num_videos, preset=preset, workers=workers, on_video=advance)
-        metrics, num_twins = evaluate_split(predictor, root, progress=progress)
-        result = SeedResult(seed, root, num_videos, num_twins, metrics, reused, time.perf_counter() - start)
+        with _bar(f"synth seed {seed}", num_videos, progress) as advance:
+            root, reused = make_test_split(
+                work_dir, seed, config, num_videos, preset=preset, workers=workers, on_video=advance
+            )
+        metrics, num_twins = evaluate_split(
+            predictor, root, progress=progress, label=f"predict seed {seed}"
+        )
+        result = SeedResult(
+            seed, root, num_videos, num_twins, metrics, reused, time.perf_counter() - start
+        )
         report.results.append(result)
         if on_seed is not None:
             on_seed(result)
     return report
 
 
-class _generation_bar:
-    """Context manager yielding an `advance()` callable: a rich bar while videos are made."""
+@contextmanager
+def _bar(label: str, total: int, enabled: bool) -> Iterator[Callable[[], None]]:
+    """Yield an `advance()` callable: a rich progress bar (transient) while `enabled`."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    def __init__(self, total: int, seed: int, enabled: bool) -> None:
-        self.total, self.seed, self.enabled, self.bar = total, seed, enabled, None
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn(f"synth seed {self.seed}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
-        self.bar.start()
-        task = self.bar.add_task("videos", total=self.total)
-        bar = self.bar
-        return lambda: bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("videos", total=total)
+        yield lambda: bar.advance(task)
 
 
 __all__ = [
