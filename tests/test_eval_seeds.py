@@ -137,6 +137,9 @@ def test_seen_seeds_read_the_run_folders_training_data(tmp_path):
     assert 7 in seeds.seen_seeds(run / "model_final.pth")
     assert 7 in seeds.seen_seeds(run / "checkpoints" / "checkpoint_100.pth")
     assert 7 not in seeds.seen_seeds(tmp_path / "elsewhere.pth")
+    for text in ("data: [unclosed\n", "data:\n  root: ''\n", "- a list\n"):  # unreadable: skipped
+        (run / "config.yaml").write_text(text)
+        assert set(seeds.seen_seeds(run / "model_final.pth")) == {DEFAULT_SEED}
 
 
 def test_summary_arithmetic(tmp_path):

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from avis.data.synth.config import DEFAULT_SEED, SYNTH_VERSION, SynthConfig
 from avis.errors import AvisError
@@ -134,13 +135,13 @@ def seen_seeds(weights: str | Path) -> dict[int, str]:
         if not config_path.is_file():
             continue
         try:
-            import yaml
-
-            root = Path(
-                str((yaml.safe_load(config_path.read_text()) or {}).get("data", {}).get("root", ""))
-            )
-        except (OSError, ValueError, AttributeError, ImportError):
+            data = (yaml.safe_load(config_path.read_text()) or {}).get("data", {})
+            root_text = str(data.get("root") or "")
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
             continue
+        if not root_text:
+            continue
+        root = Path(root_text)
         for split in ("train", "val"):
             try:
                 info = json.loads((root / f"{split}.json").read_text(encoding="utf-8")).get(
