@@ -101,7 +101,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="also write the report to this JSON file")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.set_defaults(func=run)
-    # settings: "nosplit" = the model's tracks, "split" = after component splitting
 
 
 def _fmt(value: float | None) -> str:
