@@ -40,6 +40,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avis.cli.eval",
     "avis.cli.train",
     "avis.cli.ablate_audio",
+    "avis.cli.eval_seeds",
     "avis.cli.serve",
 )
 

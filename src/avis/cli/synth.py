@@ -9,7 +9,7 @@ from pathlib import Path
 from avis.cli import args as types
 from avis.errors import AvisError
 
-DEFAULT_SEED = 0
+DEFAULT_SEED = 0  # = avis.data.synth.config.DEFAULT_SEED (not imported: the package loads numpy)
 MIN_SIZE = 32
 MAX_SIZE = 4096  # frame side: beyond it one video needs gigabytes
 

@@ -8,6 +8,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 REFERENCE_SIZE = 128
+# Version of the generator, written into every split JSON as info["avis_synth_version"].
+# Raise it whenever the files made for a given (seed, config) change; results measured on one
+# version are not comparable with another. Files without the key are version 1 (the generator
+# every result up to issue 19 was measured on, docs/synthetic-benchmark.md).
+SYNTH_VERSION = 1
+VERSION_KEY = "avis_synth_version"
+DEFAULT_SEED = 0  # `avis synth`'s seed: the data set the shipped checkpoint was trained on
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from avis.errors import AvisError
+from avis.data.synth.config import SYNTH_VERSION, VERSION_KEY
+from avis.errors import AvisError, DataError
 
 GENERATOR_NAME = "avis synthetic audio-visual benchmark"  # info.description of every split JSON
 SPLITS = ("train", "val", "test", "demo")
@@ -34,6 +35,22 @@ def _is_synthetic_json(path: Path) -> bool:
         return False
     info = obj.get("info") if isinstance(obj, dict) else None
     return isinstance(info, dict) and info.get("description") == GENERATOR_NAME
+
+
+def synth_version(obj: object, source: str = "split JSON") -> int:
+    """The generator version of a loaded split JSON: info["avis_synth_version"], or 1 where the
+    key is missing (files written before versions existed). DataError for a malformed value, or
+    a version newer than this avis knows."""
+    info = obj.get("info") if isinstance(obj, dict) else None
+    value = info.get(VERSION_KEY, 1) if isinstance(info, dict) else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise DataError(f"{source}: info.{VERSION_KEY} must be a positive integer, found {value!r}")
+    if value > SYNTH_VERSION:
+        raise DataError(
+            f"{source}: made by synthetic generator version {value}; this avis knows versions "
+            f"up to {SYNTH_VERSION} (update avis)"
+        )
+    return value
 
 
 def foreign_entries(root: Path) -> list[str]:

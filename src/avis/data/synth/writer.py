@@ -33,7 +33,7 @@ from avis.data.masks import area_and_bbox
 from avis.data.split import FEAT_DIR, FRAMES_DIR, WAV_DIR
 from avis.data.synth import target
 from avis.data.synth.classes import SYNTH_CLASSES
-from avis.data.synth.config import SynthConfig
+from avis.data.synth.config import SYNTH_VERSION, VERSION_KEY, SynthConfig
 from avis.data.synth.media import write_mp4, write_wav
 from avis.data.synth.render import render_frame, scene_parts, visible_polygons
 from avis.data.synth.scene import Scene, sample_scene
@@ -143,7 +143,10 @@ def split_json(results: list[VideoResult], cfg: SynthConfig, seed: int, split: s
         for track in res.tracks:
             annotations.append({"id": len(annotations) + 1, "video_id": vid, "iscrowd": 0, "height": cfg.size, "width": cfg.size, **track})
     categories = [{"id": i + 1, "name": c.name} for i, c in enumerate(SYNTH_CLASSES[: cfg.num_classes])]
-    info = {"description": GENERATOR_NAME, "seed": seed, "split": split, "config": cfg.to_dict()}
+    info = {
+        "description": GENERATOR_NAME, VERSION_KEY: SYNTH_VERSION,
+        "seed": seed, "split": split, "config": cfg.to_dict(),
+    }  # fmt: skip
     return {"info": info, "videos": videos, "annotations": annotations, "categories": categories}
 
 
