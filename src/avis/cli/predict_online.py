@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import tempfile
@@ -290,8 +291,14 @@ def _finish(online, source, folder, image_size, fps, frames, audio_file, rate, h
         if has_audio and source != STDIN and not is_url(source) and path.is_file() and start_time is not None:
             from avis.io.video import read_aligned_audio
 
-            # a file: its soundtrack with every channel, as `avis predict` writes it
-            sound = read_aligned_audio(path, start_time, end)
+            # a file: its soundtrack with every channel, as `avis predict` writes it (read again;
+            # what it lacks the stream has reported already: no second warning)
+            video_log = logging.getLogger("avis.io.video")
+            quiet, video_log.disabled = video_log.disabled, True
+            try:
+                sound = read_aligned_audio(path, start_time, end)
+            finally:
+                video_log.disabled = quiet
             if sound is not None:
                 audio, sample_rate = sound
         if audio is None and has_audio:  # a pipe or a URL: the mono mix that streamed through
