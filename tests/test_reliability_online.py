@@ -135,6 +135,7 @@ def test_online_mistakes_are_found_before_the_model_loads(media, tmp_path, no_mo
     cases = [
         (["--online", str(tmp_path / "nope.mkv")], "nope.mkv: --online source not found"),
         (["--online", str(tmp_path)], "is a folder"),
+        (["--online", ""], "the --online source is empty"),
         (["--online", a, "--out", str(a_file)], "is a file"),
         (["--online", a, "--out", str(a_file / "sub")], "is a file"),
         (["--online", a, "--out", "/proc/avis_cannot_write_here"], "cannot write"),

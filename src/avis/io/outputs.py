@@ -109,6 +109,8 @@ def is_url(source: str) -> bool:
 def check_source(source: str, what: str = "--online source") -> None:
     """A live source is "-", a URL, or an existing file or named pipe; AvisError (one line)
     otherwise (a folder, a missing path)."""
+    if not source:
+        raise AvisError(f"the {what} is empty: give a media file, a named pipe, '-' for stdin or a URL")
     if source == STDIN or is_url(source):
         return
     path = Path(source)
