@@ -126,7 +126,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.online is not None and (args.videos or args.data is not None):
         raise AvisError("--online takes its SOURCE alone: no video files or --data with it")
     if not args.videos and args.data is None and args.online is None:
-        raise AvisError("give video files or --data ROOT [--split test]")
+        raise AvisError("give video files, --data ROOT [--split test] or --online SOURCE")
     if args.videos and args.data is not None:
         raise AvisError("give either video files or --data, not both")
     for option, path in (("--weights", args.weights), ("--vggish-weights", args.vggish_weights)):
