@@ -79,6 +79,10 @@ probability = _number(float, 0.0, 1.0)  # a score threshold: 0 <= p <= 1
 positive_float = _number(float, 0.0, None, low_open=True)  # > 0
 MAX_SAMPLING_FPS = 120.0  # frames sampled per second: beyond any video's own rate
 sampling_fps = _number(float, 0.0, MAX_SAMPLING_FPS, low_open=True)
+MAX_LATENCY_S = 600.0  # online look-ahead (seconds)
+latency_seconds = _number(float, 0.0, MAX_LATENCY_S)
+MAX_WINDOW_FRAMES = 600  # online window: its mask features stay in memory (~14 MB a frame at 360p)
+window_frames = _number(_integer, 0, MAX_WINDOW_FRAMES, what="n integer")  # 0 = automatic
 positive_int = _number(_integer, 1, None, what="n integer")  # >= 1
 non_negative_int = _number(_integer, 0, None, what="n integer")  # >= 0
 

@@ -121,8 +121,12 @@ def check_arguments(args: argparse.Namespace) -> None:
     from avis.errors import AvisError
     from avis.io.outputs import check_input_file, check_output_dir, check_output_file
 
-    if not args.videos and args.data is None:
-        raise AvisError("give video files or --data ROOT [--split test]")
+    if args.online is None and args.realtime:
+        raise AvisError("--realtime paces an --online source")
+    if args.online is not None and (args.videos or args.data is not None):
+        raise AvisError("--online takes its SOURCE alone: no video files or --data with it")
+    if not args.videos and args.data is None and args.online is None:
+        raise AvisError("give video files, --data ROOT [--split test] or --online SOURCE")
     if args.videos and args.data is not None:
         raise AvisError("give either video files or --data, not both")
     for option, path in (("--weights", args.weights), ("--vggish-weights", args.vggish_weights)):
@@ -130,6 +134,9 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_input_file(path, f"{option} file")
     if args.spill_dir is not None:
         check_output_dir(args.spill_dir, option="--spill-dir")
+    if args.online is not None:
+        predict_online.check_arguments(args)
+        return
     if args.data is not None:
         from avis.data.paths import check_split_name
 
@@ -152,13 +159,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    check_arguments(args)
     if args.online is not None:
         return predict_online.handle(args)
-    if args.realtime:
-        from avis.errors import AvisError
-
-        raise AvisError("--realtime paces an --online source")
-    check_arguments(args)
     from avis.inference.predictor import VideoPredictor
 
     predictor = VideoPredictor.from_checkpoint(

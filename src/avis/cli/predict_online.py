@@ -6,16 +6,26 @@ SOURCE is a file, a named pipe, "-" (standard input) or a stream URL PyAV opens.
   results.json, summary.json, timeline.png, overlay.mp4   at the end, as `avis predict` does
 `--realtime` paces a file at its own speed (a frame is released when it and its second of
 audio would have arrived live) and reports how many frames the processing is behind.
+
+Reliability (docs/reliability.md): arguments, SOURCE and the output folder are checked
+before the model loads (`check_arguments`; earlier outputs are kept without --force);
+online.jsonl gets one complete line per record, flushed at once, so an interrupted run
+leaves valid JSON lines; the final files are written atomically by `avis predict`'s writers,
+and a failure while writing them leaves none of this run's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
+
+from avis.cli import args as types
 
 ONLINE_FILE = "online.jsonl"
 DEFAULT_LATENCY = 3
@@ -31,17 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--latency",
-        type=float,
+        type=types.latency_seconds,
         default=DEFAULT_LATENCY,
-        help="online: seconds of look-ahead before a frame is final (default %(default)s; "
-        "rounded down to whole frames)",
+        help=f"online: seconds of look-ahead before a frame is final, 0..{types.MAX_LATENCY_S:g} "
+        "(default %(default)s; rounded down to whole frames)",
     )
     group.add_argument(
         "--window",
-        type=int,
+        type=types.window_frames,
         default=0,
-        help="online: frames the video module sees at a time (default: max(2 x the model's "
-        "window, latency + 1))",
+        help=f"online: frames the video module sees at a time, at most {types.MAX_WINDOW_FRAMES} "
+        "(default 0: max(2 x the model's window, latency + 1))",
     )
     group.add_argument(
         "--realtime",
@@ -51,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def output_name(source: str) -> str:
-    from avis.io.stream import STDIN, is_url
+    from avis.io.outputs import STDIN, is_url
 
     if source == STDIN:
         return "stdin"
@@ -60,19 +70,40 @@ def output_name(source: str) -> str:
     return Path(source).stem or "stream"
 
 
+def latency_frames(latency: float, fps: float) -> int:
+    return int(math.floor(latency * fps + 1e-9))
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The online part of `avis.cli.predict.check_arguments` (standard library only): the
+    options that only the offline mode has, latency and window, SOURCE, the output folder."""
+    from avis.errors import AvisError
+    from avis.inference.report import OUTPUT_FILES, check_output_folders
+    from avis.io.outputs import check_source
+
+    offline_only = [name for name, given in (
+        ("--spill-dir", args.spill_dir is not None), ("--no-spill", args.no_spill),
+        ("--streaming", args.streaming != "auto"),
+    ) if given]  # fmt: skip
+    if offline_only:
+        raise AvisError(f"{', '.join(offline_only)}: not used by --online (the window bounds its memory)")
+    latency = latency_frames(args.latency, args.fps)
+    if latency + 1 > types.MAX_WINDOW_FRAMES:
+        raise AvisError(f"--latency {args.latency:g} s at --fps {args.fps:g} is {latency} frames; "
+                        f"at most {types.MAX_WINDOW_FRAMES - 1} frames")  # fmt: skip
+    if args.window and args.window < latency + 1:
+        raise AvisError(f"--window ({args.window} frames) must exceed the latency in frames "
+                        f"({latency} = --latency {args.latency:g} s x --fps {args.fps:g})")  # fmt: skip
+    check_source(args.online)
+    folder = Path(args.out) / output_name(args.online)
+    check_output_folders([folder], Path(args.out), args.force, names=(ONLINE_FILE, *OUTPUT_FILES),
+                         inputs=[Path(args.online)] if Path(args.online).exists() else [])  # fmt: skip
+
+
 def handle(args: argparse.Namespace) -> int:
+    """`avis predict --online` (arguments checked by `avis.cli.predict.check_arguments`)."""
     from rich.console import Console
 
-    from avis.errors import AvisError
-
-    if args.videos or args.data is not None:
-        raise AvisError("--online takes its SOURCE alone: no video files or --data with it")
-    if args.latency < 0 or args.window < 0:
-        raise AvisError(f"--latency and --window must be >= 0, got {args.latency} and {args.window}")
-    if not args.fps > 0:
-        raise AvisError(f"--fps must be positive, got {args.fps}")
-    if args.window and args.window < math.floor(args.latency * args.fps + 1e-9) + 1:
-        raise AvisError(f"--window ({args.window} frames) must exceed the latency in frames")
     from avis.inference.online import OnlineOptions, OnlinePredictor
     from avis.inference.predictor import VideoPredictor
 
@@ -84,8 +115,7 @@ def handle(args: argparse.Namespace) -> int:
         from avis.inference.accelerate import compile_for_inference
 
         compile_for_inference(predictor.model, parts=("backbone", "pixel_decoder"))
-    latency = int(math.floor(args.latency * args.fps + 1e-9))  # frames
-    options = OnlineOptions(latency=latency, window=args.window)
+    options = OnlineOptions(latency=latency_frames(args.latency, args.fps), window=args.window)
     online = OnlinePredictor(predictor, options, fps=args.fps)
     folder = Path(args.out) / output_name(args.online)
     run_online(online, args.online, folder, fps=args.fps, allow_silent=args.allow_silent,
@@ -93,24 +123,64 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
+class RecordWriter:
+    """online.jsonl: each record one complete line, handed to the OS at once (unbuffered, one
+    `write` per line), so that whatever ends the process leaves whole lines. The file is
+    created (truncating an earlier run's, which the CLI only allows with --force) at the
+    first record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        data = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self.count += 1
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def run_online(online, source: str, folder: Path, *, fps: float = 1.0, allow_silent: bool = False,
                realtime: bool = False, overlay: bool = True, console=None) -> dict:  # fmt: skip
     """Stream `source` through `online` (an OnlinePredictor), writing `folder/online.jsonl` as
-    records become final and the whole-stream outputs at the end. -> a small report dict."""
+    records become final and the whole-stream outputs at the end. -> a small report dict.
+
+    On a failure: nothing of this run is left when no frame was seen (an earlier run's files
+    stay); otherwise online.jsonl keeps the records written so far (complete lines) and no
+    final file of this run is left (`avis.inference.report` writers are atomic; those written
+    before the failure are removed)."""
+    from avis.inference.report import OUTPUT_FILES, _remove_partial
+
+    return _remove_partial(folder, _run_online, online, source, folder, fps, allow_silent, realtime,
+                           overlay, console, names=OUTPUT_FILES)  # fmt: skip
+
+
+def _run_online(online, source, folder, fps, allow_silent, realtime, overlay, console) -> dict:
     import numpy as np
     from rich.console import Console
+    from rich.markup import escape
 
+    from avis.errors import AvisError, MediaError
     from avis.inference.online_records import frame_record
+    from avis.inference.report import OUTPUT_FILES
     from avis.io.stream import stream_frames
     from avis.io.video import _FrameStore
 
     console = console or Console()
-    folder.mkdir(parents=True, exist_ok=True)
     extractor = online.predictor.extractor
     stream = stream_frames(source, fps, allow_silent=allow_silent, realtime=realtime)
     frames = _FrameStore(0) if overlay else None  # on disk from the first frame: RAM stays flat
     audio_file = tempfile.TemporaryFile(prefix="avis_online_audio_") if overlay else None  # noqa: SIM115
-    jsonl = folder / ONLINE_FILE
+    records = RecordWriter(folder / ONLINE_FILE)
     online.reset()
     report: dict[str, float] = {"frames": 0, "realtime": realtime, "max_frames_behind": 0, "final_frames_behind": 0}
     image_size, rate, has_audio = None, None, True
@@ -123,48 +193,69 @@ def run_online(online, source: str, folder: Path, *, fps: float = 1.0, allow_sil
         arrived = math.floor((time.perf_counter() - wall_start - 1.0) * fps) + 1
         return max(0, arrived - processed)
 
-    with jsonl.open("w") as out, console.status("online: waiting for the first frame") as status:
-        def write(results, processed: int) -> None:
-            for result in results:
-                extra = {"frames_behind": behind(processed)} if realtime else None
-                if extra:
-                    report["max_frames_behind"] = max(report["max_frames_behind"], extra["frames_behind"])
-                out.write(json.dumps(frame_record(result, online.class_names, extra), separators=(",", ":")) + "\n")
-                out.flush()
+    def write(results, processed: int) -> None:
+        for result in results:
+            extra = {"frames_behind": behind(processed)} if realtime else None
+            if extra:
+                report["max_frames_behind"] = max(report["max_frames_behind"], extra["frames_behind"])
+            records.write(frame_record(result, online.class_names, extra))
 
-        try:  # Ctrl-C ends a live stream: the outputs of what was seen are still written
-            for item in stream:
-                image_size, rate, has_audio = item.frame.shape[:2], item.sample_rate, item.has_audio
-                features = extractor(item.audio, item.sample_rate, 1)[0]
-                if frames is not None and audio_file is not None:
-                    frames.append(item.frame)
-                    step = int(round(item.sample_rate / fps))
-                    chunk = np.zeros(step, np.float32)
-                    chunk[: min(step, len(item.audio))] = item.audio[:step]
-                    audio_file.write(chunk.tobytes())
-                write(online.push(item.frame, features), item.index + 1)
-                report["frames"] = item.index + 1
-                lag = behind(item.index + 1)
-                report["final_frames_behind"] = lag
-                status.update(f"online: frame {item.index + 1} ({item.time:.0f} s), "
-                              f"{len(online.linker.live)} live tracks" + (f", {lag} frames behind" if realtime else ""))
-        except KeyboardInterrupt:
-            if image_size is None:
-                raise
-            report["interrupted"] = True
-            console.print(f"interrupted after {int(report['frames'])} frames: writing the outputs")
-        if online.num_frames == report["frames"]:  # else interrupted inside push: state unusable
-            write(online.flush(), int(report["frames"]))
+    try:
+        with console.status("online: waiting for the first frame") as status:
+            try:  # Ctrl-C ends a live stream: the outputs of what was seen are still written
+                for item in stream:
+                    if image_size is None:  # the source works: this run's folder starts now
+                        folder.mkdir(parents=True, exist_ok=True)
+                        for name in (ONLINE_FILE, *OUTPUT_FILES):  # an earlier run's (--force)
+                            (folder / name).unlink(missing_ok=True)
+                    image_size, rate, has_audio = item.frame.shape[:2], item.sample_rate, item.has_audio
+                    features = extractor(item.audio, item.sample_rate, 1)[0]
+                    if frames is not None and audio_file is not None:
+                        frames.append(item.frame)
+                        step = int(round(item.sample_rate / fps))
+                        chunk = np.zeros(step, np.float32)
+                        chunk[: min(step, len(item.audio))] = item.audio[:step]
+                        audio_file.write(chunk.tobytes())
+                    write(online.push(item.frame, features), item.index + 1)
+                    report["frames"] = item.index + 1
+                    lag = behind(item.index + 1)
+                    report["final_frames_behind"] = lag
+                    status.update(escape(
+                        f"online: frame {item.index + 1} ({item.time:.0f} s), {len(online.linker.live)} "
+                        "live tracks" + (f", {lag} frames behind" if realtime else "")
+                    ))  # fmt: skip
+            except KeyboardInterrupt:
+                if image_size is None:
+                    raise
+                report["interrupted"] = True
+                console.print(f"interrupted after {int(report['frames'])} frames: writing the outputs")
+            if online.num_frames == report["frames"]:  # else interrupted inside push: state unusable
+                write(online.flush(), int(report["frames"]))
+    except AvisError as err:
+        if records.count:
+            raise MediaError(f"{err}; {folder / ONLINE_FILE} keeps the {records.count} records written "
+                             "before (no final outputs)") from err  # fmt: skip
+        raise
+    finally:
+        records.close()
     if image_size is None:
         raise AssertionError("the stream yields at least one frame or raises")
     report["seconds"] = round(time.perf_counter() - start, 3)
     report["frames_per_second"] = round(report["frames"] / max(report["seconds"], 1e-9), 3)
-    _finish(online, source, folder, jsonl, image_size, fps, frames, audio_file, rate, has_audio, console, report)
+    duration = None if report.get("interrupted") else stream.info.duration
+    _finish(online, source, folder, image_size, fps, frames, audio_file, rate, has_audio,
+            duration, stream.info.start_time, console, report)  # fmt: skip
     return report
 
 
-def _finish(online, source, folder, jsonl, image_size, fps, frames, audio_file, rate, has_audio, console, report) -> None:
+def _finish(online, source, folder, image_size, fps, frames, audio_file, rate, has_audio, duration,
+            start_time, console, report) -> None:  # fmt: skip
+    """The whole-stream outputs, through `avis predict`'s writers (atomic; times end where the
+    media ends: `duration`, None when the stream was interrupted)."""
+    from dataclasses import replace
+
     import numpy as np
+    from rich.markup import escape
 
     from avis.inference.online_records import assemble, read_records
     from avis.inference.report import (
@@ -173,39 +264,55 @@ def _finish(online, source, folder, jsonl, image_size, fps, frames, audio_file, 
         SUMMARY_FILE,
         TIMELINE_FILE,
         VIDEO_ID,
+        write_overlay_frames,
     )
     from avis.inference.results import write_results
     from avis.inference.summary import summary_table, write_summary
-    from avis.inference.timeline import instance_color, write_timeline
+    from avis.inference.timeline import write_timeline
+    from avis.io.outputs import STDIN, is_url
 
     prediction, track_ids = assemble(
-        read_records(jsonl), image_size, source=source, fps=fps,
+        read_records(folder / ONLINE_FILE), image_size, source=source, fps=fps,
         class_names=online.class_names, audio_features=online.predictor.extractor.name,
     )  # fmt: skip
+    if duration is not None:
+        duration = min(duration, prediction.num_frames / fps)
+    prediction = replace(prediction, duration=duration)
     summaries = prediction.summaries()
     written = [ONLINE_FILE, RESULTS_FILE, SUMMARY_FILE, TIMELINE_FILE]
+    title = output_name(source)
     write_results(prediction.records(VIDEO_ID), folder / RESULTS_FILE)
-    write_summary(summaries, folder / SUMMARY_FILE, source, fps, prediction.num_frames)
-    write_timeline(summaries, prediction.num_frames, fps, folder / TIMELINE_FILE, title=output_name(source))
+    write_summary(summaries, folder / SUMMARY_FILE, source, fps, prediction.num_frames, duration)
+    write_timeline(summaries, prediction.num_frames, fps, folder / TIMELINE_FILE, title=title, duration=duration)
     if frames is not None and audio_file is not None:
-        from avis.io.overlay import OverlayInstance, write_overlay_video
+        audio, sample_rate = None, None
+        end = duration if duration is not None else prediction.num_frames / fps
+        path = Path(source)
+        if has_audio and source != STDIN and not is_url(source) and path.is_file() and start_time is not None:
+            from avis.io.video import read_aligned_audio
 
-        audio_file.seek(0)
-        samples = np.frombuffer(audio_file.read(), dtype=np.float32) if has_audio else None
+            # a file: its soundtrack with every channel, as `avis predict` writes it (read again;
+            # what it lacks the stream has reported already: no second warning)
+            video_log = logging.getLogger("avis.io.video")
+            quiet, video_log.disabled = video_log.disabled, True
+            try:
+                sound = read_aligned_audio(path, start_time, end)
+            finally:
+                video_log.disabled = quiet
+            if sound is not None:
+                audio, sample_rate = sound
+        if audio is None and has_audio:  # a pipe or a URL: the mono mix that streamed through
+            audio_file.seek(0)
+            audio, sample_rate = np.frombuffer(audio_file.read(), dtype=np.float32), rate
         audio_file.close()
-        instances = [
-            OverlayInstance(label=int(label), score=float(score), masks=prediction.track_masks(i),
-                            track_id=track_ids[i], color=instance_color(i))  # fmt: skip
-            for i, (score, label) in enumerate(zip(prediction.scores, prediction.labels))
-        ]
         pictures = frames.array()[: prediction.num_frames]  # (an interrupt may leave one more)
-        write_overlay_video(folder / OVERLAY_FILE, pictures, instances, prediction.class_names,
-                            audio=samples, sample_rate=rate if samples is not None else None, fps=fps)  # fmt: skip
+        write_overlay_frames(prediction, pictures, folder / OVERLAY_FILE, audio=audio,
+                             sample_rate=sample_rate, duration=duration, track_ids=track_ids)  # fmt: skip
         written.append(OVERLAY_FILE)
     sounding = [s for s in summaries if s.sounding_frames]
-    console.print(summary_table(sounding, f"{output_name(source)} (online): {len(sounding)} sounding tracks"))
+    console.print(summary_table(sounding, escape(f"{title} (online): {len(sounding)} sounding tracks")))
     line = f"{report['frames']} frames in {report['seconds']:.1f} s ({report['frames_per_second']:.2f} frames/s)"
     if report["realtime"]:
         line += f"; frames behind: max {report['max_frames_behind']}, at the end {report['final_frames_behind']}"
     console.print(line)
-    console.print(f"outputs in {folder}/ : {', '.join(written)}")
+    console.print(f"outputs in {folder}/ : {', '.join(written)}", markup=False)

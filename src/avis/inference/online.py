@@ -330,7 +330,7 @@ class OnlinePredictor:
         if audio.shape != (self.predictor.config.audio_dim,):
             raise MediaError(f"frame {self.num_frames}: expected audio features ({self.predictor.config.audio_dim},), got {audio.shape}")
         audio_t = torch.from_numpy(audio)[None]
-        encode, self.input_size, self.padded = self.predictor._encoder(frame[None], audio_t)
+        encode, self.input_size, self.padded = self.predictor.encoder(frame[None], audio_t)
         enc = encode(0, 1, True)
         assert enc.frame_queries is not None, "asked for frame queries"
         self.buffer.append((enc.frame_queries[0], enc.mask_features[0], audio_t[0].to(enc.frame_queries.device)))

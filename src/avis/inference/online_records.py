@@ -18,6 +18,7 @@ Letters: N tracks, T frames, H x W frame size.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -25,6 +26,8 @@ import numpy as np
 
 from avis.inference.prediction import Prediction
 from avis.inference.results import SCORE_DECIMALS, encode_mask
+
+_LOG = logging.getLogger(__name__)
 
 
 def frame_record(frame, class_names: Sequence[str], extra: dict | None = None) -> dict:
@@ -90,8 +93,19 @@ def assemble(records: Iterable[dict], image_size: tuple[int, int], **kwargs) -> 
 
 
 def read_records(path: Path) -> Iterable[dict]:
-    """The records of a JSON-lines file, one at a time."""
+    """The records of a JSON-lines file, one at a time. A last line cut short (no newline, not
+    valid JSON: the writer was killed inside it) is skipped with a warning; a broken line
+    elsewhere is a DataError naming the line."""
+    from avis.errors import DataError
+
     with Path(path).open() as lines:
-        for line in lines:
-            if line.strip():
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
                 yield json.loads(line)
+            except json.JSONDecodeError as err:
+                if not line.endswith("\n"):
+                    _LOG.warning("%s: line %d is cut short (an interrupted run): skipped", path, number)
+                    return
+                raise DataError(f"{path}: line {number} is not a JSON record ({err})") from None

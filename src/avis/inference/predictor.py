@@ -265,7 +265,10 @@ class VideoPredictor:
             return contextlib.nullcontext()
         return FeatureSpill(self.spill_dir)
 
-    def _encoder(self, frames: np.ndarray, audio: torch.Tensor):
+    def encoder(self, frames: np.ndarray, audio: torch.Tensor):
+        """The image encoder of these frames: (encode(start, stop, with_queries) -> ChunkEncoding
+        of frames[start:stop], network input size (h, w), padded size (Hp, Wp)). frames (T, H, W, 3)
+        uint8 RGB, audio (T, D) features. Used frame by frame by the online mode."""
         input_size, padded = self._sizes(frames.shape)
         div = self.config.size_divisibility
 
@@ -283,7 +286,7 @@ class VideoPredictor:
 
     def _run(self, frames: np.ndarray, audio: torch.Tensor, streaming: bool):
         """-> (head with scores/labels, iterator of (first frame, masks (N, t, H, W) bool))."""
-        encode, input_size, padded = self._encoder(frames, audio)
+        encode, input_size, padded = self.encoder(frames, audio)
         out_size = tuple(frames.shape[1:3])
         args = (self.model, encode, audio, input_size, padded, out_size, self.options)
         if streaming:

@@ -59,15 +59,32 @@ def output_folders(videos: Sequence[Path], out: Path) -> list[Path]:
 
 def check_outputs(videos: Sequence[Path], out: Path, force: bool = False) -> None:
     """Raise AvisError (before any work) when an output of these videos exists already (unless
-    `force`) or a folder it needs is a file. Standard library only."""
-    from avis.io.outputs import OutputError, check_output_dir
+    `force`), is one of the videos, or a folder it needs is a file. Standard library only."""
+    check_output_folders(output_folders(videos, Path(out)), Path(out), force, inputs=videos)
+
+
+def check_output_folders(
+    folders: Sequence[Path],
+    out: Path,
+    force: bool = False,
+    *,
+    names: Sequence[str] = OUTPUT_FILES,
+    inputs: Sequence[Path] = (),
+) -> None:
+    """`check_outputs` for given folders under `out`, each receiving the files `names`: an
+    existing one is kept unless `force`, one that is an input always. Standard library only."""
+    from avis.io.outputs import OutputError, check_output_dir, same_file
 
     check_output_dir(Path(out))
     existing = []
-    for folder in output_folders(videos, Path(out)):
+    for folder in folders:
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"{folder}: is a file; avis predict writes a folder there")
-        existing += [folder / name for name in OUTPUT_FILES if (folder / name).exists()]
+        for name in names:
+            for source in inputs:
+                if (folder / name).exists() and same_file(folder / name, Path(source)):
+                    raise OutputError(f"{folder / name}: an output is also an input ({source}); choose another --out")
+        existing += [folder / name for name in names if (folder / name).exists()]
     if existing and not force:
         listed = ", ".join(str(p) for p in existing[:4]) + (" ..." if len(existing) > 4 else "")
         raise OutputError(
@@ -112,15 +129,16 @@ def predict_files(
     return done
 
 
-def _remove_partial(folder: Path, run, *args):
-    """`run(*args)`; if it fails, the output files it wrote in `folder` (and the folder, when it
-    made it) are removed: a video has all its outputs or none of this run's."""
+def _remove_partial(folder: Path, run, *args, names: Sequence[str] = OUTPUT_FILES):
+    """`run(*args)`; if it fails, the output files (`names`) it wrote in `folder` (and the
+    folder, when it made it and left it empty) are removed: a video has all its outputs or
+    none of this run's."""
     made = not folder.exists()
-    before = {name: _stamp(folder / name) for name in OUTPUT_FILES}
+    before = {name: _stamp(folder / name) for name in names}
     try:
         return run(*args)
     except BaseException:
-        for name in OUTPUT_FILES:
+        for name in names:
             if _stamp(folder / name) != before[name]:
                 (folder / name).unlink(missing_ok=True)
         if made and folder.is_dir() and not any(folder.iterdir()):
@@ -182,21 +200,37 @@ def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overla
 def write_overlay(prediction: Prediction, decoded, path: Path) -> Path:
     """The overlay mp4 of a prediction on its decoded video (a DecodedVideo): masks drawn,
     the soundtrack with all its channels, both ending where the video ends."""
-    from avis.io.overlay import OverlayInstance, write_overlay_video
-
-    instances = [  # masks decoded one frame at a time while drawing
-        OverlayInstance(
-            label=int(label), score=float(score), masks=prediction.track_masks(i), track_id=i + 1,
-            color=instance_color(i),
-        )  # fmt: skip
-        for i, (score, label) in enumerate(zip(prediction.scores, prediction.labels))
-    ]
     from avis.io.video import read_aligned_audio
 
     # the soundtrack with its own channels (the decoded one is a mono mix for the features)
     sound = read_aligned_audio(decoded.path, decoded.start_time, decoded.duration) if decoded.has_audio else None
     audio, rate = sound if sound is not None else (None, None)
+    return write_overlay_frames(prediction, decoded.frames, path, audio=audio, sample_rate=rate,
+                                duration=decoded.duration)  # fmt: skip
+
+
+def write_overlay_frames(
+    prediction: Prediction,
+    frames,
+    path: Path,
+    *,
+    audio=None,
+    sample_rate: int | None = None,
+    duration: float | None = None,
+    track_ids: Sequence[int] | None = None,
+) -> Path:
+    """The overlay mp4 of a prediction on its frames ((T, H, W, 3) uint8), with `audio` ((N,)
+    or (N, C) float, or None) ending at `duration`; tracks labelled `track_ids` (default 1..N)."""
+    from avis.io.overlay import OverlayInstance, write_overlay_video
+
+    instances = [  # masks decoded one frame at a time while drawing
+        OverlayInstance(
+            label=int(label), score=float(score), masks=prediction.track_masks(i),
+            track_id=int(track_ids[i]) if track_ids is not None else i + 1, color=instance_color(i),
+        )  # fmt: skip
+        for i, (score, label) in enumerate(zip(prediction.scores, prediction.labels))
+    ]
     return write_overlay_video(
-        path, decoded.frames, instances, prediction.class_names, audio=audio,
-        sample_rate=rate, fps=prediction.fps, duration=decoded.duration,
+        path, frames, instances, prediction.class_names, audio=audio,
+        sample_rate=sample_rate if audio is not None else None, fps=prediction.fps, duration=duration,
     )  # fmt: skip

@@ -9,6 +9,8 @@ without `--force`:
   be written.
 - `check_output_dir`: a folder is expected; refuses a file and a folder that cannot be written.
 - `check_input_file`: the file exists and is a regular file (not a folder).
+- `check_source`: a live source (`avis predict --online`): "-" (stdin), a URL, or an existing
+  file or named pipe.
 
 Only the standard library is imported here (the CLI calls it before importing torch).
 """
@@ -49,7 +51,8 @@ def check_writable_dir(folder: Path, what: str = "output folder") -> None:
         raise OutputError(f"{folder}: cannot write there ({err.strerror or err})") from None
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
+    """The two paths name the same file (also through links)."""
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
@@ -68,7 +71,7 @@ def check_output_file(
     """Raise OutputError unless `path` may be written as a file (see the module docstring)."""
     path = Path(path)
     for source in inputs:
-        if source is not None and _same_file(path, Path(source)):
+        if source is not None and same_file(path, Path(source)):
             raise OutputError(f"{path}: {option} is also an input ({source}); choose another file")
     if path.is_dir():
         raise OutputError(f"{path}: {option} is a folder; a file name is expected")
@@ -93,3 +96,25 @@ def check_input_file(path: Path, what: str = "input file") -> Path:
     if not path.is_file():
         raise AvisError(f"{path}: {what} not found")
     return path
+
+
+STDIN = "-"  # the live source that reads standard input
+
+
+def is_url(source: str) -> bool:
+    """A stream URL (rtsp://, http://, udp://, ...: anything FFmpeg's protocols open)."""
+    return "://" in source
+
+
+def check_source(source: str, what: str = "--online source") -> None:
+    """A live source is "-", a URL, or an existing file or named pipe; AvisError (one line)
+    otherwise (a folder, a missing path)."""
+    if not source:
+        raise AvisError(f"the {what} is empty: give a media file, a named pipe, '-' for stdin or a URL")
+    if source == STDIN or is_url(source):
+        return
+    path = Path(source)
+    if path.is_dir():
+        raise AvisError(f"{path}: is a folder; the {what} must be a media file, a named pipe, '-' or a URL")
+    if not path.exists():
+        raise AvisError(f"{path}: {what} not found (give a media file, a named pipe, '-' for stdin or a URL)")

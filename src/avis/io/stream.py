@@ -29,10 +29,17 @@ import av
 import numpy as np
 
 from avis.errors import MediaError
-from avis.io.video import _TIME_EPS, AUDIO_WINDOW_S, SILENT_SAMPLE_RATE
+from avis.io.outputs import STDIN, is_url
+from avis.io.video import (
+    _TIME_EPS,
+    AUDIO_WINDOW_S,
+    SILENT_SAMPLE_RATE,
+    TRUNCATION_TOLERANCE_S,
+    _promised_duration,
+    _warn_if_truncated,
+)
 
 _LOG = logging.getLogger(__name__)
-STDIN = "-"
 MAX_GAPS = 256  # recent frame gaps kept to estimate the last frame's duration
 
 
@@ -46,8 +53,16 @@ class StreamFrame:
     has_audio: bool  # False: silence stands in for a missing audio stream
 
 
-def is_url(source: str) -> bool:
-    return "://" in source
+PIPE_HINT = "; a pipe needs a streamable container (mkv, webm, ts, flv, fragmented mp4), not a plain mp4"
+
+
+def _is_pipe(source: str) -> bool:
+    if source == STDIN:
+        return True
+    try:
+        return not is_url(source) and Path(source).is_fifo()
+    except OSError:
+        return False
 
 
 def open_source(source: str | Path) -> av.container.InputContainer:
@@ -62,7 +77,8 @@ def open_source(source: str | Path) -> av.container.InputContainer:
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as err:
         if isinstance(err, MediaError):
             raise
-        raise MediaError(f"{text}: cannot be opened as a media stream ({err})") from err
+        hint = PIPE_HINT if _is_pipe(text) else ""
+        raise MediaError(f"{text}: cannot be opened as a media stream ({err}){hint}") from err
 
 
 class _AudioBuffer:
@@ -123,6 +139,8 @@ class _Sampler:
         self.wall_start: float | None = None
         self.aligned = False  # the audio offset to the first video frame has been applied
         self.skip = 0  # leading audio samples still to drop (audio that starts before the video)
+        self.audio_decoded = 0  # mono samples decoded (before alignment)
+        self.duration: float | None = None  # of the video, known at its end
 
     # -------------------------------------------------------------- video
     def video_frame(self, frame: av.VideoFrame, decoded_index: int, native_fps: float | None) -> None:
@@ -156,6 +174,7 @@ class _Sampler:
         else:
             last = float(1.0 / stream.average_rate) if stream.average_rate else 0.0
         duration = self.prev_time + last
+        self.duration = duration
         while self.index / self.fps < duration - _TIME_EPS or self.index == 0:
             self._sample_prev()
 
@@ -176,7 +195,17 @@ class _Sampler:
         self.audio.ended = True
 
     def _mono(self, chunk: np.ndarray) -> None:  # (C, n) float32
+        if not np.isfinite(chunk).all():  # as read_video: NaN features would be silently wrong
+            broken = ~np.isfinite(chunk)  # (C, n)
+            first = self.audio_decoded + int(broken.any(axis=0).argmax())
+            raise MediaError(
+                f"{self.source}: the soundtrack holds non-finite samples (NaN or infinity): "
+                f"{int(broken.sum())} of the {chunk.size} in the chunk decoded at "
+                f"{self.audio_decoded / (self.rate or SILENT_SAMPLE_RATE):.2f} s, the first at "
+                f"{first / (self.rate or SILENT_SAMPLE_RATE):.2f} s"
+            )
         mono = chunk.T.astype(np.float32).mean(axis=1, dtype=np.float64).astype(np.float32)
+        self.audio_decoded += mono.shape[0]
         if self.t0 is None:
             self.early.append(mono)
         else:
@@ -234,6 +263,8 @@ class StreamInfo:
     native_fps: float | None
     has_audio: bool
     wall_start: float | None = None  # perf_counter time the paced stream started (realtime)
+    duration: float | None = None  # seconds of video (last frame time + its duration), at the end
+    start_time: float | None = None  # the first video frame's time on the container clock
 
 
 class FrameStream:
@@ -278,14 +309,31 @@ class FrameStream:
                     yield from self._ready(sampler)
             except av.error.FFmpegError as err:
                 if sampler.prev is None:
-                    hint = ""
-                    if self.source == STDIN or Path(self.source).is_fifo():
-                        hint = "; a pipe needs a streamable container (mkv, webm, ts, flv, fragmented mp4), not a plain mp4"
+                    hint = PIPE_HINT if _is_pipe(self.source) else ""
                     raise MediaError(f"{self.source}: the stream cannot be decoded ({err}){hint}") from err
                 _LOG.warning("%s: decoding stopped early at %.2f s (%s)", self.source, sampler.prev_time, err)
             sampler.end_audio()
             sampler.end_video(vstream)
+            self.info.duration, self.info.start_time = sampler.duration, sampler.t0
+            self._warn_if_short(vstream, astream, container)
             yield from self._ready(sampler)
+
+    def _warn_if_short(self, vstream, astream, container) -> None:
+        """`read_video`'s warnings: decoded less than the header promises (a truncated file),
+        audio ending well before the video."""
+        sampler = self.sampler
+        duration = sampler.duration or 0.0
+        _warn_if_truncated(Path(self.source), "video", duration, _promised_duration(vstream, container))
+        if astream is None or sampler.rate is None:
+            return
+        _warn_if_truncated(Path(self.source), "audio", sampler.audio_decoded / sampler.rate,
+                           _promised_duration(astream, container))  # fmt: skip
+        aligned = sampler.audio.end / sampler.rate
+        if aligned < duration - TRUNCATION_TOLERANCE_S:
+            _LOG.warning(
+                "%s: the audio (%.2f s) ends before the video (%.2f s): the rest is heard as silence",
+                self.source, aligned, duration,
+            )  # fmt: skip
 
     def _ready(self, sampler: _Sampler) -> Iterator[StreamFrame]:
         for item in sampler.ready(False):
