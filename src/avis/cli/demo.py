@@ -28,6 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threshold", type=float, default=None, help="score threshold")
     parser.add_argument("--no-overlay", action="store_true", help="skip the overlay mp4")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
+        default="auto",
+        help="numeric precision (auto: fp32 on CPU, bf16 on CUDA)",
+    )
     parser.set_defaults(func=handle)
 
 
@@ -45,7 +52,9 @@ def handle(args: argparse.Namespace) -> int:
     video = asset_path(DEMO_VIDEO)
     if not video.is_file():
         raise MediaError(f"{video}: the bundled demo video is missing from this installation")
-    predictor = VideoPredictor.from_checkpoint(args.weights, threshold=args.threshold)
+    predictor = VideoPredictor.from_checkpoint(
+        args.weights, device=args.device, threshold=args.threshold, precision=args.precision
+    )
     console.print(f"demo video: {video} (synthetic, 12 s, with soundtrack)")
     console.print(f"checkpoint: {predictor.info.source}")
     (outputs,) = predict_files(

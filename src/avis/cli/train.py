@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--no-eval", action="store_true", help="skip periodic and final evaluation")
     parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
+        help="training and evaluation precision (sets config 'precision'; auto: the amp "
+        "setting, else fp32 on CPU and bf16 on CUDA)",
+    )
+    parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=2e-4"
     )
     parser.set_defaults(func=run)
@@ -56,12 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from avis.engine.config import load_config
     from avis.engine.distributed import cleanup_distributed, init_distributed
     from avis.engine.evaluation import SplitEvaluator
-    from avis.engine.trainer import Trainer
+    from avis.engine.trainer import Trainer, training_precision
     from avis.errors import DataError
 
     overrides = list(args.overrides)
     if args.data is not None:
         overrides.insert(0, f"data.root={args.data}")
+    if args.precision is not None:
+        overrides.append(f"precision={args.precision}")
     cfg = load_config(args.preset, args.config, overrides)
     run_dir = args.output or DEFAULT_RUNS / args.preset
     if list_checkpoints(run_dir) and not args.resume:
@@ -83,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             evaluate = SplitEvaluator(
                 cfg.data.root, cfg.data.eval_split, model_cfg, split.class_names,
                 max_videos=cfg.data.eval_max_videos,
+                precision=training_precision(cfg, info.device),
             )  # fmt: skip
         from avis.data import collate_clips
 
@@ -137,6 +146,7 @@ def launch_local_processes(
     train_args += ["--config", str(args.config)] if args.config is not None else []
     train_args += ["--resume"] if args.resume else []
     train_args += ["--no-eval"] if args.no_eval else []
+    train_args += ["--precision", args.precision] if args.precision is not None else []
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc_per_node={processes}", "-m", "avis.cli.main", *train_args, *args.overrides,

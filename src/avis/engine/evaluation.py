@@ -67,6 +67,7 @@ class SplitEvaluator:
         audio: str = "real",
         protocols: tuple[str, ...] = ("fixed", "official"),
         progress: bool = False,
+        precision: str | None = None,  # avis.precision mode; None = the device's default
     ) -> None:
         from avis.data import load_split
         from avis.eval import load_ground_truth
@@ -82,6 +83,7 @@ class SplitEvaluator:
         self.gt = load_ground_truth(subset_annotations(raw, {v.id for v in self.videos}))
         self.model_config, self.class_names = model_config, class_names
         self.audio, self.protocols, self.progress = audio, protocols, progress
+        self.precision = precision
         self.category_ids = [c.id for c in self.data.categories]
 
     def predict_records(self, model: nn.Module) -> list[dict]:
@@ -94,7 +96,9 @@ class SplitEvaluator:
             raise TypeError(f"evaluation needs an AVISM model, found {type(model).__name__}")
         device = next(model.parameters()).device
         info = ModelInfo("training", "avis", list(self.class_names), None)
-        predictor = VideoPredictor(model, self.model_config, info, device=device, streaming=False)
+        predictor = VideoPredictor(
+            model, self.model_config, info, device=device, streaming=False, precision=self.precision
+        )
         audios = [self.data.load_audio(v) for v in self.videos]
         perm = derangement(len(self.videos))
         records: list[dict] = []
