@@ -214,7 +214,8 @@ def compiling() -> bool:
 def _weighted_bags(rows: Tensor, table: Tensor, weights: Tensor) -> Tensor:
     """``embedding_bag`` sum; kept out of ``torch.compile`` graphs, whose decomposition of it
     materialises every gathered row (several times slower on CPU)."""
-    return F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+    # under autocast the table may be bf16 while the weights are float32: one dtype for both
+    return F.embedding_bag(rows, table, per_sample_weights=weights.to(table.dtype), mode="sum")
 
 
 CANVAS_BYTES = 1 << 28  # `sample_with_canvas`: images per grid_sample call so that its samples fit
