@@ -66,11 +66,12 @@ timeout 200 python3 benchmarks/gpu.py throughput $SMOKE --out "$JSON" $COMPILE \
 wait $SYNTH_PID; echo "synth rc=$?"
 step "3. tiny GPU recipe (${RECIPE_MINUTES} min of training) + test evaluation"
 rm -rf /tmp/avis_tiny_gpu
+T0=$(date +%s)
 timeout 330 python3 -m avis.cli.main train --preset avism_tiny --data "$SYNTH" \
   --config configs/avism_tiny_gpu.yaml --device $DEVICE --output /tmp/avis_tiny_gpu --no-eval \
   max_minutes="$RECIPE_MINUTES" $RECIPE_ARGS > "$OUT/recipe.log" 2>&1; echo "recipe rc=$?"
 cp /tmp/avis_tiny_gpu/metrics.jsonl "$OUT/recipe_metrics.jsonl" 2>/dev/null
-timeout 120 python3 benchmarks/gpu.py recipe-eval $SMOKE $EVAL_ARGS --run /tmp/avis_tiny_gpu --data "$SYNTH" --out "$JSON" \
+timeout 120 python3 benchmarks/gpu.py recipe-eval $SMOKE $EVAL_ARGS --train-wall-s $(( $(date +%s) - T0 )) --run /tmp/avis_tiny_gpu --data "$SYNTH" --out "$JSON" \
   >> "$OUT/recipe.log" 2>&1; echo "recipe-eval rc=$?"; tail -12 "$OUT/recipe.log"
 
 step "4. avism_r50 training speed"

@@ -115,3 +115,14 @@ def test_prefetcher_hands_errors_to_the_caller_and_stops():
     reader.close()
     with pytest.raises(ValueError, match="depth"):
         ChunkPrefetcher(frames, [], depth=0)
+
+
+def test_memory_bounded_path_encodes_smaller_chunks_with_the_same_outputs(tiny, monkeypatch):
+    want, shapes = _run(tiny, monkeypatch, streaming=True)
+    got, small = _run(tiny, monkeypatch, streaming=True, streaming_chunk_size=2)
+    assert [s[0] for s in shapes] == [3, 3, 1] * 2  # two passes (recomputed features)
+    assert [s[0] for s in small] == [2, 2, 2, 1] * 2
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5)
+    assert got.rles == want.rles
+    standard, full = _run(tiny, monkeypatch, streaming_chunk_size=2)  # standard path: unchanged
+    assert [s[0] for s in full] == [3, 3, 1]

@@ -97,6 +97,7 @@ class VideoPredictor:
         static_chunks: bool | None = None,
         prefetch: bool | None = None,
         host_feature_budget_mb: float = DEFAULT_HOST_FEATURE_BUDGET_MB,
+        streaming_chunk_size: int | None = None,
     ) -> None:
         self.model = model.to(device).eval()
         self.config = config
@@ -120,6 +121,7 @@ class VideoPredictor:
         self.static_chunks = on_gpu if static_chunks is None else static_chunks
         self.prefetch = on_gpu if prefetch is None else prefetch
         self.host_feature_budget_mb = host_feature_budget_mb
+        self.streaming_chunk_size = streaming_chunk_size  # None: the config's chunk size
         if info.audio_features is not None and info.audio_features != self.extractor.name:
             log.warning(
                 "AUDIO FEATURE MISMATCH: %s was trained with '%s' audio features but '%s' "
@@ -282,12 +284,17 @@ class VideoPredictor:
         budget = self.host_feature_budget_mb if self.device.type == "cuda" else self.feature_budget_mb
         return self._feature_bytes(frame_shape) / 2**20 > budget
 
-    def _options(self, frame_shape) -> InferenceOptions:
+    def _options(self, frame_shape, streaming: bool = False) -> InferenceOptions:
         """The inference options for a video: on CUDA, mask features over the GPU budget are
-        offloaded to pinned host memory (standard path)."""
+        offloaded to pinned host memory (standard path); the memory-bounded path encodes at
+        most `streaming_chunk_size` frames per call (same outputs: frames are encoded
+        independently)."""
         over = self._feature_bytes(frame_shape) / 2**20 > self.feature_budget_mb
         offload = self.options.offload_features or (self.device.type == "cuda" and over)
-        return replace(self.options, offload_features=offload)
+        chunk = self.options.run_chunk_size
+        if streaming and self.streaming_chunk_size is not None:
+            chunk = min(chunk, self.streaming_chunk_size)
+        return replace(self.options, offload_features=offload, run_chunk_size=chunk)
 
     def _feature_spill(self, frame_shape) -> contextlib.AbstractContextManager[FeatureSpill | None]:
         """A temporary feature file for the streaming path, or None (recompute) when spilling is
@@ -301,10 +308,13 @@ class VideoPredictor:
             return contextlib.nullcontext()
         return FeatureSpill(self.spill_dir)
 
-    def _encoder(self, frames: np.ndarray, audio: torch.Tensor, reader: ChunkPrefetcher | None = None):
+    def _encoder(
+        self, frames: np.ndarray, audio: torch.Tensor, reader: ChunkPrefetcher | None = None,
+        size: int | None = None,  # the run's chunk size (static shapes pad to it)
+    ):
         input_size, padded = self._sizes(frames.shape)
         div = self.config.size_divisibility
-        size = self.options.run_chunk_size
+        size = size or self.options.run_chunk_size
         non_blocking = self.device.type == "cuda"
 
         def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
@@ -331,12 +341,12 @@ class VideoPredictor:
 
     def _run(self, frames: np.ndarray, audio: torch.Tensor, streaming: bool):
         """-> (head with scores/labels, iterator of (first frame, masks (N, t, H, W) bool))."""
-        options = self._options(frames.shape)
+        options = self._options(frames.shape, streaming)
         reader = None
         if self.prefetch:
             spans = chunk_spans(frames.shape[0], options.run_chunk_size)
             reader = ChunkPrefetcher(frames, spans, PREFETCH_DEPTH, pin=self.device.type == "cuda")
-        encode, input_size, padded = self._encoder(frames, audio, reader)
+        encode, input_size, padded = self._encoder(frames, audio, reader, options.run_chunk_size)
         out_size = tuple(frames.shape[1:3])
         args = (self.model, encode, audio, input_size, padded, out_size, options)
         with contextlib.ExitStack() as stack:
