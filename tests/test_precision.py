@@ -109,3 +109,29 @@ def test_mask_postprocessing_is_float32_under_autocast():
         cands = select_candidates(torch.randn(5, 4).bfloat16(), 3)
     assert all(logits.dtype == torch.float32 for _, _, logits in pieces)
     assert cands.scores.dtype == torch.float32
+
+
+@pytest.mark.parametrize("command", ["predict", "demo"])
+def test_cli_passes_the_precision_on(monkeypatch, tmp_path, command, capsys):
+    from avis.cli.main import main
+    from avis.inference.predictor import VideoPredictor
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(VideoPredictor, "from_checkpoint", staticmethod(fake))
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")  # never opened: the predictor is built first
+    extra = [str(video), "--out", str(tmp_path / "out")] if command == "predict" else []
+    with pytest.raises(Stop):
+        main([command, *extra, "--precision", "bf16"])
+    assert seen["precision"] == "bf16"
+    with pytest.raises(SystemExit):
+        main([command, *extra, "--precision", "half"])
+    assert "invalid choice" in capsys.readouterr().err
