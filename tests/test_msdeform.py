@@ -180,3 +180,17 @@ def test_module_on_the_forced_gpu_path_matches_the_cpu_path(monkeypatch) -> None
         gpu = attn(src, ref, src, shapes)
     assert not torch.equal(cpu, gpu)  # really another computation
     torch.testing.assert_close(gpu, cpu, atol=1e-5, rtol=1e-5)
+
+
+def test_canvas_keeps_float32_coordinates_for_low_precision_values() -> None:
+    g = torch.Generator().manual_seed(5)
+    shapes = [(20, 40), (10, 20), (5, 10)]
+    n, heads, d, lq, points = 1, 2, 4, 30, 3
+    value = torch.randn(n, sum(h * w for h, w in shapes), heads, d, generator=g)
+    locations = torch.rand(n, lq, heads, len(shapes), points, 2, generator=g)
+    weights = torch.rand(n, lq, heads, len(shapes), points, generator=g)
+    want = sample_with_canvas(value.bfloat16().float(), shapes, locations, weights)
+    got = sample_with_canvas(value.bfloat16(), shapes, locations, weights)
+    assert got.dtype == torch.float32
+    # only the values were rounded: the same samples of the same bf16 values
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

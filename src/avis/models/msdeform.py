@@ -271,15 +271,18 @@ def sample_with_canvas(
     # (N, Lq, h, nL, P, 2) -> (N*h, Lq, nL*P, 2); weights -> (N*h, 1, Lq, nL*P)
     grid = grid.permute(0, 2, 1, 3, 4, 5).reshape(n * heads, lq, levels * points, 2)
     weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(n * heads, 1, lq, levels * points)
-    per_image = heads * d * lq * levels * points * canvas.element_size()
+    # coordinates never in bf16/fp16 (a canvas 150 px wide would be off by ~0.5 px): the
+    # sampling runs in the wider of the two dtypes (float32 under autocast)
+    dtype = torch.promote_types(canvas.dtype, grid.dtype)
+    per_image = heads * d * lq * levels * points * torch.finfo(dtype).bits // 8
     group = max(1, CANVAS_BYTES // max(per_image, 1)) * heads  # rows of N*h per call
     outs = []
     for first in range(0, n * heads, group):
         rows = slice(first, first + group)
         sampled = F.grid_sample(
-            canvas[rows], grid[rows].to(canvas.dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+            canvas[rows].to(dtype), grid[rows].to(dtype), mode="bilinear", padding_mode="zeros", align_corners=False
         )  # (r, d, Lq, nL*P)
-        outs.append((sampled * weights[rows].to(sampled.dtype)).sum(-1))  # (r, d, Lq)
+        outs.append((sampled * weights[rows].to(dtype)).sum(-1))  # (r, d, Lq)
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
     return out.view(n, heads * d, lq).transpose(1, 2)
 
