@@ -7,7 +7,7 @@ highest whole-video mask IoU (unmatched: IoU 0). Also counts the tracks only one
 
     avis synth --out /tmp/gpu_synth --num-train 1 --num-val 1 --no-wav   # the default test split
     python benchmarks/precision_accuracy.py --data /tmp/gpu_synth --precision bf16 \\
-        [--device cpu] [--max-videos 0] [--out precision_accuracy.json] [--pixel-decoder-fp32]
+        [--device cpu] [--max-videos 0] [--out precision_accuracy.json] [--pixel-decoder-fp32] [--mask-logits-low]
 
 The test videos of `avis synth` depend only on (seed, split, index), so this test split is
 the one the checkpoint's published numbers use (docs/synthetic-benchmark.md).
@@ -49,6 +49,11 @@ def main() -> None:
     parser.add_argument("--max-videos", type=int, default=0, help="first N videos by id (0 = all)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument(
+        "--mask-logits-low",
+        action="store_true",
+        help="mask logits of the post-processing in the low dtype (measures the float32 island)",
+    )
+    parser.add_argument(
         "--pixel-decoder-fp32",
         action="store_true",
         help="keep the pixel decoder in float32 under bf16 too (the official island; measures what it buys)",
@@ -73,6 +78,10 @@ def main() -> None:
     gt = load_ground_truth(raw)
     category_ids = [c.id for c in data.categories]
     base = VideoPredictor.from_checkpoint(device=args.device, precision="fp32")
+    if args.mask_logits_low:
+        from avis.inference import postprocess
+
+        postprocess.MASK_LOGITS_FLOAT32 = False
     if args.pixel_decoder_fp32:
         base.model.pixel_decoder.fp32_under_autocast = (torch.float16, torch.bfloat16)
     runs = {"fp32": base}
@@ -97,6 +106,7 @@ def main() -> None:
     result: dict = {"videos": len(videos), "frames": int(sum(v.length for v in videos)),
                     "device": args.device, "torch": torch.__version__,
                     "pixel_decoder_fp32": bool(args.pixel_decoder_fp32) or args.precision == "fp16",
+                    "mask_logits_float32": not args.mask_logits_low,
                     "runs": {}}  # fmt: skip
     for name in runs:
         metrics = {}

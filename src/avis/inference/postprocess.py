@@ -22,6 +22,12 @@ MASK_LOGIT_THRESHOLD = 0.0  # output mask = resized logit > 0
 # piece stay in cache and are recycled by the allocator; whole (q, t, Hp, Wp) blocks were
 # 100s of MB, page-faulted afresh for every block (docs/benchmarks.md).
 PIECE_PIXELS = 1 << 20
+# On a GPU small pieces would mean thousands of tiny kernel launches per video: there a
+# piece holds up to 2^26 logits (256 MB of float32), so a frame's candidates are one piece.
+GPU_PIECE_PIXELS = 1 << 26
+# the mask logits in float32 outside autocast (True), or in the autocast dtype (False; only
+# for measuring what the float32 island buys: benchmarks/precision_accuracy.py)
+MASK_LOGITS_FLOAT32 = True
 
 
 @dataclass
@@ -103,15 +109,19 @@ def mask_logit_pieces(
     0.5 threshold of the masks is decided on float32 logits under every `--precision`.
     """
     q = embed.shape[0]
-    rows = max(1, PIECE_PIXELS // (padded_size[0] * padded_size[1]))
+    piece = PIECE_PIXELS if mask_features.device.type == "cpu" else GPU_PIECE_PIXELS
+    rows = max(1, piece // (padded_size[0] * padded_size[1]))
     h, w = input_size
     for frame in range(mask_features.shape[0]):
         features = mask_features[frame].flatten(1)  # (Cm, Hm*Wm)
         frame_embed = embed if embed.dim() == 2 else embed[:, frame]  # (q, Cm)
         # the low-resolution logits of all rows in one product (q x Hm*Wm floats, a few MB):
         # the frame's features are read once, not once per piece
-        with float32_island(features.device):
-            low = frame_embed.float() @ features.float()
+        if MASK_LOGITS_FLOAT32:
+            with float32_island(features.device):
+                low = frame_embed.float() @ features.float()
+        else:
+            low = (frame_embed @ features).float()
         low = low.view(q, 1, *mask_features.shape[-2:])  # (q, 1, Hm, Wm)
         for first in range(0, q, rows):
             part = slice(first, first + rows)
