@@ -43,6 +43,9 @@ class _CompiledForward:
         self.eager = eager
         self.compiled = torch.compile(eager, dynamic=False, mode=mode)
         self.failed = False
+        # CUDA graphs reuse their output buffers: each call starts a new step, so the
+        # previous call's outputs (a finished chunk's) may be overwritten, never the current
+        self.cuda_graphs = mode == "reduce-overhead"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.failed or self.module.training or torch.is_grad_enabled():
@@ -50,6 +53,8 @@ class _CompiledForward:
         try:
             from torch._inductor import config as inductor_config
 
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with inductor_config.patch(freezing=True):  # parameters are constants here
                 return self.compiled(*args, **kwargs)
         except Exception as err:  # any compiler failure: fall back to eager for good

@@ -10,6 +10,9 @@ mask score below 1, so only candidates whose class probability is above the thre
 pass it. Same results as ``predict_video`` (chunks, sums and mask products are cut
 identically), at the cost of one more image-encoder pass.
 
+On a GPU ``predict_video`` can keep the mask features in pinned host memory instead
+(``InferenceOptions.offload_features``): GPU memory then stays flat with the video's length.
+
 Both take an ``encode(start, stop, with_queries) -> ChunkEncoding`` function, so the frames
 may come from memory, a decoder or precomputed backbone features (``frames_encoder``,
 ``features_encoder``).
