@@ -137,8 +137,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.compile or args.compile_mode:
         from avis.inference.accelerate import compile_for_inference
 
-        mode = None if args.compile_mode in (None, "default") else args.compile_mode
-        compile_for_inference(predictor.model, parts=("backbone", "pixel_decoder"), mode=mode)
+        mode = {} if args.compile_mode in (None, "default") else {"mode": args.compile_mode}
+        compile_for_inference(predictor.model, parts=("backbone", "pixel_decoder"), **mode)
     if args.data is not None:
         from rich.console import Console
 
