@@ -94,7 +94,7 @@ def measure(
     info = ModelInfo("random weights", "avis", [f"c{i}" for i in range(cfg.num_classes)], "weight_free")
     predictor = VideoPredictor(
         model, cfg, info, threshold=0.0, streaming=mode != "straightforward",
-        spill=mode == "streaming",
+        spill=mode == "streaming", streaming_chunk_size=chunk if chunk is not None else "auto",
     )  # fmt: skip
     audio = np.random.default_rng(0).standard_normal((frames, cfg.audio_dim)).astype(np.float32)
     source = LazyFrames(frames, height, width)

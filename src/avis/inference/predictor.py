@@ -73,6 +73,10 @@ DEFAULT_HOST_FEATURE_BUDGET_MB = 16384.0  # CUDA: offloaded features beyond this
 BYTES_PER_FLOAT = 4
 BYTES_PER_REDUCED = 2  # bf16 / fp16 mask features
 PREFETCH_DEPTH = 2  # chunks read ahead
+# CPU, memory-bounded path: frames per image-encoder call. Per-chunk tensors set its peak
+# memory (R50 360p, T = 60: 2.47 GB at 18 frames per call, CHUNK_MEMORY_NOTE); the frames are
+# encoded independently, so outputs are the same. GPUs keep the config's chunk size.
+STREAMING_CHUNK_CPU = 6
 STRIDE = 4  # mask features are at stride 4 of the padded input
 
 
@@ -97,7 +101,7 @@ class VideoPredictor:
         static_chunks: bool | None = None,
         prefetch: bool | None = None,
         host_feature_budget_mb: float = DEFAULT_HOST_FEATURE_BUDGET_MB,
-        streaming_chunk_size: int | None = None,
+        streaming_chunk_size: int | None | Literal["auto"] = "auto",
     ) -> None:
         self.model = model.to(device).eval()
         self.config = config
@@ -121,6 +125,8 @@ class VideoPredictor:
         self.static_chunks = on_gpu if static_chunks is None else static_chunks
         self.prefetch = on_gpu if prefetch is None else prefetch
         self.host_feature_budget_mb = host_feature_budget_mb
+        if streaming_chunk_size == "auto":
+            streaming_chunk_size = None if on_gpu else STREAMING_CHUNK_CPU
         self.streaming_chunk_size = streaming_chunk_size  # None: the config's chunk size
         if info.audio_features is not None and info.audio_features != self.extractor.name:
             log.warning(
