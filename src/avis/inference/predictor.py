@@ -74,8 +74,9 @@ BYTES_PER_FLOAT = 4
 BYTES_PER_REDUCED = 2  # bf16 / fp16 mask features
 PREFETCH_DEPTH = 2  # chunks read ahead
 # CPU, memory-bounded path: frames per image-encoder call. Per-chunk tensors set its peak
-# memory (R50 360p, T = 60: 2.47 GB at 18 frames per call, CHUNK_MEMORY_NOTE); the frames are
-# encoded independently, so outputs are the same. GPUs keep the config's chunk size.
+# memory (R50 360p, T = 60, peak RSS: 2474 / 1626 / 1336 MB at 18 / 9 / 6 frames per call,
+# and no slower: docs/benchmarks.md, "Long videos"); the frames are encoded independently,
+# so outputs are the same. GPUs keep the config's chunk size.
 STREAMING_CHUNK_CPU = 6
 STRIDE = 4  # mask features are at stride 4 of the padded input
 
