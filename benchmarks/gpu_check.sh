@@ -52,7 +52,7 @@ for name in ("pycocotools", "av", "scipy", "yaml", "rich", "PIL"):
 PY
 
 step "1. golden parity on CUDA, --precision fp32"
-AVIS_TEST_DEVICE=$DEVICE timeout 300 python3 -m pytest tests/test_golden_parity.py -q -p no:cacheprovider $GOLDEN_ARGS \
+AVIS_TEST_DEVICE=$DEVICE timeout 180 python3 -m pytest tests/test_golden_parity.py -q -p no:cacheprovider $GOLDEN_ARGS \
   > "$OUT/golden.log" 2>&1; echo "golden rc=$?" | tee -a "$OUT/golden.log"; tail -3 "$OUT/golden.log"
 
 step "synthetic data (default splits, no WAV)"
