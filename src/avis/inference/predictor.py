@@ -14,7 +14,9 @@ from a temporary file written in the first pass (`spill_dir`, default the system
 folder; `avis.inference.spill`) or, when `spill=False` or that disk lacks the room,
 recomputes them (a second image-encoder pass); `streaming=False` keeps every frame's mask
 features in RAM (the official procedure); "auto" (default) streams when those features would
-exceed `feature_budget_mb`. All give identical masks.
+exceed `feature_budget_mb`. All give identical masks (scores equal up to float rounding: on
+the CPU the memory-bounded path encodes `streaming_chunk_size` = 6 frames per call, which
+bounds its peak memory, and a convolution over another batch size may round differently).
 On CUDA, "auto" keeps the standard path and offloads the mask features to pinned host memory
 when they exceed `feature_budget_mb` of GPU memory (`offload_features`), streaming only past
 `host_feature_budget_mb`.
