@@ -68,7 +68,7 @@ class LazyFrames:
 
 def measure(
     preset: str, frames: int, height: int, width: int, mode: str, keep: int, threads: int,
-    short_side: int | None = None, compile_parts: tuple[str, ...] = (),
+    short_side: int | None = None, compile_parts: tuple[str, ...] = (), chunk: int | None = None,
 ) -> dict:
     """One measurement in this process (call it in a fresh one)."""
     import numpy as np
@@ -84,6 +84,8 @@ def measure(
     cfg = replace(PRESETS[preset](), top_k=keep)
     if short_side is not None:  # network input size (the preset's test resize by default)
         cfg = replace(cfg, test_short_side=short_side, test_max_size=max(cfg.test_max_size, 4 * short_side))
+    if chunk is not None:  # image-encoder chunk (frames per call); None: the predictor's choice
+        cfg = replace(cfg, test_run_chunk_size=chunk)
     model = build_avism(cfg).eval()
     if compile_parts:
         from avis.inference.accelerate import compile_for_inference
@@ -92,7 +94,7 @@ def measure(
     info = ModelInfo("random weights", "avis", [f"c{i}" for i in range(cfg.num_classes)], "weight_free")
     predictor = VideoPredictor(
         model, cfg, info, threshold=0.0, streaming=mode != "straightforward",
-        spill=mode == "streaming",
+        spill=mode == "streaming", streaming_chunk_size=chunk if chunk is not None else "auto",
     )  # fmt: skip
     audio = np.random.default_rng(0).standard_normal((frames, cfg.audio_dim)).astype(np.float32)
     source = LazyFrames(frames, height, width)
@@ -104,6 +106,7 @@ def measure(
         "preset": preset, "frames": frames, "size": [height, width], "mode": mode,
         "instances": prediction.num_instances, "threads": threads,
         "network_short_side": cfg.test_short_side, "compiled": list(compile_parts),
+        "run_chunk_size": predictor._options(source.shape, mode != "straightforward").run_chunk_size,
         "baseline_rss_mib": round(baseline * KIB / MIB, 1),
         "peak_rss_mib": round(_status_kib("VmHWM") * KIB / MIB, 1),
         "seconds": round(seconds, 1), "seconds_per_frame": round(seconds / frames, 3),
@@ -164,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         "--compile", nargs="*", default=[], metavar="PART",
         help="parts run through avis.inference.accelerate (e.g. backbone pixel_decoder)",
     )  # fmt: skip
+    parser.add_argument(
+        "--chunk", type=int, default=None,
+        help="image-encoder chunk size (default: the predictor's choice for the path)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="append the results (JSON lines) here")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
@@ -173,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = measure(
                 args.preset, args.frames[0], *args.size, args.mode, args.keep, args.threads,
-                args.short_side, tuple(args.compile),
+                args.short_side, tuple(args.compile), args.chunk,
             )  # fmt: skip
         print(json.dumps(result))
         return 0
@@ -186,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--short-side", str(args.short_side)]
         if args.compile:
             cmd += ["--compile", *args.compile]
+        if args.chunk is not None:
+            cmd += ["--chunk", str(args.chunk)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(result), flush=True)

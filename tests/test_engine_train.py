@@ -209,6 +209,29 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     assert losses and all(torch.isfinite(torch.tensor(losses)))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16", "fp16"])
+def test_precision_option_trains_and_sets_the_autocast(tmp_path, precision):
+    from avis.engine.trainer import training_precision
+
+    torch.set_num_threads(1)
+    cfg = toy_config(iterations=2, precision=precision, checkpoint_every=100)
+    trainer = toy_trainer(cfg, tmp_path, SINGLE)
+    assert trainer.precision == precision and trainer.scaler is None  # no scaler on CPU
+    with trainer.autocast():
+        out = torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3))
+    expected = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    assert out.dtype == expected
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor([r["loss"] for r in records if r["kind"] == "train"])))
+    # "auto": the amp setting when given, else the device's default
+    assert training_precision(toy_config(amp="bf16"), torch.device("cpu")) == "bf16"
+    assert training_precision(toy_config(), torch.device("cpu")) == "fp32"
+    assert training_precision(toy_config(), torch.device("cuda")) == "bf16"
+    with pytest.raises(DataError, match="precision"):
+        toy_config(precision="half").validate()
+
+
 class FakeClock:
     """One second passes per reading."""
 

@@ -3,11 +3,15 @@
 The model is built from the golden config, loaded from the official-format weights through
 the converter, fed the golden backbone features (the backbone is replaced) and compared with
 every recorded intermediate and final output, within the README's tolerances.
+
+`AVIS_TEST_DEVICE=cuda` runs the same checks on a GPU under `--precision fp32` (strict: TF32
+off), as `benchmarks/gpu_check.sh` does; the default is the CPU.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -23,6 +27,7 @@ from avis.inference.video import (
 from avis.models.avism import FEATURE_NAMES, build_avism_with_backbone
 from avis.models.checkpoint import load_state_dict_strict, official_to_avis
 from avis.models.config import from_detectron2
+from avis.precision import precision_context
 from shared_data import GOLDEN_S1
 
 GOLDEN = GOLDEN_S1
@@ -30,6 +35,7 @@ R50_CHANNELS = (256, 512, 1024, 2048)
 ATOL = RTOL = 1e-4
 MASK_LOGIT_ATOL = 5e-4
 MAX_FLIPPED_FRACTION = 1e-4  # README: "a handful of flipped pixels (<= 0.01 %)"
+DEVICE = torch.device(os.environ.get("AVIS_TEST_DEVICE", "cpu"))
 
 pytestmark = pytest.mark.skipif(not GOLDEN.is_dir(), reason="golden reference not available")
 
@@ -53,7 +59,7 @@ def golden_model():
     load_state_dict_strict(
         model, official_to_avis(_load("model_small.pth")["model"], "model_small.pth"), "golden"
     )
-    return model.eval(), cfg
+    return model.eval().to(DEVICE), cfg
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +67,21 @@ def setup():
     torch.manual_seed(0)
     model, cfg = golden_model()
     inputs, outputs = _load("inputs.pt"), _load("outputs.pt")
-    return model, cfg, inputs, outputs, golden_features(inputs)
+    inputs["audio"] = inputs["audio"].to(DEVICE)
+    feats = {name: f.to(DEVICE) for name, f in golden_features(inputs).items()}
+    return model, cfg, inputs, outputs, feats
+
+
+@pytest.fixture(autouse=True)
+def strict_fp32():
+    with precision_context("fp32", DEVICE):
+        yield
 
 
 def _close(actual, expected, atol=ATOL, rtol=RTOL, name=""):
-    torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol, msg=name)
+    torch.testing.assert_close(
+        actual.float().cpu(), expected.float(), atol=atol, rtol=rtol, msg=name
+    )
 
 
 def _run(setup, streaming: bool = False):
@@ -130,9 +146,9 @@ def test_topk_scores_and_keep_set(setup, standard) -> None:
     _, tr = standard
     ours = torch.argsort(tr.candidates.flat_index)
     ref = torch.argsort(out["topk_flat_index"])
-    assert torch.equal(tr.candidates.flat_index[ours], out["topk_flat_index"][ref])
-    assert torch.equal(tr.candidates.labels[ours], out["topk_labels"][ref])
-    assert torch.equal(tr.candidates.query_index[ours], out["topk_query_index"][ref])
+    assert torch.equal(tr.candidates.flat_index[ours].cpu(), out["topk_flat_index"][ref])
+    assert torch.equal(tr.candidates.labels[ours].cpu(), out["topk_labels"][ref])
+    assert torch.equal(tr.candidates.query_index[ours].cpu(), out["topk_query_index"][ref])
     _close(tr.candidates.scores[ours], out["topk_scores"][ref], name="top-k scores")
     _close(tr.numerator[ours], out["numerator"][ref], atol=0, rtol=1e-4, name="numerator")
     _close(tr.denominator[ours], out["denominator"][ref], atol=0, rtol=1e-4, name="denominator")
@@ -142,7 +158,7 @@ def test_topk_scores_and_keep_set(setup, standard) -> None:
 
 
 def _by_flat_index(pred, tr, out):
-    ours = tr.candidates.flat_index[tr.keep_index]
+    ours = tr.candidates.flat_index[tr.keep_index].cpu()
     ref = out["topk_flat_index"][out["keep_index"]]
     return torch.argsort(ours), torch.argsort(ref)
 
@@ -165,9 +181,9 @@ def test_training_mode_outputs() -> None:
     model.train()
     data = _load("train_T5.pt")
     inp, out = data["inputs"], data["outputs"]
-    feats = golden_features(inp)
+    feats = {name: f.to(DEVICE) for name, f in golden_features(inp).items()}
     with torch.no_grad():
-        res = model.forward_features(feats, inp["audio"][None])
+        res = model.forward_features(feats, inp["audio"][None].to(DEVICE))
         pix = model.pixel_decoder([feats[n] for n in FEATURE_NAMES])
         mask_features = model.video_module.mask_features(pix.stride4_features)
     _close(res.frame.pred_logits, out["frame_pred_logits_all_layers"], name="frame logits")

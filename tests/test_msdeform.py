@@ -9,7 +9,9 @@ import torch
 
 from avis.models.msdeform import (
     MSDeformAttn,
+    default_sampling_method,
     ms_deform_attn_sample,
+    sample_with_canvas,
     sample_with_gather,
     sample_with_grid_sample,
 )
@@ -49,7 +51,7 @@ def _reference(value, shapes, locations, weights):
     return out.reshape(n, lq, heads * d)
 
 
-@pytest.mark.parametrize("method", ["grid_sample", "gather", "auto"])
+@pytest.mark.parametrize("method", ["grid_sample", "gather", "canvas", "auto"])
 def test_sampling_matches_loop_reference_float64(method: str) -> None:
     g = torch.Generator().manual_seed(0)
     n, heads, d, lq, points = 2, 3, 4, 5, 2
@@ -135,3 +137,60 @@ def test_gather_survives_nan_locations() -> None:
     weights = torch.ones(1, 2, 1, 1, 1)
     out = sample_with_gather(value, [(2, 3)], locations, weights)
     assert out.shape == (1, 2, 2)
+
+
+def test_canvas_path_is_chosen_on_gpus_and_matches_in_float32_with_gradients(monkeypatch) -> None:
+    assert default_sampling_method(torch.device("cpu"), needs_grad=False) == "gather"
+    assert default_sampling_method(torch.device("cpu"), needs_grad=True) == "grid_sample"
+    assert default_sampling_method(torch.device("cuda"), needs_grad=False) == "canvas"
+    assert default_sampling_method(torch.device("cuda"), needs_grad=True) == "canvas"
+    g = torch.Generator().manual_seed(3)
+    shapes = [(6, 10), (12, 20), (24, 40)]
+    n, heads, d, lq, points = 2, 4, 8, 50, 4
+    value = torch.randn(n, sum(h * w for h, w in shapes), heads, d, generator=g)
+    locations = torch.rand(n, lq, heads, len(shapes), points, 2, generator=g) * 1.2 - 0.1
+    weights = torch.rand(n, lq, heads, len(shapes), points, generator=g)
+    grads = {}
+    outs = {}
+    for method in ("grid_sample", "canvas"):
+        v, loc = value.clone().requires_grad_(), locations.clone().requires_grad_()
+        outs[method] = ms_deform_attn_sample(v, shapes, loc, weights, method=method)
+        outs[method].square().sum().backward()
+        grads[method] = (v.grad, loc.grad)
+    # fp32 rounding: the canvas adds each level's column offset to the pixel coordinates
+    torch.testing.assert_close(outs["canvas"], outs["grid_sample"], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(grads["canvas"][0], grads["grid_sample"][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grads["canvas"][1], grads["grid_sample"][1], atol=2e-3, rtol=1e-3)
+    # images taken in groups (a small byte budget) give the same values
+    monkeypatch.setattr("avis.models.msdeform.CANVAS_BYTES", 1)
+    torch.testing.assert_close(sample_with_canvas(value, shapes, locations, weights), outs["canvas"].detach())
+
+
+def test_module_on_the_forced_gpu_path_matches_the_cpu_path(monkeypatch) -> None:
+    torch.manual_seed(4)
+    attn = MSDeformAttn(d_model=16, n_levels=3, n_heads=2, n_points=2)
+    torch.nn.init.normal_(attn.sampling_offsets.weight, std=0.5)
+    torch.nn.init.normal_(attn.attention_weights.weight, std=0.5)
+    shapes = [(6, 10), (3, 5), (2, 3)]
+    src = torch.randn(2, sum(h * w for h, w in shapes), 16)
+    ref = torch.rand(2, src.shape[1], 3, 2)
+    with torch.no_grad():
+        cpu = attn(src, ref, src, shapes)  # gather
+        monkeypatch.setattr("avis.models.msdeform.default_sampling_method", lambda device, needs_grad: "canvas")
+        gpu = attn(src, ref, src, shapes)
+    assert not torch.equal(cpu, gpu)  # really another computation
+    torch.testing.assert_close(gpu, cpu, atol=1e-5, rtol=1e-5)
+
+
+def test_canvas_keeps_float32_coordinates_for_low_precision_values() -> None:
+    g = torch.Generator().manual_seed(5)
+    shapes = [(20, 40), (10, 20), (5, 10)]
+    n, heads, d, lq, points = 1, 2, 4, 30, 3
+    value = torch.randn(n, sum(h * w for h, w in shapes), heads, d, generator=g)
+    locations = torch.rand(n, lq, heads, len(shapes), points, 2, generator=g)
+    weights = torch.rand(n, lq, heads, len(shapes), points, generator=g)
+    want = sample_with_canvas(value.bfloat16().float(), shapes, locations, weights)
+    got = sample_with_canvas(value.bfloat16(), shapes, locations, weights)
+    assert got.dtype == torch.float32
+    # only the values were rounded: the same samples of the same bf16 values
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

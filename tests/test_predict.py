@@ -96,7 +96,9 @@ def test_streaming_matches_straightforward(predictor):
     full = predictor.predict((frames, audio), streaming=False)
     streamed = predictor.predict((frames, audio), streaming=True)
     assert full.num_instances > 0
-    np.testing.assert_array_equal(full.scores, streamed.scores)
+    # the memory-bounded path encodes fewer frames per call on the CPU: a convolution over
+    # another batch size may round the last bit differently (masks stay identical)
+    np.testing.assert_allclose(full.scores, streamed.scores, rtol=1e-6)
     np.testing.assert_array_equal(full.labels, streamed.labels)
     masks = full.masks()
     np.testing.assert_array_equal(masks, streamed.masks())

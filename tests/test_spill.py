@@ -31,10 +31,22 @@ def test_file_removed_after_an_error(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_reduced_precision_round_trip_is_exact(tmp_path):
+    torch.manual_seed(0)
+    chunks = [torch.randn(2, 3, 4).to(torch.bfloat16), torch.randn(5).half(), torch.randn(3)]
+    with FeatureSpill(tmp_path) as spill:
+        for chunk in chunks:
+            spill.append(chunk)
+        assert spill.nbytes == 2 * 24 + 2 * 5 + 4 * 3
+        got = list(spill)
+    assert [g.dtype for g in got] == [c.dtype for c in chunks]
+    assert all(torch.equal(g, c) for g, c in zip(got, chunks))
+
+
 def test_rejects_other_dtypes_and_notices_truncation(tmp_path):
     with FeatureSpill(tmp_path) as spill:
         with pytest.raises(TypeError, match="float32"):
-            spill.append(torch.ones(2, dtype=torch.float16))
+            spill.append(torch.ones(2, dtype=torch.float64))
         spill.append(torch.ones(10))
         spill._file.flush()
         spill._file.truncate(8)  # a disk that lost the tail

@@ -6,7 +6,7 @@ process: with ``1`` it aligns every allocation of 2 MB or more to 2 MB and marks
 ``madvise`` (the common default), the large fresh tensors of inference are then faulted in
 2 MB pages instead of 4 KB ones. R50 inference on a 2-core VM spent a third of its CPU time
 in the kernel faulting those pages; with huge pages the end-to-end time fell by about 23 %
-(docs/benchmarks.md, `benchmarks/end_to_end_ab.py --compare huge-pages`). Results are
+(docs/benchmarks.md, "Performance", item 9). Results are
 unchanged (the allocator does no arithmetic); peak memory is the same within 2 %.
 """
 

@@ -33,6 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score threshold, 0..1 (default: the checkpoint's, 0.3)",
     )  # fmt: skip
     parser.add_argument("--no-overlay", action="store_true", help="skip the overlay mp4")
+    parser.add_argument(
+        "--device", type=types.device, default="cpu", help="torch device (cpu, cuda, cuda:0, ...)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
+        default="auto",
+        help="numeric precision (auto: fp32 on CPU, bf16 on CUDA)",
+    )
     parser.set_defaults(func=handle)
 
 
@@ -50,7 +59,9 @@ def handle(args: argparse.Namespace) -> int:
     check_outputs([video], args.out, force=True)  # the demo's own files: only a folder in the way fails
     if not video.is_file():
         raise MediaError(f"{video}: the bundled demo video is missing from this installation")
-    predictor = VideoPredictor.from_checkpoint(args.weights, threshold=args.threshold)
+    predictor = VideoPredictor.from_checkpoint(
+        args.weights, device=args.device, threshold=args.threshold, precision=args.precision
+    )
     console.print(f"demo video: {video} (synthetic, 12 s, with soundtrack)", markup=False)
     console.print(f"checkpoint: {predictor.info.source}", markup=False)
     (outputs,) = predict_files(

@@ -110,6 +110,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "model for R50, same outputs; costs 0.5-1.5 min per new frame-chunk shape, cached by "
         "PyTorch; falls back to eager if compiling fails)",
     )
+    parser.add_argument(
+        "--compile-mode",
+        choices=("default", "reduce-overhead", "max-autotune"),
+        help="torch.compile mode (implies --compile): reduce-overhead = CUDA graphs, "
+        "max-autotune = tuned CUDA kernels (long first call)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
+        default="auto",
+        help="numeric precision: fp32 (strict, reproduces the official outputs), tf32, bf16 "
+        "or fp16 autocast; auto (default) = fp32 on CPU, bf16 on CUDA",
+    )
     parser.add_argument("--data", type=Path, help="AVISeg-layout root: predict a whole split")
     parser.add_argument("--split", default="test", help="split of --data (default: test)")
     predict_online.add_arguments(parser)
@@ -174,11 +187,13 @@ def handle(args: argparse.Namespace) -> int:
         streaming=STREAMING_CHOICES[args.streaming],
         spill=not args.no_spill,
         spill_dir=args.spill_dir,
+        precision=args.precision,
     )
-    if args.compile:
+    if args.compile or args.compile_mode:
         from avis.inference.accelerate import compile_for_inference
 
-        compile_for_inference(predictor.model, parts=("backbone", "pixel_decoder"))
+        mode = {} if args.compile_mode in (None, "default") else {"mode": args.compile_mode}
+        compile_for_inference(predictor.model, parts=("backbone", "pixel_decoder"), **mode)
     if args.data is not None:
         from rich.console import Console
 

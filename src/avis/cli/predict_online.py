@@ -110,6 +110,7 @@ def handle(args: argparse.Namespace) -> int:
     predictor = VideoPredictor.from_checkpoint(
         args.weights, preset=args.preset, device=args.device, vggish_weights=args.vggish_weights,
         threshold=args.threshold, split_components=args.split_components,
+        precision=args.precision,
     )  # fmt: skip
     if args.compile:
         from avis.inference.accelerate import compile_for_inference

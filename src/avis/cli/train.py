@@ -64,6 +64,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # set by the launcher for its workers: the checkpoint it chose and checked
     parser.add_argument("--resume-from", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
+        help="training and evaluation precision (sets config 'precision'; auto: the amp "
+        "setting, else fp32 on CPU and bf16 on CUDA)",
+    )
+    parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=2e-4"
     )
     parser.set_defaults(func=run)
@@ -94,6 +100,8 @@ def _run(args: argparse.Namespace, run_dir: Path) -> int:
         overrides = list(args.overrides)
         if args.data is not None:
             overrides.insert(0, f"data.root={args.data}")
+        if args.precision is not None:
+            overrides.append(f"precision={args.precision}")
         cfg = load_config(args.preset, args.config, overrides)
         if worker:
             resume_from = args.resume_from
@@ -274,7 +282,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
     from avis.engine.distributed import cleanup_distributed, init_distributed
     from avis.engine.evaluation import SplitEvaluator
     from avis.engine.runlock import RunLock
-    from avis.engine.trainer import Trainer
+    from avis.engine.trainer import Trainer, training_precision
 
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -292,6 +300,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
             evaluate = SplitEvaluator(
                 cfg.data.root, cfg.data.eval_split, model_cfg, split.class_names,
                 max_videos=cfg.data.eval_max_videos,
+                precision=training_precision(cfg, info.device),
             )  # fmt: skip
         extra: dict[str, Any] = {"class_names": list(split.class_names)}
         if features := _audio_features(cfg, split):
@@ -350,6 +359,7 @@ def _worker_args(args: argparse.Namespace, run_dir: Path, resume_from: Path | No
     worker += ["--resume"] if args.resume else []  # ranks of other nodes find it themselves
     worker += ["--resume-from", str(resume_from)] if resume_from is not None else []
     worker += ["--no-eval"] if args.no_eval else []
+    worker += ["--precision", args.precision] if args.precision is not None else []
     return [*worker, *args.overrides]
 
 

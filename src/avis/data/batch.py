@@ -23,8 +23,13 @@ class ClipTargets:
     # (and, after crop augmentation, still has pixels); masks[n, t] is all False where
     # valid[n, t] is False. N may be 0. See avis.data.dataset for which tracks are kept.
 
-    def to(self, device: torch.device | str) -> ClipTargets:
-        return ClipTargets(*(t.to(device) for t in (self.labels, self.track_ids, self.masks, self.valid)))
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> ClipTargets:
+        tensors = (self.labels, self.track_ids, self.masks, self.valid)
+        return ClipTargets(*(t.to(device, non_blocking=non_blocking) for t in tensors))
+
+    def pin_memory(self) -> ClipTargets:
+        """A copy in pinned host memory (DataLoader(pin_memory=True) calls this)."""
+        return ClipTargets(*(t.pin_memory() for t in (self.labels, self.track_ids, self.masks, self.valid)))
 
 
 @dataclass
@@ -38,12 +43,23 @@ class ClipBatch:
     video_ids: list[int]  # AVISeg video id of each clip
     frame_indices: Tensor  # (B, T) int64, frame numbers in the source video
 
-    def to(self, device: torch.device | str) -> ClipBatch:
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> ClipBatch:
         return ClipBatch(
-            frames=self.frames.to(device),
-            audio=self.audio.to(device),
+            frames=self.frames.to(device, non_blocking=non_blocking),
+            audio=self.audio.to(device, non_blocking=non_blocking),
             image_sizes=self.image_sizes,
-            targets=[t.to(device) for t in self.targets],
+            targets=[t.to(device, non_blocking=non_blocking) for t in self.targets],
             video_ids=self.video_ids,
-            frame_indices=self.frame_indices.to(device),
+            frame_indices=self.frame_indices.to(device, non_blocking=non_blocking),
+        )
+
+    def pin_memory(self) -> ClipBatch:
+        """A copy in pinned host memory, for non-blocking copies to a GPU (DataLoader(pin_memory=True))."""
+        return ClipBatch(
+            frames=self.frames.pin_memory(),
+            audio=self.audio.pin_memory(),
+            image_sizes=self.image_sizes,
+            targets=[t.pin_memory() for t in self.targets],
+            video_ids=self.video_ids,
+            frame_indices=self.frame_indices.pin_memory(),
         )

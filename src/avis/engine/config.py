@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from avis.errors import DataError
+from avis.precision import PRECISIONS
 
 AMP_MODES = ("none", "bf16", "fp16")
 
@@ -82,6 +83,9 @@ class TrainConfig:
     accumulation: int = 1  # micro-batches per optimiser step
     seed: int = 0
     amp: str = "none"  # "bf16" (CPU or GPU) or "fp16" (GPU, with a gradient scaler)
+    # avis.precision mode of training and its evaluation: fp32 (strict), tf32, bf16, fp16;
+    # "auto" = `amp` when set, else the device's default (fp32 on CPU, bf16 on CUDA)
+    precision: str = "auto"
     threads: int = 0  # torch.set_num_threads per process (0 = leave as is)
     processes: int = 1  # >1: `avis train` starts that many local DDP processes (torchrun)
     # how long a collective waits for the other processes before the run stops with an error
@@ -105,6 +109,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.amp not in AMP_MODES:
             raise DataError(f"config: amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise DataError(f"config: precision must be auto or one of {PRECISIONS}, got {self.precision!r}")
         if self.batch_size < 1 or self.accumulation < 1 or self.iterations < 1:
             raise DataError("config: batch_size, accumulation and iterations must be >= 1")
         if self.max_minutes < 0:

@@ -127,11 +127,13 @@ def make_train_loader(
     info: DistInfo,
     num_workers: int = 0,
     repeats: Sequence[int] | None = None,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """A DataLoader over micro-batches of this process, starting at optimiser step `start_step`.
 
     `dataset` needs `__len__` (number of videos) and `sample(index, epoch)` (video = index % V);
-    `repeats`: optional per-video repeat factors (see `ClipOrder`).
+    `repeats`: optional per-video repeat factors (see `ClipOrder`); `pin_memory`: batches
+    in pinned host memory (CUDA: non-blocking copies to the GPU).
     """
     order = ClipOrder(len(dataset), seed, repeats)
     sampler = StepBatchSampler(order, start_step, num_steps, global_batch, accumulation, info)
@@ -141,5 +143,6 @@ def make_train_loader(
         collate_fn=collate,
         num_workers=num_workers,
         persistent_workers=False,
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -68,6 +68,7 @@ class SplitEvaluator:
         protocols: tuple[str, ...] = ("fixed", "official"),
         progress: bool = False,
         split_components: bool | None = None,  # None: the config's setting
+        precision: str | None = None,  # avis.precision mode; None = the device's default
     ) -> None:
         from avis.data import load_split
         from avis.eval import load_ground_truth
@@ -84,6 +85,7 @@ class SplitEvaluator:
         self.model_config, self.class_names = model_config, class_names
         self.audio, self.protocols, self.progress = audio, protocols, progress
         self.split_components = split_components
+        self.precision = precision
         self.category_ids = [c.id for c in self.data.categories]
 
     def predict_records(self, model: nn.Module) -> list[dict]:
@@ -98,7 +100,7 @@ class SplitEvaluator:
         info = ModelInfo("training", "avis", list(self.class_names), None)
         predictor = VideoPredictor(
             model, self.model_config, info, device=device, streaming=False,
-            split_components=self.split_components,
+            split_components=self.split_components, precision=self.precision,
         )  # fmt: skip
         audios = [self.data.load_audio(v) for v in self.videos]
         perm = derangement(len(self.videos))

@@ -49,6 +49,7 @@ from avis.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from avis.engine.plot import plot_curves
 from avis.engine.progress import ProgressBar, format_record
 from avis.errors import CheckpointError
+from avis.precision import default_precision, precision_context, tf32_allowed
 
 CURVES_FILE = "curves.png"
 CONFIG_FILE = "config.yaml"
@@ -56,6 +57,15 @@ FINAL_MODEL_FILE = "model_final.pth"
 TRAIN_SEED_STRIDE = 1000  # per-rank training RNG seed = seed + 1 + stride * rank
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+def training_precision(cfg: TrainConfig, device: torch.device) -> str:
+    """`cfg.precision`, or for "auto" the `amp` setting when given, else the device's default."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    if cfg.amp != "none":
+        return cfg.amp
+    return default_precision(device)
 
 
 class StopTraining(Exception):
@@ -94,7 +104,8 @@ class Trainer:
             )
         self.optimizer = build_optimizer(self.module, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim)
-        use_scaler = cfg.amp == "fp16" and info.device.type == "cuda"
+        self.precision = training_precision(cfg, info.device)
+        use_scaler = self.precision == "fp16" and info.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.iteration = 0  # optimiser steps done
         # training-loop seconds so far, earlier segments of a resumed run included (updated
@@ -179,18 +190,22 @@ class Trainer:
 
     # ----------------------------------------------------------------- training
     def autocast(self):
-        if self.cfg.amp == "none":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
-        return torch.autocast(self.info.device.type, dtype=dtype)
+        """The training precision's context (autocast dtype and TF32 switches)."""
+        return precision_context(self.precision, self.info.device)
 
     def train_step(self, batches) -> dict[str, float]:
         """One optimiser step over `accumulation` micro-batches; returns the mean loss terms."""
-        cfg = self.cfg
         self.optimizer.zero_grad(set_to_none=True)
+        with tf32_allowed(self.precision != "fp32"):  # backward and losses too
+            sums = self._micro_batches(batches)
+        return self._optimizer_step(sums)
+
+    def _micro_batches(self, batches) -> dict[str, float]:
+        """Forward (under the precision's autocast) and backward of `accumulation` micro-batches."""
+        cfg = self.cfg
         sums: dict[str, float] = {}
         for micro in range(cfg.accumulation):
-            batch = next(batches).to(self.info.device)
+            batch = next(batches).to(self.info.device, non_blocking=self.info.device.type == "cuda")
             last = micro == cfg.accumulation - 1
             model = self.model  # DDP-wrapped when distributed
             sync = (
@@ -206,6 +221,11 @@ class Trainer:
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             for name, value in {"loss": result.total, **result.terms}.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / cfg.accumulation
+        return sums
+
+    def _optimizer_step(self, sums: dict[str, float]) -> dict[str, float]:
+        """Gradient clipping, the (scaled) optimiser step and the schedule step."""
+        cfg = self.cfg
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         max_norm = cfg.optim.clip_grad_norm if cfg.optim.clip_grad_norm > 0 else math.inf
@@ -239,6 +259,7 @@ class Trainer:
             info=self.info,
             num_workers=cfg.data.num_workers,
             repeats=self.repeats,
+            pin_memory=self.info.device.type == "cuda",
         )
         batches = iter(loader)
         window: dict[str, float] = {}

@@ -27,6 +27,7 @@ from torch import nn
 LOG = logging.getLogger(__name__)
 DEFAULT_PARTS = ("backbone", "pixel_decoder")
 COMPILABLE_PARTS = ("backbone", "pixel_decoder", "frame_decoder")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 
 
 def compile_available() -> bool:
@@ -37,11 +38,14 @@ def compile_available() -> bool:
 class _CompiledForward:
     """A module's forward that uses a compiled version in no-grad eval calls, eager otherwise."""
 
-    def __init__(self, module: nn.Module, eager: Callable[..., Any]) -> None:
+    def __init__(self, module: nn.Module, eager: Callable[..., Any], mode: str | None = None) -> None:
         self.module = module
         self.eager = eager
-        self.compiled = torch.compile(eager, dynamic=False)
+        self.compiled = torch.compile(eager, dynamic=False, mode=mode)
         self.failed = False
+        # CUDA graphs reuse their output buffers: each call starts a new step, so the
+        # previous call's outputs (a finished chunk's) may be overwritten, never the current
+        self.cuda_graphs = mode == "reduce-overhead"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.failed or self.module.training or torch.is_grad_enabled():
@@ -49,6 +53,8 @@ class _CompiledForward:
         try:
             from torch._inductor import config as inductor_config
 
+            if self.cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with inductor_config.patch(freezing=True):  # parameters are constants here
                 return self.compiled(*args, **kwargs)
         except Exception as err:  # any compiler failure: fall back to eager for good
@@ -62,13 +68,21 @@ class _CompiledForward:
             return self.eager(*args, **kwargs)
 
 
-def compile_for_inference(model: nn.Module, parts: Sequence[str] = DEFAULT_PARTS) -> nn.Module:
+def compile_for_inference(
+    model: nn.Module, parts: Sequence[str] = DEFAULT_PARTS, mode: str | None = None
+) -> nn.Module:
     """Compile the named parts of ``model`` (an ``AVISM``) for no-grad inference, in place.
+
+    ``mode``: ``torch.compile``'s mode -- None (default), "reduce-overhead" (CUDA graphs:
+    pair it with the predictor's static chunk shapes, on by default on CUDA) or
+    "max-autotune" (CUDA kernel tuning; long first call).
 
     Returns the model. Does nothing (with a log line) when ``torch.compile`` is unavailable.
     Outputs are those of the eager model up to float rounding (identical for the backbone
     in our measurements); the golden parity tests run the eager model.
     """
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; expected one of {COMPILE_MODES}")
     unknown = sorted(set(parts) - set(COMPILABLE_PARTS))
     if unknown:
         raise ValueError(f"unknown parts {unknown}; expected some of {COMPILABLE_PARTS}")
@@ -79,7 +93,7 @@ def compile_for_inference(model: nn.Module, parts: Sequence[str] = DEFAULT_PARTS
         module = getattr(model, name)
         if isinstance(module.forward, _CompiledForward):
             continue
-        module.forward = _CompiledForward(module, module.forward)
+        module.forward = _CompiledForward(module, module.forward, mode)
     return model
 
 

@@ -14,12 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avis.precision import float32_island
+
 SCORE_EPS = 1e-6  # added to the mask-score denominator (official)
 MASK_LOGIT_THRESHOLD = 0.0  # output mask = resized logit > 0
 # Full-size logits per piece of `mask_logit_pieces` (4 MB of float32): the temporaries of a
 # piece stay in cache and are recycled by the allocator; whole (q, t, Hp, Wp) blocks were
 # 100s of MB, page-faulted afresh for every block (docs/benchmarks.md).
 PIECE_PIXELS = 1 << 20
+# On a GPU small pieces would mean thousands of tiny kernel launches per video: there a
+# piece holds up to 2^26 logits (256 MB of float32), so a frame's candidates are one piece.
+GPU_PIECE_PIXELS = 1 << 26
+# the mask logits in float32 outside autocast (True), or in the autocast dtype (False; only
+# for measuring what the float32 island buys: benchmarks/precision_accuracy.py)
+MASK_LOGITS_FLOAT32 = True
 
 
 @dataclass
@@ -38,7 +46,7 @@ def select_candidates(logits: Tensor, top_k: int) -> Candidates:
     The pairs come sorted by score, highest first (the official code uses an unsorted top-k;
     the set is the same).
     """
-    probs = logits.softmax(-1)[:, :-1]  # (cQ, K)
+    probs = logits.float().softmax(-1)[:, :-1]  # (cQ, K), float32 under any precision
     num_classes = probs.shape[1]
     k = min(top_k, probs.numel())
     scores, flat = probs.flatten().topk(k, sorted=True)
@@ -97,17 +105,24 @@ def mask_logit_pieces(
 
     embed (q, Cm) or per frame (q, t, Cm); mask_features (t, Cm, Hm, Wm). Each piece is
     `cropped_mask_logits` of its rows and frame (up to the float rounding of the product,
-    which is taken for all rows of a frame at once).
+    which is taken for all rows of a frame at once). Always float32, outside autocast: the
+    0.5 threshold of the masks is decided on float32 logits under every `--precision`.
     """
     q = embed.shape[0]
-    rows = max(1, PIECE_PIXELS // (padded_size[0] * padded_size[1]))
+    piece = PIECE_PIXELS if mask_features.device.type == "cpu" else GPU_PIECE_PIXELS
+    rows = max(1, piece // (padded_size[0] * padded_size[1]))
     h, w = input_size
     for frame in range(mask_features.shape[0]):
         features = mask_features[frame].flatten(1)  # (Cm, Hm*Wm)
         frame_embed = embed if embed.dim() == 2 else embed[:, frame]  # (q, Cm)
         # the low-resolution logits of all rows in one product (q x Hm*Wm floats, a few MB):
         # the frame's features are read once, not once per piece
-        low = (frame_embed @ features).view(q, 1, *mask_features.shape[-2:])  # (q, 1, Hm, Wm)
+        if MASK_LOGITS_FLOAT32:
+            with float32_island(features.device):
+                low = frame_embed.float() @ features.float()
+        else:
+            low = (frame_embed @ features).float()
+        low = low.view(q, 1, *mask_features.shape[-2:])  # (q, 1, Hm, Wm)
         for first in range(0, q, rows):
             part = slice(first, first + rows)
             logits = F.interpolate(low[part], size=padded_size, mode="bilinear", align_corners=False)

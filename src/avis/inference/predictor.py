@@ -14,7 +14,19 @@ from a temporary file written in the first pass (`spill_dir`, default the system
 folder; `avis.inference.spill`) or, when `spill=False` or that disk lacks the room,
 recomputes them (a second image-encoder pass); `streaming=False` keeps every frame's mask
 features in RAM (the official procedure); "auto" (default) streams when those features would
-exceed `feature_budget_mb`. All give identical masks.
+exceed `feature_budget_mb`. All give identical masks (scores equal up to float rounding: on
+the CPU the memory-bounded path encodes `streaming_chunk_size` = 6 frames per call, which
+bounds its peak memory, and a convolution over another batch size may round differently).
+On CUDA, "auto" keeps the standard path and offloads the mask features to pinned host memory
+when they exceed `feature_budget_mb` of GPU memory (`offload_features`), streaming only past
+`host_feature_budget_mb`.
+
+Precision (`precision`, `avis.precision`): "fp32" (strict, the CPU default), "tf32", "bf16"
+(the provisional CUDA default), "fp16". GPU habits, on by default on CUDA only (CPU runs are
+unchanged): chunks of a fixed shape (`static_chunks`: the last chunk is padded with copies
+of its last frame and the padding's outputs dropped; frames are encoded independently, so
+outputs are unchanged), frames read ahead by a background thread into pinned memory
+(`prefetch`, `avis.inference.prefetch`) and copied to the GPU without blocking.
 
 Letters: T frames, t frames of a chunk, D audio size, N kept instances, H x W original size,
 h x w network input size, Hp x Wp padded input size.
@@ -26,6 +38,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -38,18 +51,35 @@ from avis.data.transforms import resized_size
 from avis.errors import CheckpointError, MediaError
 from avis.inference import components
 from avis.inference.prediction import FrameResult, Prediction, PredictionBuilder
+from avis.inference.prefetch import ChunkPrefetcher
 from avis.inference.shipped import VGGISH, WEIGHT_FREE, ModelInfo, model_info, shipped_checkpoint
 from avis.inference.spill import FeatureSpill, spill_fits
-from avis.inference.video import InferenceOptions, pad_frames, predict_video, stream_video
+from avis.inference.video import (
+    InferenceOptions,
+    chunk_spans,
+    pad_frames,
+    predict_video,
+    stream_video,
+)
 from avis.models.avism import AVISM, ChunkEncoding
 from avis.models.config import PRESETS, AVISMConfig
+from avis.models.frame_decoder import FrameDecoderOutput
+from avis.precision import precision_context, resolve_precision
 
 log = logging.getLogger(__name__)
 
 Streaming = bool | Literal["auto"]
 PRECOMPUTED = "precomputed"
 DEFAULT_FEATURE_BUDGET_MB = 1024.0
+DEFAULT_HOST_FEATURE_BUDGET_MB = 16384.0  # CUDA: offloaded features beyond this -> streaming
 BYTES_PER_FLOAT = 4
+BYTES_PER_REDUCED = 2  # bf16 / fp16 mask features
+PREFETCH_DEPTH = 2  # chunks read ahead
+# CPU, memory-bounded path: frames per image-encoder call. Per-chunk tensors set its peak
+# memory (R50 360p, T = 60, peak RSS: 2474 / 1626 / 1336 MB at 18 / 9 / 6 frames per call,
+# and no slower: docs/benchmarks.md, "Long videos"); the frames are encoded independently,
+# so outputs are the same. GPUs keep the config's chunk size.
+STREAMING_CHUNK_CPU = 6
 STRIDE = 4  # mask features are at stride 4 of the padded input
 
 
@@ -70,6 +100,11 @@ class VideoPredictor:
         feature_budget_mb: float = DEFAULT_FEATURE_BUDGET_MB,
         spill: bool = True,
         spill_dir: str | Path | None = None,
+        precision: str | None = None,
+        static_chunks: bool | None = None,
+        prefetch: bool | None = None,
+        host_feature_budget_mb: float = DEFAULT_HOST_FEATURE_BUDGET_MB,
+        streaming_chunk_size: int | None | Literal["auto"] = "auto",
     ) -> None:
         self.model = model.to(device).eval()
         self.config = config
@@ -92,6 +127,14 @@ class VideoPredictor:
         self.streaming = streaming
         self.feature_budget_mb = feature_budget_mb
         self.spill, self.spill_dir = spill, spill_dir
+        on_gpu = self.device.type == "cuda"
+        self.precision = resolve_precision(precision, self.device)  # None -> the device default
+        self.static_chunks = on_gpu if static_chunks is None else static_chunks
+        self.prefetch = on_gpu if prefetch is None else prefetch
+        self.host_feature_budget_mb = host_feature_budget_mb
+        if streaming_chunk_size == "auto":
+            streaming_chunk_size = None if on_gpu else STREAMING_CHUNK_CPU
+        self.streaming_chunk_size = streaming_chunk_size  # None: the config's chunk size
         if info.audio_features is not None and info.audio_features != self.extractor.name:
             log.warning(
                 "AUDIO FEATURE MISMATCH: %s was trained with '%s' audio features but '%s' "
@@ -118,10 +161,12 @@ class VideoPredictor:
         streaming: Streaming = "auto",
         spill: bool = True,
         spill_dir: str | Path | None = None,
+        precision: str | None = None,
     ) -> VideoPredictor:
         """Load an avis checkpoint (config inside; `preset`, if given, must fit the weights)
         or an official AVISM one (`preset` required). path=None: the shipped tiny checkpoint.
-        `threshold` / `split_components`: None = the checkpoint config's setting.
+        `threshold` / `split_components`: None = the checkpoint config's setting;
+        `precision`: None = the device's default (`avis.precision.default_precision`).
         Raises CheckpointError when the weights do not fit."""
         from avis.models.checkpoint import read_checkpoint
         from avis.runtime import torch_device
@@ -136,6 +181,7 @@ class VideoPredictor:
         return cls(
             model, cfg, info, extractor=extractor, device=device, threshold=threshold,
             split_components=split_components, streaming=streaming, spill=spill, spill_dir=spill_dir,
+            precision=precision,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ prediction
@@ -243,15 +289,30 @@ class VideoPredictor:
         return (h, w), (h + (-h % div), w + (-w % div))
 
     def _feature_bytes(self, frame_shape) -> int:
-        """Bytes of every frame's mask features (float32, stride 4 of the padded input)."""
+        """Bytes of every frame's mask features (stride 4 of the padded input; float32, or
+        2 bytes a value under bf16 / fp16)."""
         _, (hp, wp) = self._sizes(frame_shape)
-        return frame_shape[0] * self.config.mask_dim * (hp // STRIDE) * (wp // STRIDE) * BYTES_PER_FLOAT
+        size = BYTES_PER_REDUCED if self.precision in ("bf16", "fp16") else BYTES_PER_FLOAT
+        return frame_shape[0] * self.config.mask_dim * (hp // STRIDE) * (wp // STRIDE) * size
 
     def _use_streaming(self, frame_shape, streaming: Streaming | None) -> bool:
         choice = self.streaming if streaming is None else streaming
         if choice != "auto":
             return bool(choice)
-        return self._feature_bytes(frame_shape) / 2**20 > self.feature_budget_mb
+        budget = self.host_feature_budget_mb if self.device.type == "cuda" else self.feature_budget_mb
+        return self._feature_bytes(frame_shape) / 2**20 > budget
+
+    def _options(self, frame_shape, streaming: bool = False) -> InferenceOptions:
+        """The inference options for a video: on CUDA, mask features over the GPU budget are
+        offloaded to pinned host memory (standard path); the memory-bounded path encodes at
+        most `streaming_chunk_size` frames per call (same outputs: frames are encoded
+        independently)."""
+        over = self._feature_bytes(frame_shape) / 2**20 > self.feature_budget_mb
+        offload = self.options.offload_features or (self.device.type == "cuda" and over)
+        chunk = self.options.run_chunk_size
+        if streaming and self.streaming_chunk_size is not None:
+            chunk = min(chunk, self.streaming_chunk_size)
+        return replace(self.options, offload_features=offload, run_chunk_size=chunk)
 
     def _feature_spill(self, frame_shape) -> contextlib.AbstractContextManager[FeatureSpill | None]:
         """A temporary feature file for the streaming path, or None (recompute) when spilling is
@@ -265,36 +326,79 @@ class VideoPredictor:
             return contextlib.nullcontext()
         return FeatureSpill(self.spill_dir)
 
-    def encoder(self, frames: np.ndarray, audio: torch.Tensor):
+    def encoder(
+        self, frames: np.ndarray, audio: torch.Tensor, reader: ChunkPrefetcher | None = None,
+        size: int | None = None,  # the run's chunk size (static shapes pad to it)
+    ):
         """The image encoder of these frames: (encode(start, stop, with_queries) -> ChunkEncoding
         of frames[start:stop], network input size (h, w), padded size (Hp, Wp)). frames (T, H, W, 3)
-        uint8 RGB, audio (T, D) features. Used frame by frame by the online mode."""
+        uint8 RGB, audio (T, D) features; `reader` prefetches the chunks (pinned on CUDA). Used
+        frame by frame by the online mode."""
         input_size, padded = self._sizes(frames.shape)
         div = self.config.size_divisibility
+        size = size or self.options.run_chunk_size
+        non_blocking = self.device.type == "cuda"
 
         def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
-            chunk = torch.from_numpy(np.ascontiguousarray(frames[start:stop])).to(self.device)
+            if reader is not None:
+                chunk = reader.get(start, stop)
+            else:
+                chunk = torch.from_numpy(np.ascontiguousarray(frames[start:stop]))
+            chunk = chunk.to(self.device, non_blocking=non_blocking)
             chunk = chunk.permute(0, 3, 1, 2).float()  # (t, 3, H, W)
             if tuple(chunk.shape[-2:]) != input_size:
                 shrink = input_size[0] < chunk.shape[-2]
                 chunk = F.interpolate(chunk, size=input_size, mode="bilinear", align_corners=False, antialias=shrink)
                 chunk = chunk.clamp_(0, 255)
             chunk = pad_frames(chunk, div)
-            return self.model.encode_chunk(chunk, audio[start:stop].to(self.device), input_size, with_queries)
+            chunk_audio = audio[start:stop].to(self.device, non_blocking=non_blocking)
+            count = stop - start
+            if self.static_chunks and count < size:  # a fixed shape: pad with the last frame
+                chunk = torch.cat([chunk, chunk[-1:].expand(size - count, *chunk.shape[1:])])
+                chunk_audio = torch.cat([chunk_audio, chunk_audio[-1:].expand(size - count, -1)])
+                return trim_encoding(self.model.encode_chunk(chunk, chunk_audio, input_size, with_queries), count)
+            return self.model.encode_chunk(chunk, chunk_audio, input_size, with_queries)
 
         return encode, input_size, padded
 
     def _run(self, frames: np.ndarray, audio: torch.Tensor, streaming: bool):
         """-> (head with scores/labels, iterator of (first frame, masks (N, t, H, W) bool))."""
-        encode, input_size, padded = self.encoder(frames, audio)
+        options = self._options(frames.shape, streaming)
+        reader = None
+        if self.prefetch:
+            spans = chunk_spans(frames.shape[0], options.run_chunk_size)
+            reader = ChunkPrefetcher(frames, spans, PREFETCH_DEPTH, pin=self.device.type == "cuda")
+        encode, input_size, padded = self.encoder(frames, audio, reader, options.run_chunk_size)
         out_size = tuple(frames.shape[1:3])
-        args = (self.model, encode, audio, input_size, padded, out_size, self.options)
-        if streaming:
-            with self._feature_spill(frames.shape) as spill:
-                streamed = stream_video(*args, spill=spill)
-            return streamed, streamed.chunks
-        full = predict_video(*args)
+        args = (self.model, encode, audio, input_size, padded, out_size, options)
+        with contextlib.ExitStack() as stack:
+            if reader is not None:
+                stack.enter_context(reader)
+            stack.enter_context(precision_context(self.precision, self.device))
+            if streaming:
+                with self._feature_spill(frames.shape) as spill:
+                    streamed = stream_video(*args, spill=spill)
+                return streamed, streamed.chunks
+            full = predict_video(*args)
         return full, iter([(0, full.masks)] if len(full.scores) else [])
+
+
+def trim_encoding(enc: ChunkEncoding, count: int) -> ChunkEncoding:
+    """The first `count` frames of a chunk's encoding (the rest was shape padding)."""
+    frame = enc.frame
+    if frame is not None:
+        frame = FrameDecoderOutput(
+            pred_logits=frame.pred_logits[:, :count],
+            pred_masks=frame.pred_masks[:, :count],
+            frame_queries=frame.frame_queries[:, :count],
+            audio_fusion=frame.audio_fusion[:, :count],
+        )
+    return ChunkEncoding(
+        mask_features=enc.mask_features[:count],
+        frame_queries=None if enc.frame_queries is None else enc.frame_queries[:count],
+        frame=frame,
+        stride4_features=enc.stride4_features[:count],
+    )
 
 
 def _config_for(obj: dict, preset: str | None, source: str) -> AVISMConfig:

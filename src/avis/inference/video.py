@@ -10,6 +10,9 @@ mask score below 1, so only candidates whose class probability is above the thre
 pass it. Same results as ``predict_video`` (chunks, sums and mask products are cut
 identically), at the cost of one more image-encoder pass.
 
+On a GPU ``predict_video`` can keep the mask features in pinned host memory instead
+(``InferenceOptions.offload_features``): GPU memory then stays flat with the video's length.
+
 Both take an ``encode(start, stop, with_queries) -> ChunkEncoding`` function, so the frames
 may come from memory, a decoder or precomputed backbone features (``frames_encoder``,
 ``features_encoder``).
@@ -52,6 +55,9 @@ class InferenceOptions:
     top_k: int = 100
     score_threshold: float = 0.3
     mask_prob_threshold: float = 0.5
+    # standard path: keep every frame's mask features in (pinned, on CUDA) host memory and
+    # bring them back block by block, so GPU memory stays flat with the video's length
+    offload_features: bool = False
 
     @classmethod
     def from_config(cls, cfg: AVISMConfig) -> InferenceOptions:
@@ -122,20 +128,24 @@ def _frame_queries(enc: ChunkEncoding) -> Tensor:
     return enc.frame_queries
 
 
-def _chunks(num_frames: int, size: int) -> list[tuple[int, int]]:
+def chunk_spans(num_frames: int, size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each image-encoder chunk of a video (the last may be shorter)."""
     return [(s, min(s + size, num_frames)) for s in range(0, num_frames, size)]
+
+
+_chunks = chunk_spans
 
 
 def _select(model: AVISM, frame_queries: Tensor, audio: Tensor, options, trace) -> _Selection:
     video = model.decode_video(frame_queries, audio.to(frame_queries.device))
     cands = select_candidates(video.pred_logits[-1, 0, 0], options.top_k)
     if video.pred_quality is not None:  # mask_quality models: class prob x predicted mask IoU
-        quality = video.pred_quality[-1, 0, 0].sigmoid()  # (cQ,)
+        quality = video.pred_quality[-1, 0, 0].float().sigmoid()  # (cQ,)
         cands = replace(cands, scores=cands.scores * quality[cands.query_index])
     unique, inverse = torch.unique(cands.query_index, return_inverse=True)
     if trace is not None:
         trace.frame_queries, trace.video, trace.candidates = frame_queries, video, cands
-    return _Selection(cands, video.pred_mask_embed[-1, 0, 0][unique], inverse)
+    return _Selection(cands, video.pred_mask_embed[-1, 0, 0][unique].float(), inverse)
 
 
 def _keep(sel: _Selection, conf, options, trace) -> tuple[Tensor, Tensor]:
@@ -187,10 +197,12 @@ def predict_video(
     out_hw = _pair(out_size if out_size is not None else input_size)
     queries: list[Tensor] = []
     features: list[Tensor] = []
+    device = audio.device
     for start, stop in _chunks(num_frames, options.run_chunk_size):
         enc = encode(start, stop, True)
         queries.append(_frame_queries(enc))
-        features.append(enc.mask_features)
+        device = enc.mask_features.device
+        features.append(offload(enc.mask_features) if options.offload_features else enc.mask_features)
         if trace is not None and enc.frame is not None:
             trace.frame_logits.append(enc.frame.pred_logits[-1])
             trace.frame_masks.append(enc.frame.pred_masks[-1])
@@ -198,7 +210,12 @@ def predict_video(
     sel = _select(model, torch.cat(queries), audio, options, trace)
 
     def blocks() -> Iterator[Tensor]:
-        return rechunk(features, options.interpolate_chunk_size)
+        if not options.offload_features:
+            return rechunk(features, options.interpolate_chunk_size)
+        if device.type == "cuda":  # the device-to-host copies must land before the host reads
+            torch.cuda.synchronize(device)
+        host = rechunk(features, options.interpolate_chunk_size)
+        return (block.to(device, non_blocking=True) for block in host)
 
     conf = mask_confidence(
         sel.embed, blocks(), padded_size, input_size, options.mask_prob_threshold
@@ -326,6 +343,14 @@ def predict_video_streaming(*args, **kwargs) -> VideoPrediction:
     return VideoPrediction(
         streamed.scores, streamed.labels, masks, streamed.query_indices, streamed.image_size
     )
+
+
+def offload(x: Tensor) -> Tensor:
+    """A copy of ``x`` in host memory: pinned, copied without blocking, when ``x`` is on a GPU."""
+    if x.device.type == "cpu":
+        return x
+    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    return host.copy_(x, non_blocking=True)
 
 
 # ---------------------------------------------------------------------- encoders

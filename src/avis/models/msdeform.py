@@ -5,9 +5,11 @@ d = C / h, nL levels, P sampling points per (head, level), H_l x W_l size of lev
 
 Sampling is bilinear ``grid_sample`` with zero padding and ``align_corners=False``: a
 location (x, y) in [0, 1] reads pixel coordinates (x * W_l - 0.5, y * H_l - 0.5), which is
-what the official CUDA kernel and its PyTorch fallback compute. Two equivalent samplers: one
-``grid_sample`` per level over all heads, queries and points (used under autograd), and an
-``embedding_bag`` over explicit bilinear corners of all levels at once (faster, used without
+what the official CUDA kernel and its PyTorch fallback compute. Three equivalent samplers,
+chosen by device (`default_sampling_method`): on CPU one ``grid_sample`` per level over all
+heads, queries and points (used under autograd) and an ``embedding_bag`` over explicit
+bilinear corners of all levels at once (faster, used without autograd); on GPUs one
+``grid_sample`` over a canvas holding every level (`sample_with_canvas`, with and without
 autograd).
 """
 
@@ -212,7 +214,88 @@ def compiling() -> bool:
 def _weighted_bags(rows: Tensor, table: Tensor, weights: Tensor) -> Tensor:
     """``embedding_bag`` sum; kept out of ``torch.compile`` graphs, whose decomposition of it
     materialises every gathered row (several times slower on CPU)."""
-    return F.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+    # under autocast the table may be bf16 while the weights are float32: one dtype for both
+    return F.embedding_bag(rows, table, per_sample_weights=weights.to(table.dtype), mode="sum")
+
+
+CANVAS_BYTES = 1 << 28  # `sample_with_canvas`: images per grid_sample call so that its samples fit
+
+
+def _canvas(
+    value: Tensor, spatial_shapes: Sequence[tuple[int, int]], sizes: list[int]
+) -> tuple[Tensor, list[int]]:
+    """(N, S, h, d) -> canvas (N*h, d, Hc, Wc): the level maps side by side, each with a zero
+    border (BORDER_BEFORE / BORDER_AFTER columns, rows below padded with zeros), and the
+    canvas column of each level's first pixel."""
+    n, _, heads, d = value.shape
+    height = max(hh for hh, _ in spatial_shapes) + BORDER_BEFORE + BORDER_AFTER
+    maps, columns, column = [], [], 0
+    for value_l, (hh, ww) in zip(value.split(sizes, dim=1), spatial_shapes):
+        value_l = value_l.permute(0, 2, 3, 1).reshape(n * heads, d, hh, ww)
+        border = (BORDER_BEFORE, BORDER_AFTER, BORDER_BEFORE, height - hh - BORDER_BEFORE)
+        maps.append(F.pad(value_l, border))  # (N*h, d, Hc, W_l + 3)
+        columns.append(column + BORDER_BEFORE)
+        column += maps[-1].shape[-1]
+    return torch.cat(maps, -1), columns
+
+
+def sample_with_canvas(
+    value: Tensor,  # (N, S, h, d)
+    spatial_shapes: Sequence[tuple[int, int]],  # nL x (H_l, W_l)
+    sampling_locations: Tensor,  # (N, Lq, h, nL, P, 2)
+    attention_weights: Tensor,  # (N, Lq, h, nL, P)
+) -> Tensor:  # (N, Lq, h * d)
+    """One ``grid_sample`` over all levels, heads and points (the GPU path).
+
+    The level maps sit side by side on one canvas with a zero border around each; pixel
+    coordinates are clamped to [-1, W_l] x [-1, H_l] as in `sample_with_gather`, so every
+    bilinear corner outside a level reads that level's zero border, never a neighbour:
+    zero padding per level, as the per-level ``grid_sample``. Differentiable (training) and
+    a few large kernels instead of nL small ones and a CPU-shaped gather. Images are taken
+    in groups whose samples stay under `CANVAS_BYTES`.
+    """
+    n, _, heads, d = value.shape
+    lq, levels, points = sampling_locations.shape[1], sampling_locations.shape[3], sampling_locations.shape[4]
+    sizes = _check_shapes(value, spatial_shapes)
+    canvas, columns = _canvas(value, spatial_shapes, sizes)  # (N*h, d, Hc, Wc)
+    level_wh = level_sizes(spatial_shapes, sampling_locations)  # (nL, 1, 2) = (W_l, H_l)
+    pixels = torch.nan_to_num(sampling_locations * level_wh - 0.5, nan=-1.0)
+    pixels = torch.minimum(pixels, level_wh).clamp(min=-1.0)
+    origin = torch.tensor(
+        [[c, BORDER_BEFORE] for c in columns], dtype=pixels.dtype, device=pixels.device
+    ).view(-1, 1, 2)  # canvas pixel of each level's (0, 0)
+    canvas_wh = torch.tensor(
+        [canvas.shape[-1], canvas.shape[-2]], dtype=pixels.dtype, device=pixels.device
+    )
+    grid = (pixels + origin + 0.5) / canvas_wh * 2 - 1  # align_corners=False coordinates
+    # (N, Lq, h, nL, P, 2) -> (N*h, Lq, nL*P, 2); weights -> (N*h, 1, Lq, nL*P)
+    grid = grid.permute(0, 2, 1, 3, 4, 5).reshape(n * heads, lq, levels * points, 2)
+    weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(n * heads, 1, lq, levels * points)
+    # coordinates never in bf16/fp16 (a canvas 150 px wide would be off by ~0.5 px): the
+    # sampling runs in the wider of the two dtypes (float32 under autocast)
+    dtype = torch.promote_types(canvas.dtype, grid.dtype)
+    per_image = heads * d * lq * levels * points * torch.finfo(dtype).bits // 8
+    group = max(1, CANVAS_BYTES // max(per_image, 1)) * heads  # rows of N*h per call
+    outs = []
+    for first in range(0, n * heads, group):
+        rows = slice(first, first + group)
+        sampled = F.grid_sample(
+            canvas[rows].to(dtype), grid[rows].to(dtype), mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (r, d, Lq, nL*P)
+        outs.append((sampled * weights[rows].to(dtype)).sum(-1))  # (r, d, Lq)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return out.view(n, heads * d, lq).transpose(1, 2)
+
+
+SAMPLING_METHODS = ("auto", "gather", "grid_sample", "canvas")
+
+
+def default_sampling_method(device: torch.device, needs_grad: bool) -> str:
+    """CPU: the gather without autograd, per-level grid_sample with it; other devices
+    (CUDA): the canvas grid_sample (one kernel over all levels and heads)."""
+    if device.type != "cpu":
+        return "canvas"
+    return "grid_sample" if needs_grad else "gather"
 
 
 def ms_deform_attn_sample(
@@ -222,17 +305,19 @@ def ms_deform_attn_sample(
     attention_weights: Tensor,  # (N, Lq, h, nL, P), softmax-normalised over (nL, P)
     method: str = "auto",
 ) -> Tensor:  # (N, Lq, h * d)
-    """Bilinear multi-scale sampling; ``method`` "auto" = gather without autograd, else grid_sample."""
+    """Bilinear multi-scale sampling; ``method`` "auto" = `default_sampling_method`."""
     if method == "auto":
         needs_grad = torch.is_grad_enabled() and any(
             t.requires_grad for t in (value, sampling_locations, attention_weights)
         )
-        method = "grid_sample" if needs_grad else "gather"
+        method = default_sampling_method(value.device, needs_grad)
+    if method == "canvas":
+        return sample_with_canvas(value, spatial_shapes, sampling_locations, attention_weights)
     if method == "grid_sample":
         return sample_with_grid_sample(value, spatial_shapes, sampling_locations, attention_weights)
     if method == "gather":
         return sample_with_gather(value, spatial_shapes, sampling_locations, attention_weights)
-    raise ValueError(f"method must be 'auto', 'grid_sample' or 'gather', got {method!r}")
+    raise ValueError(f"method must be one of {SAMPLING_METHODS}, got {method!r}")
 
 
 class MSDeformAttn(nn.Module):

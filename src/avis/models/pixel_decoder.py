@@ -12,6 +12,7 @@ k = 1 for the map just above the encoder levels. Parameter names match the offic
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import cast
 
@@ -82,7 +83,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         before its output rows are written."""
         value = self.self_attn.project_value(src)  # (N, S, h, d)
         n, s, _ = src.shape
-        if not self.uses_blocks(n * s):
+        if src.device.type != "cpu" or not self.uses_blocks(n * s):  # blocks: a CPU design
             return self._block(src, pos, reference_points, value, spatial_shapes)
         table = GatherTable.build(value, spatial_shapes)
         num_blocks = -(-s // self.block_rows)
@@ -128,7 +129,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         # tensors per layer; same values (addition commutes exactly)
         attn = self.self_attn.attend(src + pos, reference_points, value, spatial_shapes)
         src = self.norm1(self.dropout(attn).add_(src))
-        if hidden is None:
+        if hidden is None or torch.is_autocast_enabled(src.device.type):  # out= skips autocast
             inner = self.linear1(src)
         else:  # the same product as linear1 (bias + src @ W^T), written into the buffer
             rows = src.shape[0] * src.shape[1]
@@ -214,6 +215,9 @@ class MSDeformAttnTransformer(nn.Module):
 
 
 class MSDeformAttnPixelDecoder(nn.Module):
+    # autocast dtypes under which the decoder still runs in float32 (see `forward`)
+    fp32_under_autocast: tuple[torch.dtype, ...] = (torch.float16,)
+
     def __init__(
         self,
         in_channels: Sequence[int],  # channels of the backbone maps, stride ascending
@@ -285,7 +289,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def forward(self, features: Sequence[Tensor] | Mapping[str, Tensor]) -> PixelDecoderOutput:
         """features: backbone maps (N, C_i, H/s_i, W/s_i), stride ascending (a list, or a dict
-        such as {"res2": ..., "res5": ...} in that order). Always runs in fp32."""
+        such as {"res2": ..., "res5": ...} in that order). Runs in fp32 under an autocast to
+        a dtype of `fp32_under_autocast` (fp16: the official fp32 island, its deformable
+        attention overflows fp16), else in the autocast dtype (bf16 has fp32's range)."""
         if isinstance(features, Mapping):
             features = list(features.values())
         channels = [int(f.shape[1]) if f.dim() == 4 else -1 for f in features]
@@ -295,7 +301,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 f"expected {len(self.in_channels)} maps (N, C, h, w) with C = {self.in_channels} "
                 f"(stride ascending), got feature maps of shapes {shapes}"
             )
-        with torch.autocast(device_type=features[0].device.type, enabled=False):
+        device_type = features[0].device.type
+        island = torch.is_autocast_enabled(device_type) and (
+            torch.get_autocast_dtype(device_type) in self.fp32_under_autocast
+        )
+        with torch.autocast(device_type=device_type, enabled=False) if island else nullcontext():
             enc_in = [f.float() for f in features[self.num_fpn_levels :][::-1]]  # coarse to fine
             srcs = [proj(x) for proj, x in zip(self.input_proj, enc_in)]
             pos = [self.pe_layer(x) for x in enc_in]

@@ -1,0 +1,137 @@
+"""`--precision` (avis.precision): contexts, defaults, and every mode through VideoPredictor on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avis.precision import (
+    PRECISIONS,
+    default_precision,
+    float32_island,
+    precision_context,
+    resolve_precision,
+)
+
+
+def test_modes_defaults_and_errors():
+    assert default_precision("cpu") == "fp32"
+    assert default_precision(torch.device("cuda", 0)) == "bf16"
+    assert resolve_precision(None, "cpu") == resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("fp16", "cpu") == "fp16"
+    with pytest.raises(ValueError, match="fp32, tf32, bf16, fp16"):
+        resolve_precision("half", "cpu")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_context_sets_tf32_and_autocast_and_restores(precision):
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    x, w = torch.randn(4, 8), torch.randn(3, 8)
+    with precision_context(precision, "cpu"):
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        y = torch.nn.functional.linear(x, w)
+        with float32_island("cpu"):
+            z = torch.nn.functional.linear(x, w)
+    assert tf32 == ((precision != "fp32"),) * 2  # fp32 is strict: TF32 off
+    expected = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    assert y.dtype == expected and z.dtype == torch.float32
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from avis.inference.predictor import VideoPredictor
+
+    predictor = VideoPredictor.from_checkpoint()
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (7, 96, 128, 3), dtype=np.uint8)
+    audio = rng.standard_normal((7, predictor.config.audio_dim)).astype(np.float32)
+    return predictor, frames, audio, predictor.predict((frames, audio))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum() / max(np.logical_or(a, b).sum(), 1))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_precision_through_the_predictor(shipped, precision):
+    from avis.inference.predictor import VideoPredictor
+
+    base, frames, audio, want = shipped
+    assert base.precision == "fp32" and want.num_instances > 0
+    predictor = VideoPredictor(base.model, base.config, base.info, precision=precision)
+    dtypes: dict[str, set] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            dtypes.setdefault(name, set()).add(output.dtype)
+
+        return record
+
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in base.model.named_modules()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+    ]
+    try:
+        got = predictor.predict((frames, audio))
+    finally:
+        for h in handles:
+            h.remove()
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if low is None:  # fp32 and tf32 (the same on CPU): identical outputs, float32 products
+        assert all(d == {torch.float32} for d in dtypes.values())
+        np.testing.assert_array_equal(got.scores, want.scores)
+        assert got.rles == want.rles
+        return
+    # every linear layer and convolution ran in the low dtype, except the pixel decoder
+    # under fp16 (its float32 island)
+    island = {n for n in dtypes if n.startswith("pixel_decoder.")} if precision == "fp16" else set()
+    assert island or precision == "bf16"
+    for name, seen in dtypes.items():
+        assert seen == ({torch.float32} if name in island else {low}), (name, seen)
+    assert got.num_instances == want.num_instances
+    np.testing.assert_array_equal(got.labels, want.labels)
+    np.testing.assert_allclose(got.scores, want.scores, atol=0.05)
+    for a, b in zip(got.masks(), want.masks()):
+        assert _iou(a, b) > 0.95
+
+
+def test_mask_postprocessing_is_float32_under_autocast():
+    from avis.inference.postprocess import mask_logit_pieces, select_candidates
+
+    torch.manual_seed(0)
+    embed, features = torch.randn(3, 8).bfloat16(), torch.randn(2, 8, 4, 5).bfloat16()
+    with precision_context("bf16", "cpu"):
+        pieces = list(mask_logit_pieces(embed, features, (16, 20), (14, 18)))
+        cands = select_candidates(torch.randn(5, 4).bfloat16(), 3)
+    assert all(logits.dtype == torch.float32 for _, _, logits in pieces)
+    assert cands.scores.dtype == torch.float32
+
+
+@pytest.mark.parametrize("command", ["predict", "demo"])
+def test_cli_passes_the_precision_on(monkeypatch, tmp_path, command, capsys):
+    from avis.cli.main import main
+    from avis.inference.predictor import VideoPredictor
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(VideoPredictor, "from_checkpoint", staticmethod(fake))
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")  # never opened: the predictor is built first
+    extra = [str(video), "--out", str(tmp_path / "out")] if command == "predict" else []
+    with pytest.raises(Stop):
+        main([command, *extra, "--precision", "bf16"])
+    assert seen["precision"] == "bf16"
+    with pytest.raises(SystemExit):
+        main([command, *extra, "--precision", "half"])
+    assert "invalid choice" in capsys.readouterr().err
