@@ -127,10 +127,10 @@ def test_cli_passes_the_precision_on(monkeypatch, tmp_path, command, capsys):
 
     monkeypatch.setattr(VideoPredictor, "from_checkpoint", staticmethod(fake))
     video = tmp_path / "clip.mp4"
-    video.write_bytes(b"")  # never opened: the predictor is built first
+    video.write_bytes(b"never opened: the predictor is built first")
     extra = [str(video), "--out", str(tmp_path / "out")] if command == "predict" else []
     with pytest.raises(Stop):
-        main([command, *extra, "--precision", "bf16"])
+        main([command, *extra, "--precision", "bf16", "-v"])  # -v: exceptions propagate
     assert seen["precision"] == "bf16"
     with pytest.raises(SystemExit):
         main([command, *extra, "--precision", "half"])
