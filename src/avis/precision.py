@@ -67,11 +67,18 @@ def supported_precisions(device: str | torch.device) -> tuple[str, ...]:
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
         modes = ["fp32"] + (["tf32"] if major >= 8 else [])
-        modes += ["bf16"] if torch.cuda.is_bf16_supported(including_emulation=False) else []
+        modes += ["bf16"] if _cuda_bf16_native() else []
         return (*modes, "fp16")
     if device.type == "cpu":
         return ("fp32", "bf16") + (("fp16",) if _cpu_autocast_takes_fp16() else ())
     return ("fp32",)
+
+
+def _cuda_bf16_native() -> bool:
+    try:  # PyTorch < 2.4 has no `including_emulation` (and counts only native support)
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.is_bf16_supported()
 
 
 @functools.cache
