@@ -12,6 +12,7 @@ from avis.precision import (
     float32_island,
     precision_context,
     resolve_precision,
+    supported_precisions,
 )
 
 
@@ -22,6 +23,20 @@ def test_modes_defaults_and_errors():
     assert resolve_precision("fp16", "cpu") == "fp16"
     with pytest.raises(ValueError, match="fp32, tf32, bf16, fp16"):
         resolve_precision("half", "cpu")
+
+
+def test_supported_precisions_per_device(monkeypatch):
+    with torch.autocast("cpu", dtype=torch.float16):  # this PyTorch's CPU autocast and float16
+        cpu_fp16 = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float16
+    assert supported_precisions("cpu") == ("fp32", "bf16", *(("fp16",) if cpu_fp16 else ()))
+    # CUDA without a GPU here: the answers of the CUDA queries decide
+    for capability, bf16, expected in [
+        ((7, 5), False, ("fp32", "fp16")),  # Turing: no TF32, no native bf16
+        ((9, 0), True, ("fp32", "tf32", "bf16", "fp16")),  # Hopper
+    ]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, b=bf16: b)
+        assert supported_precisions("cuda:0") == expected
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ from serve_helpers import free_port
 INFO = ServerInfo(
     model="model.pth", class_names=["hiss", "ticker"], default_threshold=0.5, default_split=True,
     devices=["cpu"], default_device="cpu", demo_available=True,
+    precisions={"cpu": ["auto", "fp32", "bf16"]}, auto_precisions={"cpu": "fp32"}, default_precision="auto",
 )  # fmt: skip
 WAIT_S = 30.0
 
@@ -101,7 +103,7 @@ def test_upload_runs_a_job_and_serves_its_files(tmp_path):
         status = wait_state(client, job_id, (DONE, FAILED))
         assert status["state"] == DONE and status["error"] is None and status["progress"] == 1.0
         assert status["name"] == "clip.mp4"  # the client's path is reduced to a display name
-        assert status["settings"] == {"threshold": 0.25, "split": False, "device": "cpu"}
+        assert status["settings"] == {"threshold": 0.25, "split": False, "device": "cpu", "precision": "auto"}
         job = manager.get(job_id)
         assert job is not None and job.folder.parent == manager.root
         assert not job.upload.exists()  # the upload goes once the job ends, the outputs stay
@@ -133,6 +135,8 @@ def test_bad_job_ids_are_not_found(tmp_path):
         ("threshold=nan", b"v", 400, "between 0 and 1"),
         ("split=maybe", b"v", 400, "split must be one of"),
         ("device=tpu", b"v", 400, "device must be one of cpu"),
+        ("precision=fp64", b"v", 400, "precision must be one of auto, fp32, bf16 on cpu; got 'fp64'"),
+        ("precision=tf32", b"v", 400, "precision must be one of auto, fp32, bf16 on cpu; got 'tf32'"),
         ("name=a.mp4", b"", 400, "the upload is empty"),
         ("demo=1", b"", 404, "demo clip is not available"),
     ],
@@ -143,6 +147,24 @@ def test_bad_requests_get_a_clear_message(tmp_path, query, body, status, message
         response = client.post(f"/api/jobs?{query}", content=body)
         assert response.status_code == status and message in response.json()["error"]
         assert [p.name for p in manager.root.iterdir()] == []  # nothing left behind
+
+
+def test_precision_choice_reaches_the_job_and_the_server_default_applies(tmp_path):
+    seen = []
+
+    def record(job, report):
+        seen.append(job.settings.precision)
+        write_outputs(job, report)
+
+    manager = JobManager(record, Limits(), tmp_path)
+    client = TestClient(build_app(manager, replace(INFO, default_precision="bf16")))
+    with client:
+        config = client.get("/api/config").json()
+        assert config["precisions"] == {"cpu": ["auto", "fp32", "bf16"]} and config["default_precision"] == "bf16"
+        for query in ("precision=fp32", ""):
+            job_id = client.post(f"/api/jobs?name=a.mp4&{query}", content=b"v").json()["id"]
+            assert wait_state(client, job_id, (DONE, FAILED))["settings"]["precision"] == seen[-1]
+    assert seen == ["fp32", "bf16"]  # an empty choice is the server's --precision
 
 
 def test_upload_size_limit(tmp_path):
@@ -279,6 +301,11 @@ def test_cli_without_the_web_extra_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
     assert main(["serve"]) == 1
     assert "needs the 'web' extra (uvicorn is missing): pip install -e '.[web]'" in capsys.readouterr().err
+
+
+def test_cli_rejects_a_precision_the_device_does_not_offer(capsys):
+    assert main(["serve", "--precision", "tf32"]) == 1  # tf32 is fp32 under another name on CPU
+    assert "--precision tf32 is not offered on cpu (choose auto, fp32, bf16" in capsys.readouterr().err
 
 
 def test_cli_rejects_bad_limits(capsys):

@@ -18,6 +18,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from avis.cli.main import main
 from avis.inference.predictor import VideoPredictor
 from avis.inference.shipped import DEMO_VIDEO, asset_path
+from avis.precision import supported_precisions
 from avis.serve.app import create_app
 from avis.serve.jobs import Limits, MemoryBudget
 from serve_helpers import chromium_driver, running_server
@@ -99,6 +100,12 @@ def test_upload_demo_video_shows_what_avis_demo_finds(browser, server, demo_refe
 
     # the instance table: the instances, classes, scores and intervals of `avis demo`
     assert _table(browser) == _expected_rows(summary)
+
+    # the precision choice: what the device supports, "auto" (fp32 on CPU, as `avis demo`) chosen
+    options = browser.find_elements("css selector", "#precision option")
+    assert [o.get_attribute("value") for o in options] == ["auto", *supported_precisions("cpu")]
+    assert options[0].is_selected() and options[0].text == "auto (fp32 on cpu)"
+    assert browser.find_element("id", "result-name").text.endswith(", fp32")
 
     # the overlay video: playable in the browser, 12 s long, with its soundtrack
     video = browser.find_element("id", "overlay")

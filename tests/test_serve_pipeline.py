@@ -96,6 +96,26 @@ def test_settings_reach_the_predictor(predictor, clip, tmp_path):
         run_job(ModelBank(predictor, MemoryBudget()), clip, tmp_path / "b", JobSettings(device="cuda:7"))
 
 
+def test_precision_reaches_the_predictor(predictor, clip, tmp_path, monkeypatch):
+    used = []
+    real = predictor_module.precision_context
+
+    def spy(precision, device):
+        used.append((precision, str(device)))
+        return real(precision, device)
+
+    monkeypatch.setattr(predictor_module, "precision_context", spy)
+    bank = ModelBank(predictor, MemoryBudget())
+    job, _ = run_job(bank, clip, tmp_path / "a", replace(KEEP_ALL, precision="bf16"))
+    assert used and set(used) == {("bf16", "cpu")} and job.result is not None and job.result["precision"] == "bf16"
+    used.clear()
+    job, _ = run_job(bank, clip, tmp_path / "b", KEEP_ALL)  # auto: the device's default
+    assert set(used) == {("fp32", "cpu")} and job.result is not None and job.result["precision"] == "fp32"
+    assert bank.precisions("cpu")[:3] == ["auto", "fp32", "bf16"] and "tf32" not in bank.precisions("cpu")
+    with pytest.raises(JobError, match="precision 'tf32' is not offered on cpu"):
+        run_job(bank, clip, tmp_path / "c", replace(KEEP_ALL, precision="tf32"))
+
+
 def test_bad_uploads_are_refused_with_a_message(tmp_path, clip):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video at all")

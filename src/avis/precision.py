@@ -26,6 +26,8 @@ CUDA -- provisional: it awaits the H200 measurements of `benchmarks/gpu.py`
 from __future__ import annotations
 
 import contextlib
+import functools
+import warnings
 from collections.abc import Iterator
 from typing import Literal
 
@@ -53,6 +55,39 @@ def resolve_precision(precision: str | None, device: str | torch.device) -> str:
     if precision in (None, "auto"):
         return default_precision(device)
     return check_precision(precision)
+
+
+def supported_precisions(device: str | torch.device) -> tuple[str, ...]:
+    """The modes worth offering on `device` (for choosers such as `avis serve`'s page).
+
+    CPU: fp32 and bf16, and fp16 where this PyTorch's CPU autocast takes float16 (tf32 is
+    left out: on CPU it is fp32 under another name). CUDA: fp32 and fp16, tf32 on tensor-core
+    GPUs with TF32 (compute capability 8.0+), bf16 where the GPU has it natively."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        modes = ["fp32"] + (["tf32"] if major >= 8 else [])
+        modes += ["bf16"] if _cuda_bf16_native() else []
+        return (*modes, "fp16")
+    if device.type == "cpu":
+        return ("fp32", "bf16") + (("fp16",) if _cpu_autocast_takes_fp16() else ())
+    return ("fp32",)
+
+
+def _cuda_bf16_native() -> bool:
+    try:  # PyTorch < 2.4 has no `including_emulation` (and counts only native support)
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.is_bf16_supported()
+
+
+@functools.cache
+def _cpu_autocast_takes_fp16() -> bool:
+    """Older PyTorch disables CPU autocast for float16 (with a warning); a 2x2 product tells."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autocast("cpu", dtype=torch.float16):
+            return (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float16
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="default torch device (cpu, cuda, cuda:0, ...)",
     )  # fmt: skip
     parser.add_argument(
+        "--precision", choices=("auto", "fp32", "tf32", "bf16", "fp16"), default="auto",
+        help="default numeric precision of jobs; the page offers the modes each device supports "
+        "(default: auto = fp32 on CPU, bf16 on CUDA)",
+    )  # fmt: skip
+    parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})"
     )
     parser.add_argument(
@@ -85,6 +90,7 @@ def handle(args: argparse.Namespace) -> int:
             f"avis serve needs the 'web' extra ({err.name} is missing): pip install -e '.[web]'"
         ) from None
     from avis.inference.predictor import VideoPredictor
+    from avis.precision import supported_precisions
     from avis.serve.app import create_app
     from avis.serve.jobs import Limits, MemoryBudget
 
@@ -95,11 +101,18 @@ def handle(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as err:
         raise AvisError(str(err)) from None
+    offered = supported_precisions(args.device)
+    if args.precision != "auto" and args.precision not in offered:
+        raise AvisError(
+            f"--precision {args.precision} is not offered on {args.device} "
+            f"(choose auto, {', '.join(offered)})"
+        )
     predictor = VideoPredictor.from_checkpoint(
-        args.weights, preset=args.preset, device=args.device, vggish_weights=args.vggish_weights
-    )
+        args.weights, preset=args.preset, device=args.device, vggish_weights=args.vggish_weights,
+        precision=args.precision,
+    )  # fmt: skip
     budget = MemoryBudget(feature_budget_mb=args.feature_budget_mb)
-    app, manager = create_app(predictor, limits, budget, args.temp_dir)
+    app, manager = create_app(predictor, limits, budget, args.temp_dir, args.precision)
     print(f"avis serve: open http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -2,8 +2,8 @@
 
   GET    /                          the page (page.html; no outside assets: a Content-Security-
                                     Policy of 'self' makes the browser refuse any)
-  GET    /api/config                limits, devices and the model's defaults, for the page
-  POST   /api/jobs?name=&threshold=&split=&device=
+  GET    /api/config                limits, devices, precisions and the model's defaults
+  POST   /api/jobs?name=&threshold=&split=&device=&precision=
                                     the request body is the video file itself (no multipart
                                     parser needed); ?demo=1 with an empty body runs the
                                     bundled demo clip. -> 202 {"id": ...}
@@ -57,6 +57,9 @@ class ServerInfo:
     devices: list[str]
     default_device: str
     demo_available: bool
+    precisions: dict[str, list[str]]  # device -> what may be picked there ("auto" first)
+    auto_precisions: dict[str, str]  # device -> what "auto" means there
+    default_precision: str  # the server's --precision ("auto" or a mode)
 
 
 class BadRequest(Exception):
@@ -66,10 +69,10 @@ class BadRequest(Exception):
 
 
 def create_app(
-    predictor, limits: Limits, budget: MemoryBudget, temp_root=None
+    predictor, limits: Limits, budget: MemoryBudget, temp_root=None, precision: str = "auto"
 ) -> tuple[Starlette, JobManager]:
     """The app around a loaded VideoPredictor, and its job manager (close it when done; the
-    app's shutdown does)."""
+    app's shutdown does). `precision`: the default of jobs that do not choose one."""
     from avis.inference.shipped import DEMO_VIDEO, asset_path
     from avis.serve.pipeline import ModelBank, PredictRunner
 
@@ -84,6 +87,9 @@ def create_app(
         devices=bank.devices(),
         default_device=bank.default_device,
         demo_available=demo.is_file(),
+        precisions={device: bank.precisions(device) for device in bank.devices()},
+        auto_precisions={device: bank.auto_precision(device) for device in bank.devices()},
+        default_precision=precision,
     )
     return build_app(manager, info, demo if demo.is_file() else None), manager
 
@@ -109,6 +115,9 @@ def build_app(manager: JobManager, info: ServerInfo, demo_video: Path | None = N
                 "default_split": info.default_split,
                 "devices": info.devices,
                 "default_device": info.default_device,
+                "precisions": info.precisions,
+                "auto_precisions": info.auto_precisions,
+                "default_precision": info.default_precision,
                 "demo": info.demo_available and demo_video is not None,
                 "max_upload_mb": limits.max_upload_mb,
                 "max_duration_s": limits.max_duration_s,
@@ -223,7 +232,15 @@ def _settings(request: Request, info: ServerInfo) -> JobSettings:
     device = query.get("device", "") or info.default_device
     if device not in info.devices:
         raise BadRequest(f"device must be one of {', '.join(info.devices)}; got {device!r}")
-    return JobSettings(threshold=threshold, split_components=SPLIT_CHOICES[split], device=device)
+    offered = info.precisions[device]
+    precision = query.get("precision", "")
+    if not precision:  # the server's default, where this device offers it
+        precision = info.default_precision if info.default_precision in offered else "auto"
+    if precision not in offered:
+        raise BadRequest(f"precision must be one of {', '.join(offered)} on {device}; got {precision!r}")
+    return JobSettings(
+        threshold=threshold, split_components=SPLIT_CHOICES[split], device=device, precision=precision
+    )
 
 
 async def _receive(request: Request, job: Job, max_bytes: int, max_mb: float) -> None:
@@ -252,6 +269,7 @@ def _status(job: Job, manager: JobManager) -> dict[str, Any]:
             "threshold": job.settings.threshold,
             "split": job.settings.split_components,
             "device": job.settings.device,
+            "precision": job.settings.precision,
         },
     }
     if job.state == DONE:

@@ -79,6 +79,7 @@ class JobSettings:
     threshold: float | None = None
     split_components: bool | None = None
     device: str = "cpu"
+    precision: str = "auto"  # "auto" (the device's default) or one of avis.precision.PRECISIONS
 
 
 @dataclass

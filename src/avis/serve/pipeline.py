@@ -37,6 +37,7 @@ from avis.inference.report import (
 from avis.inference.results import write_results
 from avis.inference.summary import TrackSummary, write_summary
 from avis.inference.timeline import instance_color, write_timeline
+from avis.precision import default_precision, supported_precisions
 from avis.serve.jobs import Job, JobError, MemoryBudget, Report
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ class _CountingFrames:
 
 
 class ModelBank:
-    """The loaded model, one copy per device asked for; a VideoPredictor per job around it."""
+    """The loaded model, one copy per device asked for; a VideoPredictor per job around it
+    (precision is the predictor's autocast setting: no model copy per precision)."""
 
     def __init__(self, predictor: VideoPredictor, budget: MemoryBudget) -> None:
         self.base = predictor
@@ -132,9 +134,27 @@ class ModelBank:
             found.append("cuda")
         return list(dict.fromkeys(found))
 
-    def predictor(self, threshold: float | None, split: bool | None, device: str) -> VideoPredictor:
+    @staticmethod
+    def precisions(device: str) -> list[str]:
+        """Precisions a user may pick on `device`: auto (the device's default) and the modes
+        the device supports (`avis.precision.supported_precisions`)."""
+        return ["auto", *supported_precisions(device)]
+
+    @staticmethod
+    def auto_precision(device: str) -> str:
+        """What "auto" means on `device`."""
+        return default_precision(device)
+
+    def predictor(
+        self, threshold: float | None, split: bool | None, device: str, precision: str = "auto"
+    ) -> VideoPredictor:
         if device not in self.devices():
             raise JobError(f"device {device!r} is not available here (choose one of {self.devices()})")
+        if precision not in self.precisions(device):
+            raise JobError(
+                f"precision {precision!r} is not offered on {device} "
+                f"(choose one of {', '.join(self.precisions(device))})"
+            )
         with self._lock:
             model = self._models.get(device)
             if model is None:
@@ -144,7 +164,7 @@ class ModelBank:
         return VideoPredictor(
             model, base.config, base.info, extractor=base.extractor, device=device,
             threshold=threshold, split_components=split, streaming="auto",
-            feature_budget_mb=self.budget.feature_budget_mb, spill=base.spill,
+            feature_budget_mb=self.budget.feature_budget_mb, spill=base.spill, precision=precision,
         )  # fmt: skip
 
 
@@ -166,7 +186,9 @@ class PredictRunner:
         from avis.io.video import frame_audio_features, read_video
 
         settings = job.settings
-        predictor = self.bank.predictor(settings.threshold, settings.split_components, settings.device)
+        predictor = self.bank.predictor(
+            settings.threshold, settings.split_components, settings.device, settings.precision
+        )
         done = 0.0
 
         def step(name: str, label: str, within: float = 0.0) -> None:
@@ -215,6 +237,7 @@ class PredictRunner:
         job.result = result_payload(
             summaries, prediction.num_frames, prediction.num_instances, decoded.duration
         )
+        job.result["precision"] = predictor.precision  # what "auto" became
 
 
 def result_payload(
