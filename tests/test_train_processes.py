@@ -183,7 +183,8 @@ def test_ctrl_c_stops_every_process_with_exit_130(synth_root, tmp_path, processe
     wait_for(lambda: list_checkpoints(run), "the first checkpoint")
     workers = [p for p in processes_mentioning(str(run)) if p != launcher.pid]
     launcher.send_signal(signal.SIGINT)
-    assert launcher.wait(timeout=DEADLINE) == 130
+    code = launcher.wait(timeout=DEADLINE)
+    assert code == 130, log.read_text()[-3000:]
     wait_for(lambda: not any(alive(p) for p in workers), "workers after Ctrl-C")
     text = log.read_text()
     assert "Traceback" not in text and "ChildFailedError" not in text, text[-3000:]

@@ -272,3 +272,36 @@ def test_channels_last_resnet_gradients_match_their_weights():
     again = ResNet(depth=18, norm="GN", stem_channels=8)
     again.load_state_dict(net.state_dict())
     assert again.res3[0].shortcut.weight.stride() == shortcut.stride()
+
+
+def test_ctrl_c_that_a_library_turns_into_its_own_error_still_ends_as_interrupted(
+    monkeypatch, tmp_path, capsys
+):
+    """PyAV (and other C libraries) can turn a pending SIGINT into an error of their own
+    ("immediate exit requested"): the run still ends as interrupted, exit 130, and an error
+    without a Ctrl-C stays an error."""
+    import signal
+
+    from avis.cli import train as train_cli
+    from avis.cli.main import main
+
+    def decode_interrupted(args, run_dir):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here
+        except KeyboardInterrupt:
+            raise RuntimeError("Immediate exit requested") from None
+        raise AssertionError("SIGINT was not delivered")
+
+    monkeypatch.setattr(train_cli, "_run", decode_interrupted)
+    out = tmp_path / "run"
+    assert main(["train", "--output", str(out)]) == 130
+    assert "interrupted (SIGINT)" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+    def plain_failure(args, run_dir):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(train_cli, "_run", plain_failure)
+    assert main(["train", "--output", str(out)]) == 1
+    assert "a real bug" in capsys.readouterr().err

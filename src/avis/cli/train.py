@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +81,30 @@ def run(args: argparse.Namespace) -> int:
     from avis.engine.launch import TrainingInterrupted
 
     run_dir = args.output or DEFAULT_RUNS / args.preset
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    # Ctrl-C raises KeyboardInterrupt as usual, but it is also remembered: a library that turns
+    # the interrupt into its own error (PyAV's "immediate exit requested" while decoding, say)
+    # still ends the run as interrupted (exit 130), not as a failure
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         return _run(args, run_dir)
     except KeyboardInterrupt:  # one process: Ctrl-C lands here
         return _interrupted(run_dir, 130, "SIGINT")
     except TrainingInterrupted as err:  # the launcher: its workers have been stopped
         return _interrupted(run_dir, err.exit_code, str(err))
+    except Exception:
+        if interrupted:
+            return _interrupted(run_dir, 130, "SIGINT")
+        raise
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _run(args: argparse.Namespace, run_dir: Path) -> int:
