@@ -27,10 +27,12 @@ import torch
 from avis.cli.main import main
 from avis.errors import MediaError
 from avis.inference.online_records import read_records
-from avis.inference.predictor import VideoPredictor
 from avis.models.avism import build_avism
 from avis.models.checkpoint import save_model
 from avis.models.config import avism_tiny
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_reliability_predict import _snapshot  # noqa: E402
 
 SIZE, RATE = 48, 16000
 FINAL = ("results.json", "summary.json", "timeline.png", "overlay.mp4")
@@ -103,16 +105,6 @@ def _online(source, checkpoint, out, *extra) -> int:
     return main(["predict", "--online", str(source), *_args(checkpoint, out, *extra)])
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(VideoPredictor, "from_checkpoint", refuse)
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _lines(path: Path) -> list[dict]:

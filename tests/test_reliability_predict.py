@@ -60,14 +60,6 @@ def _args(checkpoint: Path, out: Path, *extra: str) -> list[str]:
     return ["--weights", str(checkpoint), "--out", str(out), "--threshold", "0", "--no-overlay", *extra]
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fail the test if the model would be loaded (the check must come first)."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(VideoPredictor, "from_checkpoint", refuse)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
