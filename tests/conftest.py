@@ -17,3 +17,17 @@ def no_model(monkeypatch):
 
     monkeypatch.setattr(VideoPredictor, "from_checkpoint", refuse)
 
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    """A tiny synthetic data set (train 3 / val 2 / test 2 videos of 32 px, 4-5 frames) for
+    the training command tests; one per test module."""
+    from avis.data.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    config = SynthConfig(size=32, min_frames=4, max_frames=5, num_classes=6)
+    generate_dataset(
+        root, seed=3, counts={"train": 3, "val": 2, "test": 2}, config=config, workers=1
+    )
+    return root
+

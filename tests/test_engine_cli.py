@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from avis.cli.main import main
-from avis.data.synth import SynthConfig, generate_dataset
 from avis.engine.checkpoint import list_checkpoints
 from avis.models.checkpoint import load_model
 
@@ -41,16 +40,6 @@ TINY_RUN = [
     "threads=1",
     "processes=1",
 ]
-
-
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    config = SynthConfig(size=32, min_frames=4, max_frames=5, num_classes=6)
-    generate_dataset(
-        root, seed=3, counts={"train": 3, "val": 2, "test": 2}, config=config, workers=1
-    )
-    return root
 
 
 def test_train_resume_and_ablate_audio(synth_root, tmp_path, capsys):

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from avis.data.synth import SynthConfig, generate_dataset
 from avis.engine.checkpoint import list_checkpoints, load_training_checkpoint
 from avis.engine.launch import PARENT_WATCH_ENV
 from avis.engine.runlock import LOCK_NAME, RunLock
@@ -40,16 +39,6 @@ TINY = [
     "threads=1",
 ]
 DEADLINE = 240.0  # seconds: a bound on a hang, not a speed requirement
-
-
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    config = SynthConfig(size=32, min_frames=4, max_frames=5, num_classes=6)
-    generate_dataset(
-        root, seed=3, counts={"train": 3, "val": 2, "test": 2}, config=config, workers=1
-    )
-    return root
 
 
 # ---------------------------------------------------------------------- helpers
