@@ -221,12 +221,12 @@ def test_online_earlier_outputs_are_kept_without_force(checkpoint, media, tmp_pa
 
 
 def test_online_failure_while_writing_leaves_no_final_file(checkpoint, media, tmp_path, monkeypatch, capsys):
-    import avis.inference.timeline as timeline
+    import avis.inference.report as report
 
     def fail(*args, **kwargs):
         raise MediaError("the timeline could not be drawn")
 
-    monkeypatch.setattr(timeline, "write_timeline", fail)
+    monkeypatch.setattr(report, "write_timeline", fail)  # the writer of the final outputs
     out = tmp_path / "out"
     assert _online(media["a"], checkpoint, out) == 1
     assert "could not be drawn" in capsys.readouterr().err

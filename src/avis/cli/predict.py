@@ -171,10 +171,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_outputs(args.videos, args.out, force=args.force)
 
 
-def handle(args: argparse.Namespace) -> int:
-    check_arguments(args)
-    if args.online is not None:
-        return predict_online.handle(args)
+def load_predictor(args: argparse.Namespace, **options):
+    """The VideoPredictor of the command's model options (weights, preset, device, threshold,
+    splitting, precision, compile), with `options` for the path-specific ones."""
     from avis.inference.predictor import VideoPredictor
 
     predictor = VideoPredictor.from_checkpoint(
@@ -184,16 +183,27 @@ def handle(args: argparse.Namespace) -> int:
         vggish_weights=args.vggish_weights,
         threshold=args.threshold,
         split_components=args.split_components,
-        streaming=STREAMING_CHOICES[args.streaming],
-        spill=not args.no_spill,
-        spill_dir=args.spill_dir,
         precision=args.precision,
+        **options,
     )
     if args.compile or args.compile_mode:
         from avis.inference.accelerate import compile_for_inference
 
         mode = {} if args.compile_mode in (None, "default") else {"mode": args.compile_mode}
         compile_for_inference(predictor.model, parts=("backbone", "pixel_decoder"), **mode)
+    return predictor
+
+
+def handle(args: argparse.Namespace) -> int:
+    check_arguments(args)
+    if args.online is not None:
+        return predict_online.handle(args)
+    predictor = load_predictor(
+        args,
+        streaming=STREAMING_CHOICES[args.streaming],
+        spill=not args.no_spill,
+        spill_dir=args.spill_dir,
+    )
     if args.data is not None:
         from rich.console import Console
 

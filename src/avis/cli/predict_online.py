@@ -104,18 +104,10 @@ def handle(args: argparse.Namespace) -> int:
     """`avis predict --online` (arguments checked by `avis.cli.predict.check_arguments`)."""
     from rich.console import Console
 
+    from avis.cli.predict import load_predictor
     from avis.inference.online import OnlineOptions, OnlinePredictor
-    from avis.inference.predictor import VideoPredictor
 
-    predictor = VideoPredictor.from_checkpoint(
-        args.weights, preset=args.preset, device=args.device, vggish_weights=args.vggish_weights,
-        threshold=args.threshold, split_components=args.split_components,
-        precision=args.precision,
-    )  # fmt: skip
-    if args.compile:
-        from avis.inference.accelerate import compile_for_inference
-
-        compile_for_inference(predictor.model, parts=("backbone", "pixel_decoder"))
+    predictor = load_predictor(args)
     options = OnlineOptions(latency=latency_frames(args.latency, args.fps), window=args.window)
     online = OnlinePredictor(predictor, options, fps=args.fps)
     folder = Path(args.out) / output_name(args.online)
@@ -264,12 +256,10 @@ def _finish(online, source, folder, image_size, fps, frames, audio_file, rate, h
         RESULTS_FILE,
         SUMMARY_FILE,
         TIMELINE_FILE,
-        VIDEO_ID,
         write_overlay_frames,
+        write_tables,
     )
-    from avis.inference.results import write_results
-    from avis.inference.summary import summary_table, write_summary
-    from avis.inference.timeline import write_timeline
+    from avis.inference.summary import summary_table
     from avis.io.outputs import STDIN, is_url
 
     prediction, track_ids = assemble(
@@ -279,12 +269,9 @@ def _finish(online, source, folder, image_size, fps, frames, audio_file, rate, h
     if duration is not None:
         duration = min(duration, prediction.num_frames / fps)
     prediction = replace(prediction, duration=duration)
-    summaries = prediction.summaries()
     written = [ONLINE_FILE, RESULTS_FILE, SUMMARY_FILE, TIMELINE_FILE]
     title = output_name(source)
-    write_results(prediction.records(VIDEO_ID), folder / RESULTS_FILE)
-    write_summary(summaries, folder / SUMMARY_FILE, source, fps, prediction.num_frames, duration)
-    write_timeline(summaries, prediction.num_frames, fps, folder / TIMELINE_FILE, title=title, duration=duration)
+    *_, summaries = write_tables(prediction, folder, source, title, fps, duration)
     if frames is not None and audio_file is not None:
         audio, sample_rate = None, None
         end = duration if duration is not None else prediction.num_frames / fps

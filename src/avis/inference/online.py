@@ -46,6 +46,7 @@ from avis.errors import MediaError
 from avis.inference import components
 from avis.inference.postprocess import SCORE_EPS, MaskConfidence, binary_masks
 from avis.inference.predictor import VideoPredictor
+from avis.precision import precision_context
 
 NEG_INF = -1e9  # Hungarian cost of a forbidden pair
 
@@ -330,22 +331,27 @@ class OnlinePredictor:
         if audio.shape != (self.predictor.config.audio_dim,):
             raise MediaError(f"frame {self.num_frames}: expected audio features ({self.predictor.config.audio_dim},), got {audio.shape}")
         audio_t = torch.from_numpy(audio)[None]
-        encode, self.input_size, self.padded = self.predictor.encoder(frame[None], audio_t)
-        enc = encode(0, 1, True)
-        assert enc.frame_queries is not None, "asked for frame queries"
-        self.buffer.append((enc.frame_queries[0], enc.mask_features[0], audio_t[0].to(enc.frame_queries.device)))
-        self.num_frames += 1
-        self._step()
-        out = []
-        if self.num_frames - 1 - self.latency >= 0:
-            out.append(self._emit(self.num_frames - 1 - self.latency))
+        with self._precision():
+            encode, self.input_size, self.padded = self.predictor.encoder(frame[None], audio_t)
+            enc = encode(0, 1, True)
+            assert enc.frame_queries is not None, "asked for frame queries"
+            self.buffer.append((enc.frame_queries[0], enc.mask_features[0], audio_t[0].to(enc.frame_queries.device)))
+            self.num_frames += 1
+            self._step()
+            out = []
+            if self.num_frames - 1 - self.latency >= 0:
+                out.append(self._emit(self.num_frames - 1 - self.latency))
         return out
 
     @torch.no_grad()
     def flush(self) -> list[OnlineFrame]:
         """The end of the stream: the last L frames, from the last window."""
-        out = [self._emit(t) for t in range(self.num_emitted, self.num_frames)]
-        return out
+        with self._precision():
+            return [self._emit(t) for t in range(self.num_emitted, self.num_frames)]
+
+    def _precision(self):
+        """The predictor's numeric precision (autocast, TF32 switches), as offline runs use it."""
+        return precision_context(self.predictor.precision, self.predictor.device)
 
     def run(self, frames: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[OnlineFrame]:
         """(frame, audio features) pairs -> every frame's OnlineFrame, in order."""
@@ -363,10 +369,10 @@ class OnlinePredictor:
         first = self.num_frames - len(self.buffer)
         video = self.model.decode_video(queries, audio)
         opts = self.predictor.options
-        probs = video.pred_logits[-1, 0, 0].softmax(-1)[:, :-1]  # (cQ, K)
+        probs = video.pred_logits[-1, 0, 0].float().softmax(-1)[:, :-1]  # (cQ, K)
         best, labels = probs.max(-1)
         if video.pred_quality is not None:
-            best = best * video.pred_quality[-1, 0, 0].sigmoid()
+            best = best * video.pred_quality[-1, 0, 0].float().sigmoid()
         possible = (best > opts.score_threshold).nonzero().flatten()  # (q,)
         embed_all = video.pred_mask_embed[-1, 0, 0]  # (cQ, Cm) or (cQ, S, Cm)
         kept: list[WindowTrack] = []

@@ -328,7 +328,7 @@ class VideoPredictor:
 
     def encoder(
         self, frames: np.ndarray, audio: torch.Tensor, reader: ChunkPrefetcher | None = None,
-        size: int | None = None,  # the run's chunk size (static shapes pad to it)
+        size: int | None = None,  # the run's chunk size (static shapes pad shorter chunks to it)
     ):
         """The image encoder of these frames: (encode(start, stop, with_queries) -> ChunkEncoding
         of frames[start:stop], network input size (h, w), padded size (Hp, Wp)). frames (T, H, W, 3)
@@ -336,7 +336,6 @@ class VideoPredictor:
         frame by frame by the online mode."""
         input_size, padded = self._sizes(frames.shape)
         div = self.config.size_divisibility
-        size = size or self.options.run_chunk_size
         non_blocking = self.device.type == "cuda"
 
         def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
@@ -353,7 +352,7 @@ class VideoPredictor:
             chunk = pad_frames(chunk, div)
             chunk_audio = audio[start:stop].to(self.device, non_blocking=non_blocking)
             count = stop - start
-            if self.static_chunks and count < size:  # a fixed shape: pad with the last frame
+            if self.static_chunks and size and count < size:  # a fixed shape: pad with the last frame
                 chunk = torch.cat([chunk, chunk[-1:].expand(size - count, *chunk.shape[1:])])
                 chunk_audio = torch.cat([chunk_audio, chunk_audio[-1:].expand(size - count, -1)])
                 return trim_encoding(self.model.encode_chunk(chunk, chunk_audio, input_size, with_queries), count)

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from avis.errors import AvisError
 from avis.inference.prediction import Prediction
 from avis.inference.results import write_results
-from avis.inference.summary import summary_table, write_summary
+from avis.inference.summary import TrackSummary, summary_table, write_summary
 from avis.inference.timeline import instance_color, write_timeline
 
 RESULTS_FILE = "results.json"
@@ -177,15 +177,9 @@ def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overla
         )
         bar.update(task, completed=1)
         task = bar.add_task("results, summary, timeline", total=1)
-        summaries = prediction.summaries()
-        results = write_results(prediction.records(VIDEO_ID), folder / RESULTS_FILE)
-        summary = write_summary(
-            summaries, folder / SUMMARY_FILE, str(video), fps, prediction.num_frames, decoded.duration
+        results, summary, timeline, _ = write_tables(
+            prediction, folder, str(video), video.name, fps, decoded.duration
         )
-        timeline = write_timeline(
-            summaries, prediction.num_frames, fps, folder / TIMELINE_FILE, title=video.name,
-            duration=decoded.duration,
-        )  # fmt: skip
         bar.update(task, completed=1)
         overlay_path = None
         if overlay:
@@ -195,6 +189,24 @@ def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overla
         else:
             (folder / OVERLAY_FILE).unlink(missing_ok=True)  # an earlier run's: not this one's
     return VideoOutputs(video, folder, results, summary, timeline, overlay_path, prediction)
+
+
+def write_tables(
+    prediction: Prediction, folder: Path, source: str, title: str, fps: float,
+    duration: float | None,
+) -> tuple[Path, Path, Path, list[TrackSummary]]:  # fmt: skip
+    """results.json, summary.json and timeline.png of a prediction in `folder` (intervals end
+    at `duration`, the media's length, when known). -> the three paths and the summaries."""
+    summaries = prediction.summaries()
+    results = write_results(prediction.records(VIDEO_ID), folder / RESULTS_FILE)
+    summary = write_summary(
+        summaries, folder / SUMMARY_FILE, source, fps, prediction.num_frames, duration
+    )
+    timeline = write_timeline(
+        summaries, prediction.num_frames, fps, folder / TIMELINE_FILE, title=title,
+        duration=duration,
+    )  # fmt: skip
+    return results, summary, timeline, summaries
 
 
 def write_overlay(prediction: Prediction, decoded, path: Path) -> Path:

@@ -26,24 +26,15 @@ import numpy as np
 
 from avis.errors import AvisError
 from avis.inference.predictor import VideoPredictor
-from avis.inference.report import (
-    OVERLAY_FILE,
-    RESULTS_FILE,
-    SUMMARY_FILE,
-    TIMELINE_FILE,
-    VIDEO_ID,
-    write_overlay,
-)
-from avis.inference.results import write_results
-from avis.inference.summary import TrackSummary, write_summary
-from avis.inference.timeline import instance_color, write_timeline
+from avis.inference.report import OUTPUT_FILES, OVERLAY_FILE, write_overlay, write_tables
+from avis.inference.summary import TrackSummary
+from avis.inference.timeline import instance_color
 from avis.precision import default_precision, supported_precisions
 from avis.serve.jobs import Job, JobError, MemoryBudget, Report
 
 log = logging.getLogger(__name__)
 
 FPS = 1.0  # AVIS samples one frame per second
-OUTPUT_FILES = (OVERLAY_FILE, TIMELINE_FILE, RESULTS_FILE, SUMMARY_FILE)
 # share of the progress bar each step takes (the model dominates; measured on the demo clip)
 STEPS = {"decode": 0.10, "audio": 0.05, "model": 0.65, "outputs": 0.05, "overlay": 0.15}
 
@@ -220,16 +211,8 @@ class PredictRunner:
         )
         done += STEPS["model"]
         step("outputs", "writing results, summary and timeline")
-        summaries = prediction.summaries()
         folder = job.folder
-        write_results(prediction.records(VIDEO_ID), folder / RESULTS_FILE)
-        write_summary(
-            summaries, folder / SUMMARY_FILE, job.name, FPS, prediction.num_frames, decoded.duration
-        )
-        write_timeline(
-            summaries, prediction.num_frames, FPS, folder / TIMELINE_FILE, title=job.name,
-            duration=decoded.duration,
-        )  # fmt: skip
+        *_, summaries = write_tables(prediction, folder, job.name, job.name, FPS, decoded.duration)
         done += STEPS["outputs"]
         step("overlay", "drawing the overlay video")
         write_overlay(prediction, decoded, folder / OVERLAY_FILE)
