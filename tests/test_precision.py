@@ -150,3 +150,10 @@ def test_cli_passes_the_precision_on(monkeypatch, tmp_path, command, capsys):
     with pytest.raises(SystemExit):
         main([command, *extra, "--precision", "half"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_precision_choices_are_auto_and_every_mode():
+    from avis.cli.args import PRECISION_CHOICES
+    from avis.precision import PRECISIONS
+
+    assert ("auto", *PRECISIONS) == PRECISION_CHOICES

@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable
 
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+# --precision: "auto" + avis.precision.PRECISIONS (spelled out: this module imports no torch)
+PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16", "fp16")
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -118,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
+        choices=types.PRECISION_CHOICES,
         default="auto",
         help="numeric precision: fp32 (strict, reproduces the official outputs), tf32, bf16 "
         "or fp16 autocast; auto (default) = fp32 on CPU, bf16 on CUDA",

@@ -166,7 +166,7 @@ def _run_online(online, source, folder, fps, allow_silent, realtime, overlay, co
     from avis.inference.online_records import frame_record
     from avis.inference.report import OUTPUT_FILES
     from avis.io.stream import stream_frames
-    from avis.io.video import _FrameStore
+    from avis.io.video import AUDIO_WINDOW_S, _FrameStore
 
     console = console or Console()
     extractor = online.predictor.extractor
@@ -183,7 +183,8 @@ def _run_online(online, source, folder, fps, allow_silent, realtime, overlay, co
         wall_start = stream.info.wall_start
         if not realtime or wall_start is None:
             return 0
-        arrived = math.floor((time.perf_counter() - wall_start - 1.0) * fps) + 1
+        # a frame has arrived once its second of audio has (AUDIO_WINDOW_S after it starts)
+        arrived = math.floor((time.perf_counter() - wall_start - AUDIO_WINDOW_S) * fps) + 1
         return max(0, arrived - processed)
 
     def write(results, processed: int) -> None:

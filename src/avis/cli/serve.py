@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="default torch device (cpu, cuda, cuda:0, ...)",
     )  # fmt: skip
     parser.add_argument(
-        "--precision", choices=("auto", "fp32", "tf32", "bf16", "fp16"), default="auto",
+        "--precision", choices=types.PRECISION_CHOICES, default="auto",
         help="default numeric precision of jobs; the page offers the modes each device supports "
         "(default: auto = fp32 on CPU, bf16 on CUDA)",
     )  # fmt: skip

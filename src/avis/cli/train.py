@@ -25,6 +25,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from avis.cli import args as types
+
 DEFAULT_RUNS = Path("runs")
 DEFAULT_MASTER_PORT = 29500
 LOG = logging.getLogger("avis.train")
@@ -67,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume-from", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "tf32", "bf16", "fp16"),
+        choices=types.PRECISION_CHOICES,
         help="training and evaluation precision (sets config 'precision'; auto: the amp "
         "setting, else fp32 on CPU and bf16 on CUDA)",
     )

@@ -22,13 +22,12 @@ import numpy as np
 import torch
 
 from avis.errors import CheckpointError
-from avis.io.atomic import save_torch_atomic
+from avis.io.atomic import is_temp_of, save_torch_atomic
 
 CHECKPOINT_FORMAT = "avis"  # = avis.models.checkpoint.AVIS_FORMAT
 CHECKPOINT_VERSION = 1  # = avis.models.checkpoint.AVIS_FORMAT_VERSION
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d{7})\.pth$")
-TMP_PATTERN = re.compile(r"^\..+\.pth\.\d+\.tmp$")  # atomic_torch_save's temporary files
 LOG = logging.getLogger("avis.train")
 
 
@@ -70,7 +69,7 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     for folder in (run_dir, run_dir / CHECKPOINT_DIR):
         if folder.is_dir():
             for path in folder.iterdir():
-                if TMP_PATTERN.match(path.name) and path.is_file():
+                if is_temp_of(path.name, ".pth") and path.is_file():
                     path.unlink(missing_ok=True)
                     removed.append(path)
     return removed

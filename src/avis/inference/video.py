@@ -133,7 +133,6 @@ def chunk_spans(num_frames: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, num_frames)) for s in range(0, num_frames, size)]
 
 
-_chunks = chunk_spans
 
 
 def _select(model: AVISM, frame_queries: Tensor, audio: Tensor, options, trace) -> _Selection:
@@ -198,7 +197,7 @@ def predict_video(
     queries: list[Tensor] = []
     features: list[Tensor] = []
     device = audio.device
-    for start, stop in _chunks(num_frames, options.run_chunk_size):
+    for start, stop in chunk_spans(num_frames, options.run_chunk_size):
         enc = encode(start, stop, True)
         queries.append(_frame_queries(enc))
         device = enc.mask_features.device
@@ -275,7 +274,7 @@ def stream_video(
     if spill is not None and len(spill):
         raise ValueError("stream_video needs an empty FeatureSpill")
     out_hw = _pair(out_size if out_size is not None else input_size)
-    spans = _chunks(num_frames, options.run_chunk_size)
+    spans = chunk_spans(num_frames, options.run_chunk_size)
     queries: list[Tensor] = []
     for start, stop in spans:  # pass 1
         enc = encode(start, stop, True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +31,12 @@ def temp_name(path: Path) -> Path:
     suffix, so a leftover of a killed process never matches `*.pth` / `*.npy` (writers are
     given their format explicitly)."""
     return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}{TEMP_MARK}")
+
+
+def is_temp_of(name: str, suffix: str) -> bool:
+    """Whether `name` is a temporary file `temp_name` made for a file ending in `suffix`."""
+    pattern = rf"{re.escape(TEMP_PREFIX)}.+{re.escape(suffix)}\.\d+{re.escape(TEMP_MARK)}"
+    return re.fullmatch(pattern, name) is not None
 
 
 def fsync_dir(folder: Path) -> None:

@@ -35,6 +35,7 @@ from avis.io.video import (
     AUDIO_WINDOW_S,
     SILENT_SAMPLE_RATE,
     TRUNCATION_TOLERANCE_S,
+    _frame_duration,
     _promised_duration,
     _warn_if_truncated,
 )
@@ -167,13 +168,7 @@ class _Sampler:
     def end_video(self, stream) -> None:
         if self.prev is None:
             raise MediaError(f"{self.source}: the video stream has no decodable frame")
-        if self.prev.duration and self.prev.time_base is not None:
-            last = float(self.prev.duration * self.prev.time_base)
-        elif self.gaps:
-            last = float(np.median(self.gaps))
-        else:
-            last = float(1.0 / stream.average_rate) if stream.average_rate else 0.0
-        duration = self.prev_time + last
+        duration = self.prev_time + _frame_duration(self.prev, stream, list(self.gaps))
         self.duration = duration
         while self.index / self.fps < duration - _TIME_EPS or self.index == 0:
             self._sample_prev()
