@@ -64,7 +64,7 @@ from avis.inference.video import (
 from avis.models.avism import AVISM, ChunkEncoding
 from avis.models.config import PRESETS, AVISMConfig
 from avis.models.frame_decoder import FrameDecoderOutput
-from avis.precision import precision_context, resolve_precision
+from avis.precision import autocast_dtype, precision_context, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ PRECOMPUTED = "precomputed"
 DEFAULT_FEATURE_BUDGET_MB = 1024.0
 DEFAULT_HOST_FEATURE_BUDGET_MB = 16384.0  # CUDA: offloaded features beyond this -> streaming
 BYTES_PER_FLOAT = 4
-BYTES_PER_REDUCED = 2  # bf16 / fp16 mask features
+BYTES_PER_REDUCED = 2  # mask features under bf16 (fp16 keeps the pixel decoder in fp32)
 PREFETCH_DEPTH = 2  # chunks read ahead
 # CPU, memory-bounded path: frames per image-encoder call. Per-chunk tensors set its peak
 # memory (R50 360p, T = 60, peak RSS: 2474 / 1626 / 1336 MB at 18 / 9 / 6 frames per call,
@@ -290,9 +290,12 @@ class VideoPredictor:
 
     def _feature_bytes(self, frame_shape) -> int:
         """Bytes of every frame's mask features (stride 4 of the padded input; float32, or
-        2 bytes a value under bf16 / fp16)."""
+        2 bytes a value under an autocast dtype the pixel decoder runs in, i.e. not one of its
+        fp32 islands: bf16 yes, fp16 no)."""
         _, (hp, wp) = self._sizes(frame_shape)
-        size = BYTES_PER_REDUCED if self.precision in ("bf16", "fp16") else BYTES_PER_FLOAT
+        dtype = autocast_dtype(self.precision)
+        reduced = dtype is not None and dtype not in self.model.pixel_decoder.fp32_under_autocast
+        size = BYTES_PER_REDUCED if reduced else BYTES_PER_FLOAT
         return frame_shape[0] * self.config.mask_dim * (hp // STRIDE) * (wp // STRIDE) * size
 
     def _use_streaming(self, frame_shape, streaming: Streaming | None) -> bool:
