@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from avis.errors import CheckpointError
-from avis.io.atomic import is_temp_of, save_torch_atomic
+from avis.io.atomic import is_temp_of
 
 CHECKPOINT_FORMAT = "avis"  # = avis.models.checkpoint.AVIS_FORMAT
 CHECKPOINT_VERSION = 1  # = avis.models.checkpoint.AVIS_FORMAT_VERSION
@@ -55,11 +55,6 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1][1] if found else None
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save through `avis.io.atomic` (temp file in the same folder, fsync, rename)."""
-    save_torch_atomic(obj, path)
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:

@@ -27,7 +27,6 @@ from torch.nn.parallel import DistributedDataParallel
 from avis.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
-    atomic_torch_save,
     capture_rng_state,
     checkpoint_path,
     load_training_checkpoint,
@@ -49,6 +48,7 @@ from avis.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from avis.engine.plot import plot_curves
 from avis.engine.progress import ProgressBar, format_record
 from avis.errors import CheckpointError
+from avis.io.atomic import save_torch_atomic
 from avis.precision import default_precision, precision_context, tf32_allowed
 
 CURVES_FILE = "curves.png"
@@ -146,7 +146,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         rng_states = all_gather_objects(capture_rng_state(), self.info)  # collective
         if self.info.is_main:
-            atomic_torch_save(
+            save_torch_atomic(
                 self.state_dict(rng_states), checkpoint_path(self.run_dir, self.iteration)
             )
             prune_checkpoints(self.run_dir, self.cfg.keep_last)
@@ -396,5 +396,5 @@ class Trainer:
     def finish(self) -> None:
         """Write the model-only final checkpoint (avis format) on the main process."""
         if self.info.is_main:
-            atomic_torch_save(self.model_payload(), self.run_dir / FINAL_MODEL_FILE)
+            save_torch_atomic(self.model_payload(), self.run_dir / FINAL_MODEL_FILE)
         barrier(self.info)
