@@ -87,6 +87,16 @@ def wait_for(condition, what: str, deadline: float = DEADLINE) -> None:
         time.sleep(0.2)
 
 
+def lock_is_free(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return True
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for its parent to reap it counts as ended)."""
     try:
@@ -140,9 +150,9 @@ def test_kill_9_of_the_launcher_ends_its_workers(synth_root, tmp_path, watch):
     launcher.kill()
     launcher.wait()
     wait_for(lambda: not any(alive(p) for p in workers), "workers after kill -9 of the launcher")
-    with open(run / LOCK_NAME, "rb") as handle:  # no process of the dead run holds the folder
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(handle, fcntl.LOCK_UN)
+    # soon no process of the dead run holds the folder (data-loader processes forked by a
+    # worker share its lock until their own parent watch ends them)
+    wait_for(lambda: lock_is_free(run / LOCK_NAME), "the run folder's lock after kill -9")
     if watch == "poll":
         # rank 0 ends either by its polling thread (the record stays) or, when the other
         # worker's death reaches it first, through the lost-peer error, releasing the lock
