@@ -111,7 +111,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, run_dir: Path) -> int:
     from avis.engine.config import load_config
-    from avis.engine.launch import PARENT_PID_ENV, Nodes, become_worker, launch_workers
+    from avis.engine.launch import (
+        PARENT_PID_ENV,
+        Nodes,
+        become_worker,
+        launch_workers,
+        worker_failure,
+    )
+    from avis.engine.preflight import check_batch, check_run
 
     worker = "WORLD_SIZE" in os.environ  # started by torchrun (ours or the user's)
     if worker:
@@ -128,18 +135,22 @@ def _run(args: argparse.Namespace, run_dir: Path) -> int:
         if worker:
             resume_from = args.resume_from
             if PARENT_PID_ENV not in os.environ:  # plain torchrun: no launcher checked anything
-                resume_from = _check_run(args, cfg, run_dir, data=False, lock=False)
+                resume_from = check_run(
+                    cfg, run_dir, resume=args.resume, evaluate=_evaluates(args, cfg), data=False,
+                    lock=False,
+                )  # fmt: skip
             return _train(args, cfg, run_dir, resume_from)
         nodes = Nodes(
             args.nnodes, args.node_rank, args.master_addr,
             args.master_port if args.nnodes > 1 else None,
         )  # fmt: skip
         nodes.validate()
-        _check_batch(cfg, cfg.processes * args.nnodes)
+        check_batch(cfg, cfg.processes * args.nnodes)
         launching = cfg.processes > 1 or args.nnodes > 1
-        resume_from = _check_run(
-            args, cfg, run_dir, data=launching, lock=True, run_folder=args.node_rank == 0
-        )
+        resume_from = check_run(
+            cfg, run_dir, resume=args.resume, evaluate=_evaluates(args, cfg), data=launching,
+            lock=True, run_folder=args.node_rank == 0,
+        )  # fmt: skip
         if not launching:
             return _train(args, cfg, run_dir, resume_from)
         launch_workers(
@@ -153,139 +164,7 @@ def _run(args: argparse.Namespace, run_dir: Path) -> int:
     except Exception as err:
         if not worker:
             raise
-        return _worker_failure(err, run_dir)
-
-
-def _worker_failure(err: Exception, run_dir: Path) -> int:
-    """In a worker started by `avis train`: hand the message to the launcher (printed once)."""
-    from avis.engine.launch import report_worker_error
-    from avis.errors import AvisError
-
-    if isinstance(err, AvisError):
-        if report_worker_error(str(err)):
-            return 1
-        raise err
-    if _is_peer_loss(err):
-        from avis.engine.checkpoint import list_checkpoints
-
-        found = list_checkpoints(run_dir)
-        newest = f"the newest checkpoint is {found[-1][1]}; " if found else ""
-        message = (
-            "lost contact with another training process (it ended, or its machine or the "
-            f"network went away: {_peer_error(err)}); {newest}continue with --resume once "
-            "every node is up"
-        )
-        if report_worker_error(message, kind="peer"):
-            return 1
-    raise err
-
-
-def _is_peer_loss(err: Exception) -> bool:
-    import torch.distributed as dist
-
-    if isinstance(err, getattr(dist, "DistError", ())):
-        return True
-    text = str(err)
-    return isinstance(err, RuntimeError) and any(
-        marker in text
-        for marker in ("Connection closed by peer", "Connection reset", "gloo", "Timed out")
-    )
-
-
-def _peer_error(err: BaseException) -> str:
-    """Gloo's message without its source location and advice: 'Connection reset by peer ...'."""
-    import re
-
-    text = _first_line(err)
-    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
-    return text.split(". This is typically")[0].strip()
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0][:300] if lines else type(err).__name__
-
-
-def _check_batch(cfg, world_size: int) -> None:
-    from avis.errors import DataError
-
-    if cfg.batch_size % (cfg.accumulation * world_size):
-        raise DataError(
-            f"config: batch_size {cfg.batch_size} must be a multiple of accumulation "
-            f"({cfg.accumulation}) x processes over all nodes ({world_size})"
-        )
-
-
-def _check_run(
-    args: argparse.Namespace,
-    cfg,
-    run_dir: Path,
-    *,
-    data: bool,
-    lock: bool,
-    run_folder: bool = True,
-) -> Path | None:
-    """What can be checked before any process trains; returns the checkpoint to resume from.
-
-    run_folder: the output folder, its lock and the checkpoint (the node that writes them);
-    data: also the data, the evaluation split and whether the checkpoint fits the model (a
-    launcher, before its workers start; one process finds those while it builds them, before
-    it writes anything). Raises AvisError: one line, nothing started, nothing written."""
-    import torch
-
-    from avis.engine.build import build_model, build_train_dataset, model_config
-    from avis.engine.checkpoint import list_checkpoints, newest_intact_checkpoint
-    from avis.engine.evaluation import SplitEvaluator
-    from avis.engine.runlock import RunLock
-    from avis.errors import CheckpointError, DataError
-
-    resume: Path | None = None
-    content: dict[str, Any] | None = None
-    if run_folder:
-        _check_output(run_dir)
-        if list_checkpoints(run_dir) and not args.resume:
-            raise DataError(
-                f"{run_dir} already holds checkpoints: add --resume, or give another --output"
-            )
-        if lock and run_dir.is_dir():
-            RunLock(run_dir).check()
-        if args.resume:
-            found = newest_intact_checkpoint(run_dir)  # warns about a damaged newer one
-            if found is not None:
-                resume, content = found
-    if not data:
-        return resume
-    dataset, split = build_train_dataset(cfg)  # the data: annotations, frames, features
-    model_cfg = model_config(cfg, split.num_classes, split.audio_dim)
-    if not args.no_eval and cfg.eval_every >= 0:
-        SplitEvaluator(
-            cfg.data.root, cfg.data.eval_split, model_cfg, split.class_names,
-            max_videos=cfg.data.eval_max_videos,
-        )  # fmt: skip
-    if content is not None and resume is not None:
-        with torch.device("meta"):  # shapes only: no memory, no time
-            model = build_model(model_cfg)
-        try:
-            model.load_state_dict(content["model"], strict=True, assign=True)
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"{resume}: weights do not fit the model of this config: {_first_line(err)}"
-            ) from None
-    return resume
-
-
-def _check_output(run_dir: Path) -> None:
-    from avis.errors import DataError
-
-    if run_dir.exists() and not run_dir.is_dir():
-        raise DataError(f"--output {run_dir} is a file, not a folder")
-    existing = run_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise DataError(f"--output {run_dir}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise DataError(f"--output {run_dir}: {existing} is not writable")
+        return worker_failure(err, run_dir)
 
 
 def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | None) -> int:
@@ -303,6 +182,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
     from avis.engine.checkpoint import remove_stale_temporaries
     from avis.engine.distributed import cleanup_distributed, init_distributed
     from avis.engine.evaluation import SplitEvaluator
+    from avis.engine.preflight import check_batch, check_same_start
     from avis.engine.runlock import RunLock
     from avis.engine.trainer import Trainer, training_precision
 
@@ -312,13 +192,13 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
     lock: RunLock | None = None
     finished = False
     try:
-        _check_batch(cfg, info.world_size)
+        check_batch(cfg, info.world_size)
         dataset, split = build_train_dataset(cfg)  # reads only: a data error leaves no trace
         model_cfg = model_config(cfg, split.num_classes, split.audio_dim)
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         model = build_model(model_cfg, cfg.init_weights)
         evaluate = None
-        if not args.no_eval and cfg.eval_every >= 0:
+        if _evaluates(args, cfg):
             evaluate = SplitEvaluator(
                 cfg.data.root, cfg.data.eval_split, model_cfg, split.class_names,
                 max_videos=cfg.data.eval_max_videos,
@@ -345,7 +225,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
         )
         if (args.resume or resume_from is not None) and not trainer.resume(resume_from):
             LOG.info("no checkpoint in %s: starting from scratch", run_dir)
-        _check_same_start(trainer.iteration, info, run_dir)
+        check_same_start(trainer.iteration, info, run_dir)
         metrics = trainer.train()
         finished = True
         if info.is_main:
@@ -359,18 +239,8 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
     return 0
 
 
-def _check_same_start(iteration: int, info, run_dir: Path) -> None:
-    """Every process must start from the same checkpoint (other nodes read the run folder
-    through their own view of it)."""
-    from avis.engine.distributed import all_gather_objects
-    from avis.errors import CheckpointError
-
-    starts = all_gather_objects(iteration, info)
-    if len(set(starts)) > 1:
-        raise CheckpointError(
-            f"the training processes would start at different iterations {starts}: every node "
-            f"must see the same checkpoints of {run_dir} (a shared file system) to resume"
-        )
+def _evaluates(args: argparse.Namespace, cfg) -> bool:
+    return not args.no_eval and cfg.eval_every >= 0
 
 
 def _worker_args(args: argparse.Namespace, run_dir: Path, resume_from: Path | None) -> list[str]:

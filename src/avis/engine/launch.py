@@ -271,3 +271,49 @@ def _quiet_agent(verbose: bool) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def worker_failure(err: Exception, run_dir: Path) -> int:
+    """In a worker started by `avis train`: hand the message to the launcher (printed once);
+    an error the launcher cannot be told of is raised again."""
+    if isinstance(err, AvisError):
+        if report_worker_error(str(err)):
+            return 1
+        raise err
+    if _is_peer_loss(err):
+        from avis.engine.checkpoint import list_checkpoints
+
+        found = list_checkpoints(run_dir)
+        newest = f"the newest checkpoint is {found[-1][1]}; " if found else ""
+        message = (
+            "lost contact with another training process (it ended, or its machine or the "
+            f"network went away: {_peer_error(err)}); {newest}continue with --resume once "
+            "every node is up"
+        )
+        if report_worker_error(message, kind="peer"):
+            return 1
+    raise err
+
+
+def _is_peer_loss(err: Exception) -> bool:
+    import torch.distributed as dist
+
+    if isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        marker in text
+        for marker in ("Connection closed by peer", "Connection reset", "gloo", "Timed out")
+    )
+
+
+def _peer_error(err: BaseException) -> str:
+    """Gloo's message without its source location and advice: 'Connection reset by peer ...'."""
+    import re
+
+    from avis.engine.preflight import first_line
+
+    text = first_line(err)
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
+    return text.split(". This is typically")[0].strip()
+
