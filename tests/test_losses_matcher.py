@@ -111,7 +111,8 @@ def test_pairwise_costs_agree_with_losses():
 
 
 def test_query_anchors_and_mask_centroids():
-    from avis.losses.matcher import mask_centroids, query_anchors
+    from avis.losses.matcher import mask_centroids
+    from avis.models.position import query_anchors
 
     anchors = query_anchors(10)
     assert anchors.shape == (10, 2) and len({tuple(a) for a in anchors.tolist()}) == 10

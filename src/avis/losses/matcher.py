@@ -32,6 +32,7 @@ from torch import Tensor
 
 from avis.losses.functional import pairwise_dice, pairwise_sigmoid_bce
 from avis.losses.points import grid_centre_coords, point_sample
+from avis.models.position import query_anchors
 
 
 @dataclass
@@ -82,17 +83,6 @@ def resample_to_grid(masks: Tensor, grid: tuple[int, int]) -> Tensor:
     centres = grid_centre_coords(grid[0], grid[1], masks.device)
     values = point_sample(flat, centres.unsqueeze(0))  # (1, L, Hm*Wm)
     return values.reshape(*lead, *grid)
-
-
-def query_anchors(num_queries: int, device: torch.device | None = None) -> Tensor:
-    """(Q, 2) fixed (x, y) anchors in [0, 1]: cell centres of a grid about twice as wide as
-    high (10 queries: 5 x 2), filled row by row."""
-    rows = max(1, round((num_queries / 2) ** 0.5))
-    cols = -(-num_queries // rows)
-    idx = torch.arange(num_queries, device=device)
-    x = (idx % cols + 0.5) / cols
-    y = (torch.div(idx, cols, rounding_mode="floor") + 0.5) / rows
-    return torch.stack([x, y], 1)
 
 
 def mask_centroids(masks: Tensor) -> Tensor:

@@ -128,7 +128,7 @@ class AVISM(nn.Module):
             audio.flatten(0, 1),
             num_frame_query_layers=layers,
         )
-        video = self.video_module(frame.frame_queries, audio)
+        video = self.video_module(self._handed_over(frame), audio)
         mask_features = self.video_module.mask_features(
             pix.stride4_features, audio.flatten(0, 1)
         )  # (B*T, Cm, Hm, Wm)
@@ -178,10 +178,18 @@ class AVISM(nn.Module):
             )  # inference: full-size masks of the last prediction only (frame.pred_masks Dl = 1)
         return ChunkEncoding(
             mask_features=self.video_module.mask_features(pix.stride4_features, audio),
-            frame_queries=None if frame is None else frame.frame_queries[-1],
+            frame_queries=None if frame is None else self._handed_over(frame)[-1],
             frame=frame,
             stride4_features=pix.stride4_features,
         )
+
+    def _handed_over(self, frame: FrameDecoderOutput) -> Tensor:
+        """The frame queries the video module reads: (Lf, N, fQ, C); with ``position_cues``
+        plus the embedding of where their masks lie (the masks of the same predictions)."""
+        queries = frame.frame_queries
+        if not self.video_module.position_cues:
+            return queries
+        return self.video_module.add_position_cues(queries, frame.pred_masks[-queries.shape[0] :])
 
     def decode_video(self, frame_queries: Tensor, audio: Tensor) -> VideoModuleOutput:
         """The video module once over a whole video: frame_queries (T, fQ, C), audio (T, D)."""
@@ -227,6 +235,7 @@ def build_avism_with_backbone(
         pre_norm=cfg.frame_pre_norm,
         enforce_input_proj=cfg.frame_enforce_input_proj,
         dropout=cfg.dropout,
+        anchor_queries=cfg.anchor_queries,
     )
     video_module = VideoModule(
         frame_dim=cfg.frame_hidden_dim,
@@ -249,6 +258,8 @@ def build_avism_with_backbone(
         audio_mask_bias=cfg.audio_mask_bias,
         per_frame_mask_embed=cfg.per_frame_mask_embed,
         mask_quality=cfg.mask_quality,
+        anchor_queries=cfg.anchor_queries,
+        position_cues=cfg.position_cues,
     )
     return AVISM(
         backbone,

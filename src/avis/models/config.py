@@ -70,6 +70,8 @@ class AVISMConfig:
     per_frame_mask_embed: bool = False  # avis option: video queries re-read each frame
     coord_freqs: int = 0  # avis option: > 0 adds embedded pixel coordinates to the pixel maps
     mask_quality: bool = False  # avis option: each video query predicts its track's mask IoU
+    anchor_queries: bool = False  # avis option: query position embeddings from fixed anchor points
+    position_cues: bool = False  # avis option: frame queries handed over with where their masks lie
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

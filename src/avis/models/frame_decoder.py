@@ -22,10 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avis.models.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
-from avis.models.position import PositionEmbeddingSine
+from avis.models.position import PositionEmbeddingSine, query_anchors, sine_point_encoding
 
 MASK_THRESHOLD = 0.5  # attention blocked where sigmoid(predicted mask) < this
 MASK_EMBED_LAYERS = 3
+ANCHOR_EMBED_LAYERS = 2  # MLP of the anchor points' sine codes (anchor_queries option)
 
 
 @dataclass
@@ -52,8 +53,14 @@ class FrameDecoder(nn.Module):
         pre_norm: bool = False,
         enforce_input_proj: bool = False,
         dropout: float = 0.0,
+        anchor_queries: bool = False,
     ) -> None:
-        """dec_layers = number of decoder blocks (official DEC_LAYERS minus 1)."""
+        """dec_layers = number of decoder blocks (official DEC_LAYERS minus 1).
+
+        ``anchor_queries`` (an avis option, off in the official model): each query's position
+        embedding is an MLP of the sine code of a fixed anchor point (`query_anchors`) instead
+        of a learned table row, see `query_pos`.
+        """
         super().__init__()
         self.num_heads = nheads
         self.num_layers = dec_layers
@@ -81,7 +88,11 @@ class FrameDecoder(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
-        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.num_queries = num_queries
+        if anchor_queries:
+            self.anchor_embed = MLP(hidden_dim, hidden_dim, hidden_dim, ANCHOR_EMBED_LAYERS)
+        else:
+            self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.level_embed = nn.Embedding(num_feature_levels, hidden_dim)
         # identity (no parameters) when the pixel decoder already gives hidden_dim channels
         self.input_proj = nn.ModuleList()
@@ -96,6 +107,26 @@ class FrameDecoder(nn.Module):
                 self.input_proj.append(nn.Identity())
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, MASK_EMBED_LAYERS)
+
+    @property
+    def anchor_queries(self) -> bool:
+        return hasattr(self, "anchor_embed")
+
+    def query_pos(self) -> Tensor:  # (fQ, C)
+        """The queries' position embeddings (added to the queries of every attention).
+
+        With ``anchor_queries``: query q is placed at anchor point q (a grid over the frame,
+        the points the matcher's ``anchor_cost`` uses) and embedded with the sine code that
+        the pixels at that place get as keys. Two look-alike instances then differ for a
+        query by their distance to its anchor, in its attention and so in its content: the
+        learned queries of Mask2Former are all alike until training has made them specialise
+        by place, and a query whose mask covers two twins attends to both equally.
+        """
+        if not self.anchor_queries:
+            return self.query_embed.weight
+        anchors = query_anchors(self.num_queries, self.anchor_embed.layers[0].weight.device)
+        code = sine_point_encoding(anchors, self.pe_layer.num_pos_feats)  # (fQ, C)
+        return self.anchor_embed(code.to(self.anchor_embed.layers[0].weight.dtype))
 
     def attention_mask(self, level_mask_logits: Tensor) -> Tensor:
         """Predicted mask logits at a level's size (N, fQ, h_l, w_l) -> boolean attention mask
@@ -149,7 +180,7 @@ class FrameDecoder(nn.Module):
             src = self.input_proj[lvl](x).flatten(2) + self.level_embed.weight[lvl][None, :, None]
             srcs.append(src.permute(2, 0, 1))  # (h_l*w_l, N, C)
 
-        query_embed = self.query_embed.weight.unsqueeze(1).expand(-1, n, -1)  # (fQ, N, C)
+        query_embed = self.query_pos().unsqueeze(1).expand(-1, n, -1)  # (fQ, N, C)
         fusion = self.audio_fusion(srcs, audio, query_embed)
         output = self.query_feat.weight.unsqueeze(1) + fusion  # (fQ, N, C)
 

@@ -63,6 +63,40 @@ def fourier_coordinates(
     return torch.cat((x_maps, y_maps), dim=0)
 
 
+def query_anchors(num_queries: int, device: torch.device | None = None) -> Tensor:
+    """(Q, 2) fixed (x, y) anchor points in [0, 1]: cell centres of a grid about twice as wide
+    as high (10 queries: 5 x 2, 20: 7 x 3), filled row by row.
+
+    Shared by the model (``anchor_queries``: each query's position embedding is its anchor's)
+    and the matcher (``anchor_cost``: each query is preferably matched to the target nearest
+    its anchor), so that both mean the same place by query q.
+    """
+    rows = max(1, round((num_queries / 2) ** 0.5))
+    cols = -(-num_queries // rows)
+    idx = torch.arange(num_queries, device=device)
+    x = (idx % cols + 0.5) / cols
+    y = (torch.div(idx, cols, rounding_mode="floor") + 0.5) / rows
+    return torch.stack([x, y], 1)
+
+
+def sine_point_encoding(
+    points: Tensor,
+    num_pos_feats: int,
+    temperature: float = DEFAULT_TEMPERATURE,
+    scale: float = DEFAULT_SCALE,
+) -> Tensor:  # (..., 2F)
+    """The encoding of `sine_position_encoding` at points (..., 2) = (x, y) in [0, 1] of the
+    map: the value a pixel at that place gets (y half first, then x), so that a query placed
+    at a point and the pixels there have the same position code."""
+    dim_t = torch.arange(num_pos_feats, dtype=torch.float32, device=points.device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_pos_feats)  # (F,)
+    halves = []
+    for axis in (1, 0):  # y, then x
+        angle = points[..., axis : axis + 1].float() * scale / dim_t  # (..., F)
+        halves.append(torch.stack((angle[..., 0::2].sin(), angle[..., 1::2].cos()), -1).flatten(-2))
+    return torch.cat(halves, -1)
+
+
 class PositionEmbeddingSine(nn.Module):
     """Parameter-free module: forward(x (N, *, H, W)) -> (N, 2F, H, W) in x's dtype."""
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avis.models.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
+from avis.models.position import query_anchors, sine_point_encoding
 from avis.models.windows import (
     WindowLayout,
     merge_windows,
@@ -41,6 +42,7 @@ from avis.models.windows import (
 SHIFT_MASK_VALUE = -1000.0
 MASK_EMBED_LAYERS = 3
 AUDIO_BIAS_LAYERS = 2  # MLP of the optional per-frame audio term of the video mask features
+ANCHOR_EMBED_LAYERS = 2  # MLPs of anchor / mask-position codes (anchor_queries, position_cues)
 QUALITY_LAYERS = 2  # MLP of the optional mask-IoU prediction (mask_quality)
 
 # (q tokens, kv tokens or None, attn_mask, key_padding_mask) -> q tokens; all (S, batch, C)
@@ -85,6 +87,8 @@ class VideoModule(nn.Module):
         audio_mask_bias: bool = False,
         per_frame_mask_embed: bool = False,
         mask_quality: bool = False,
+        anchor_queries: bool = False,
+        position_cues: bool = False,
     ) -> None:
         super().__init__()
         if dec_layers < 1:
@@ -127,7 +131,15 @@ class VideoModule(nn.Module):
             self.frame_refine = attn(CrossAttentionLayer)
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
-        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        if anchor_queries:  # not in the official model, see query_pos
+            self.anchor_embed = MLP(hidden_dim, hidden_dim, hidden_dim, ANCHOR_EMBED_LAYERS)
+        else:
+            self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        if position_cues:  # not in the official model, see add_position_cues
+            self.mask_position_embed = MLP(frame_dim + 3, frame_dim, frame_dim, ANCHOR_EMBED_LAYERS)
+            last = cast(nn.Linear, self.mask_position_embed.layers[-1])
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.fq_pos = nn.Embedding(num_frame_queries, hidden_dim)
         if frame_dim != hidden_dim or enforce_input_proj:
             self.input_proj_dec: nn.Module = nn.Linear(frame_dim, hidden_dim)
@@ -147,6 +159,42 @@ class VideoModule(nn.Module):
     def per_frame_mask_embed(self) -> bool:
         """True when the mask embeddings are per frame: (..., cQ, T, Cm) instead of (..., cQ, Cm)."""
         return hasattr(self, "frame_refine")
+
+    @property
+    def anchor_queries(self) -> bool:
+        return hasattr(self, "anchor_embed")
+
+    @property
+    def position_cues(self) -> bool:
+        return hasattr(self, "mask_position_embed")
+
+    def query_pos(self) -> Tensor:  # (cQ, C)
+        """The video queries' position embeddings: a learned table (official), or with
+        ``anchor_queries`` an MLP of the sine code of each query's anchor point (as in the
+        frame decoder, `FrameDecoder.query_pos`)."""
+        if not self.anchor_queries:
+            return self.query_embed.weight
+        first = cast(nn.Linear, self.anchor_embed.layers[0])
+        anchors = query_anchors(self.num_queries, first.weight.device)
+        code = sine_point_encoding(anchors, first.in_features // 2)  # (cQ, C)
+        return self.anchor_embed(code.to(first.weight.dtype))
+
+    def add_position_cues(self, frame_queries: Tensor, frame_masks: Tensor) -> Tensor:
+        """Frame queries (..., fQ, C_frame) + an embedding of where their masks lie.
+
+        frame_masks (..., fQ, Hm, Wm): mask logits of the same predictions (not
+        differentiated). An avis option (``position_cues``, off in the official model): the
+        frame queries of Mask2Former carry little position information, so two look-alike
+        instances of a class give near-identical tokens, and a video query cannot attend to
+        one of them rather than the other. The embedding reads the sine code of each mask's
+        soft centroid (the code an anchored query's position is made from, ``anchor_queries``)
+        and its spreads and log area (`mask_moments`); zero-initialised.
+        """
+        moments = mask_moments(frame_masks.detach())  # (..., fQ, 5)
+        first = cast(nn.Linear, self.mask_position_embed.layers[0])
+        code = sine_point_encoding(moments[..., :2], (first.in_features - 3) // 2)
+        cues = torch.cat([code, moments[..., 2:]], -1).to(frame_queries.dtype)
+        return frame_queries + self.mask_position_embed(cues)
 
     def mask_features(self, stride4_map: Tensor, audio: Tensor | None = None) -> Tensor:
         """The video module's own 1x1 conv of the pixel decoder's stride-4 map.
@@ -294,7 +342,7 @@ class VideoModule(nn.Module):
         """Video queries attend to all T*fQ fused tokens: src (T*fQ, N, C) -> (Lv, cQ, N, C)."""
         n = src.shape[1]
         pos = self.fq_pos.weight.repeat(num_frames, 1).unsqueeze(1)  # (T*fQ, 1, C)
-        query_pos = self.query_embed.weight.unsqueeze(1)  # (cQ, 1, C)
+        query_pos = self.query_pos().unsqueeze(1)  # (cQ, 1, C)
         out = self.query_feat.weight.unsqueeze(1).repeat(1, n, 1)  # (cQ, N, C)
         layers = zip(
             self.transformer_cross_attention_layers,
@@ -334,7 +382,7 @@ class VideoModule(nn.Module):
             queries.reshape(cq, lr * n * t, c),
             memory.reshape(fq, lr * n * t, c),
             pos=self.fq_pos.weight.unsqueeze(1),  # (fQ, 1, C)
-            query_pos=self.query_embed.weight.unsqueeze(1),  # (cQ, 1, C)
+            query_pos=self.query_pos().unsqueeze(1),  # (cQ, 1, C)
         )
         out = out.view(cq, lr, lf, b, t, c).permute(1, 2, 3, 0, 4, 5)  # (Lr, Lf, B, cQ, T, C)
         return self.mask_embed(out)
@@ -360,3 +408,19 @@ def video_masks(mask_embed: Tensor, mask_features: Tensor, per_frame: bool = Fal
     if per_frame:
         return torch.einsum("...bqtc,btchw->...bqthw", mask_embed, mask_features)
     return torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
+
+
+def mask_moments(mask_logits: Tensor) -> Tensor:
+    """Soft position of masks: (..., Hm, Wm) logits -> (..., 5) = centroid x, y in [0, 1] of the
+    grid (cell centres), spreads (standard deviations) in the same units, log area fraction."""
+    probs = mask_logits.float().sigmoid()
+    h, w = probs.shape[-2:]
+    ys = (torch.arange(h, dtype=torch.float32, device=probs.device) + 0.5) / h  # (Hm,)
+    xs = (torch.arange(w, dtype=torch.float32, device=probs.device) + 0.5) / w  # (Wm,)
+    mass_y, mass_x = probs.sum(-1), probs.sum(-2)  # (..., Hm), (..., Wm)
+    mass = mass_y.sum(-1, keepdim=True) + 1e-6
+    cy = (mass_y * ys).sum(-1, keepdim=True) / mass
+    cx = (mass_x * xs).sum(-1, keepdim=True) / mass
+    sy = ((mass_y * (ys - cy) ** 2).sum(-1, keepdim=True) / mass).sqrt()
+    sx = ((mass_x * (xs - cx) ** 2).sum(-1, keepdim=True) / mass).sqrt()
+    return torch.cat([cx, cy, sx, sy, (mass / (h * w)).log()], -1)
