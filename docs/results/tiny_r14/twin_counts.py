@@ -1,24 +1,26 @@
 """Twin separation counts: frame level (both-sounding frames with >= 2 frame queries of the
 twin class above 0.5) and video level (5-frame both-sounding clips with >= 2 such video queries)."""
-import dataclasses, sys
+import dataclasses
+import sys
+from pathlib import Path
+
 import torch
+
 from avis.data import load_split
 from avis.inference.predictor import VideoPredictor
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r8"))
+from twins import twin_pairs  # noqa: E402  (docs/results/tiny_r8/twins.py)
+
 ckpt, size = sys.argv[1], int(sys.argv[2])
-root = sys.argv[3] if len(sys.argv) > 3 else "/work/data/synth"
+root = sys.argv[3] if len(sys.argv) > 3 else "data/synth"
 split = sys.argv[4] if len(sys.argv) > 4 else "val"
 p = VideoPredictor.from_checkpoint(ckpt)
 p.config = dataclasses.replace(p.config, test_short_side=size, test_max_size=2 * size)
 data = load_split(root, split)
 ft = fs = vt = vs = 0
 with torch.no_grad():
-    for video in sorted(data.videos, key=lambda v: v.id):
-        tracks = data.tracks[video.id]
-        cats = [t.category_id for t in tracks]
-        pairs = [(c, *[t for t in tracks if t.category_id == c]) for c in sorted(set(cats)) if cats.count(c) == 2]
-        if not pairs:
-            continue
+    for video, pairs in twin_pairs(data):
         frames, audio = data.load_frames(video), torch.from_numpy(data.load_audio(video))
         encode = p.encoder(frames, audio)[0]
         enc = encode(0, len(frames), True)

@@ -1,13 +1,17 @@
 """Windowed (online-mode) or whole-video decoding, component splitting off, twin/other mAP.
-python online_eval.py CKPT QUERY_SIDE MASK_SIDE WINDOW LATENCY [MAXV] [ROOT]
+python docs/results/tiny_r15/decode_variants.py CKPT QUERY_SIDE MASK_SIDE WINDOW LATENCY [MAXV] [ROOT]
 WINDOW 0 = whole-video (offline) decoding; MASK_SIDE != QUERY_SIDE: queries from one pass,
 mask features from another."""
-import dataclasses, json, sys
+import dataclasses
+import json
+import sys
 from pathlib import Path
+
 import numpy as np
 import torch
+
 from avis.engine.evaluation import SplitEvaluator
-from avis.engine.seeds import score_with_twins, twin_video_ids, SPLIT
+from avis.engine.seeds import SPLIT, score_with_twins, twin_video_ids
 from avis.inference.online import OnlineOptions, OnlinePredictor
 from avis.inference.online_records import assemble, frame_record
 from avis.inference.predictor import VideoPredictor
@@ -15,7 +19,8 @@ from avis.models.avism import ChunkEncoding
 
 ckpt, qside, mside, window, latency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 maxv = int(sys.argv[6]) if len(sys.argv) > 6 else 0
-root = Path(sys.argv[7] if len(sys.argv) > 7 else "/work/eval_seeds/synth-v1-easy-128px-3d98ea85-seed200-n120")
+# default: the seed-200 test split that `avis eval-seeds --seeds 200` leaves in runs/eval_seeds
+root = Path(sys.argv[7]) if len(sys.argv) > 7 else next(Path("runs/eval_seeds").glob("synth-v1-easy-128px-*-seed200-n120"))
 torch.set_num_threads(1)
 
 

@@ -1,29 +1,32 @@
 """Clip-level twin separation: 5-frame both-sounding clips where two video queries of the twin
 class (prob > 0.5) each have IoU > 0.5 (over the clip) with a different twin.
-python clip_pairs.py CKPT SIDE [ROOT] [SPLIT]"""
-import dataclasses, sys
+python docs/results/tiny_r15/twin_clip_pairs.py CKPT SIDE [ROOT] [SPLIT]"""
+import dataclasses
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from avis.data import load_split
 from avis.data.masks import decode_segmentation
 from avis.inference.predictor import VideoPredictor
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r8"))
+from twins import twin_pairs  # noqa: E402  (docs/results/tiny_r8/twins.py)
+
 from avis.models.video_module import video_masks
 
 ckpt, size = sys.argv[1], int(sys.argv[2])
-root = sys.argv[3] if len(sys.argv) > 3 else "/work/data/synth"
+root = sys.argv[3] if len(sys.argv) > 3 else "data/synth"
 split = sys.argv[4] if len(sys.argv) > 4 else "val"
 p = VideoPredictor.from_checkpoint(ckpt, split_components=False)
 p.config = dataclasses.replace(p.config, test_short_side=size, test_max_size=2 * size)
 data = load_split(root, split)
 total = conf2 = sep = union = 0
 with torch.no_grad():
-    for video in sorted(data.videos, key=lambda v: v.id):
-        tracks = data.tracks[video.id]
-        cats = [t.category_id for t in tracks]
-        pairs = [(c, *[t for t in tracks if t.category_id == c]) for c in sorted(set(cats)) if cats.count(c) == 2]
-        if not pairs:
-            continue
+    for video, pairs in twin_pairs(data):
         frames, audio = data.load_frames(video), torch.from_numpy(data.load_audio(video).astype(np.float32))
         h, w = frames.shape[1:3]
         encode, input_size, padded = p.encoder(frames, audio)
