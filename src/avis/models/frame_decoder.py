@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -124,9 +125,10 @@ class FrameDecoder(nn.Module):
         """
         if not self.anchor_queries:
             return self.query_embed.weight
-        anchors = query_anchors(self.num_queries, self.anchor_embed.layers[0].weight.device)
+        first = cast(nn.Linear, self.anchor_embed.layers[0])
+        anchors = query_anchors(self.num_queries, first.weight.device)
         code = sine_point_encoding(anchors, self.pe_layer.num_pos_feats)  # (fQ, C)
-        return self.anchor_embed(code.to(self.anchor_embed.layers[0].weight.dtype))
+        return self.anchor_embed(code.to(first.weight.dtype))
 
     def attention_mask(self, level_mask_logits: Tensor) -> Tensor:
         """Predicted mask logits at a level's size (N, fQ, h_l, w_l) -> boolean attention mask
