@@ -16,14 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avis.models.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
-from avis.models.position import PositionEmbeddingSine, query_anchors, sine_point_encoding
+from avis.models.layers import (
+    MLP,
+    CrossAttentionLayer,
+    FFNLayer,
+    SelfAttentionLayer,
+    anchor_embedding,
+)
+from avis.models.position import PositionEmbeddingSine
 
 MASK_THRESHOLD = 0.5  # attention blocked where sigmoid(predicted mask) < this
 MASK_EMBED_LAYERS = 3
@@ -125,10 +130,7 @@ class FrameDecoder(nn.Module):
         """
         if not self.anchor_queries:
             return self.query_embed.weight
-        first = cast(nn.Linear, self.anchor_embed.layers[0])
-        anchors = query_anchors(self.num_queries, first.weight.device)
-        code = sine_point_encoding(anchors, self.pe_layer.num_pos_feats)  # (fQ, C)
-        return self.anchor_embed(code.to(first.weight.dtype))
+        return anchor_embedding(self.anchor_embed, self.num_queries)
 
     def attention_mask(self, level_mask_logits: Tensor) -> Tensor:
         """Predicted mask logits at a level's size (N, fQ, h_l, w_l) -> boolean attention mask

@@ -18,10 +18,13 @@ Masks follow the ``nn.MultiheadAttention`` conventions:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from avis.models.position import query_anchors, sine_point_encoding
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}
 
@@ -278,3 +281,12 @@ class MLP(nn.Module):
             if i < last:
                 x = F.relu(x)
         return x
+
+
+def anchor_embedding(mlp: MLP, num_queries: int) -> Tensor:
+    """(Q, C) position embeddings of Q queries placed at `query_anchors`: ``mlp`` (whose input
+    size is C) of the sine code the pixels at each anchor get as keys (`sine_point_encoding`)."""
+    first = cast(nn.Linear, mlp.layers[0])
+    anchors = query_anchors(num_queries, first.weight.device)
+    code = sine_point_encoding(anchors, first.in_features // 2)  # (Q, C)
+    return mlp(code.to(first.weight.dtype))

@@ -24,8 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avis.models.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
-from avis.models.position import query_anchors, sine_point_encoding
+from avis.models.layers import (
+    MLP,
+    CrossAttentionLayer,
+    FFNLayer,
+    SelfAttentionLayer,
+    anchor_embedding,
+)
+from avis.models.position import sine_point_encoding
 from avis.models.windows import (
     WindowLayout,
     merge_windows,
@@ -174,10 +180,7 @@ class VideoModule(nn.Module):
         frame decoder, `FrameDecoder.query_pos`)."""
         if not self.anchor_queries:
             return self.query_embed.weight
-        first = cast(nn.Linear, self.anchor_embed.layers[0])
-        anchors = query_anchors(self.num_queries, first.weight.device)
-        code = sine_point_encoding(anchors, first.in_features // 2)  # (cQ, C)
-        return self.anchor_embed(code.to(first.weight.dtype))
+        return anchor_embedding(self.anchor_embed, self.num_queries)
 
     def add_position_cues(self, frame_queries: Tensor, frame_masks: Tensor) -> Tensor:
         """Frame queries (..., fQ, C_frame) + an embedding of where their masks lie.
