@@ -236,6 +236,7 @@ def build_avism_with_backbone(
         enforce_input_proj=cfg.frame_enforce_input_proj,
         dropout=cfg.dropout,
         anchor_queries=cfg.anchor_queries,
+        query_selection=cfg.query_selection,
     )
     video_module = VideoModule(
         frame_dim=cfg.frame_hidden_dim,

@@ -72,6 +72,7 @@ class AVISMConfig:
     mask_quality: bool = False  # avis option: each video query predicts its track's mask IoU
     anchor_queries: bool = False  # avis option: query position embeddings from fixed anchor points
     position_cues: bool = False  # avis option: frame queries handed over with where their masks lie
+    query_selection: bool = False  # avis option: frame queries start from the frame's best tokens
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

@@ -2,7 +2,8 @@
 
 Letters: N = B*T frames (independent batch elements), fQ frame queries, C hidden size,
 K classes (+1 "no object"), A audio feature size, nL feature levels (3), h heads,
-Dl = num_layers + 1 predictions (initial queries + one per layer), Lf frame-query layers,
+Dl = num_layers + 1 predictions (initial queries + one per layer; in training one more, first,
+with ``query_selection``: the selected tokens' own), Lf frame-query layers,
 h_l x w_l size of level l, Hm x Wm mask-feature size (stride 4).
 
 Before the first layer, each frame's audio vector localises its sound source on every level
@@ -35,6 +36,17 @@ MASK_EMBED_LAYERS = 3
 ANCHOR_EMBED_LAYERS = 2  # MLP of the anchor points' sine codes (anchor_queries option)
 
 
+def peaks_first(scores: Tensor, fine_size: tuple[int, int], k: int) -> Tensor:
+    """Indices (N, k) of the k best tokens of scores (N, S), whose last h*w entries are the
+    finest level's (h, w) map: a 3 x 3 local maximum there counts double, so each object's
+    peak ranks before a large object's other tokens (``FrameDecoder.select_queries``)."""
+    h, w = fine_size
+    fine = scores[:, scores.shape[1] - h * w :].reshape(-1, 1, h, w)  # (N, 1, h, w)
+    peaks = fine == F.max_pool2d(fine, 3, stride=1, padding=1)
+    rank = torch.cat([scores[:, : scores.shape[1] - h * w], (fine * (1 + peaks)).flatten(1)], dim=1)
+    return rank.topk(k, dim=1).indices
+
+
 @dataclass
 class FrameDecoderOutput:
     pred_logits: Tensor  # (Dl, N, fQ, K+1) class logits; index -1 = last layer
@@ -60,14 +72,20 @@ class FrameDecoder(nn.Module):
         enforce_input_proj: bool = False,
         dropout: float = 0.0,
         anchor_queries: bool = False,
+        query_selection: bool = False,
     ) -> None:
         """dec_layers = number of decoder blocks (official DEC_LAYERS minus 1).
 
         ``anchor_queries`` (an avis option, off in the official model): each query's position
         embedding is an MLP of the sine code of a fixed anchor point (`query_anchors`) instead
         of a learned table row, see `query_pos`.
+
+        ``query_selection`` (an avis option, off in the official model): the queries start
+        from the frame's own feature tokens instead of a learned table, see `select_queries`.
         """
         super().__init__()
+        if anchor_queries and query_selection:
+            raise ValueError("anchor_queries and query_selection are exclusive (both place the queries)")
         self.num_heads = nheads
         self.num_layers = dec_layers
         self.num_feature_levels = num_feature_levels
@@ -93,12 +111,16 @@ class FrameDecoder(nn.Module):
             for _ in range(dec_layers)
         )
         self.decoder_norm = nn.LayerNorm(hidden_dim)
-        self.query_feat = nn.Embedding(num_queries, hidden_dim)
         self.num_queries = num_queries
-        if anchor_queries:
-            self.anchor_embed = MLP(hidden_dim, hidden_dim, hidden_dim, ANCHOR_EMBED_LAYERS)
+        if query_selection:  # queries from the frame's tokens: no learned query tables
+            self.token_proj = nn.Linear(hidden_dim, hidden_dim)
+            self.token_norm = nn.LayerNorm(hidden_dim)
         else:
-            self.query_embed = nn.Embedding(num_queries, hidden_dim)
+            self.query_feat = nn.Embedding(num_queries, hidden_dim)
+            if anchor_queries:
+                self.anchor_embed = MLP(hidden_dim, hidden_dim, hidden_dim, ANCHOR_EMBED_LAYERS)
+            else:
+                self.query_embed = nn.Embedding(num_queries, hidden_dim)
         self.level_embed = nn.Embedding(num_feature_levels, hidden_dim)
         # identity (no parameters) when the pixel decoder already gives hidden_dim channels
         self.input_proj = nn.ModuleList()
@@ -118,6 +140,46 @@ class FrameDecoder(nn.Module):
     def anchor_queries(self) -> bool:
         return hasattr(self, "anchor_embed")
 
+    @property
+    def query_selection(self) -> bool:
+        return hasattr(self, "token_proj")
+
+    def select_queries(
+        self, srcs: Sequence[Tensor], pos: Sequence[Tensor], sizes: Sequence[tuple[int, int]]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The ``query_selection`` option: each frame's queries start from fQ of its own tokens.
+
+        srcs, pos: per level (h_l*w_l, N, C), coarse to fine. Every token of every level is
+        projected (``token_proj`` + ``token_norm``) and scored by the prediction heads (best
+        object class); the fQ best tokens become the queries, the local maxima (3 x 3) of the
+        finest level's score map first (their scores count double), so that every object,
+        small or large, gets a query at its peak before a large one gets a second. A query's
+        position embedding is the sine code of its token's place: two look-alike instances
+        start as two queries, each at its own instance (the learned queries of Mask2Former are
+        all alike until training has made them specialise by place, and one whose mask covers
+        two twins attends to both). The two-stage query selection of Deformable DETR / Mask
+        DINO, with peaks first because 20 queries must cover up to five objects.
+
+        Returns the queries (fQ, N, C), their position embeddings (fQ, N, C) and the selected
+        tokens (N, fQ, C) for their own prediction (supervised in training: it is what trains
+        the scores the selection ranks by).
+        """
+        memory = torch.cat(list(srcs), dim=0).transpose(0, 1)  # (N, S, C), S tokens of all levels
+        if memory.shape[1] < self.num_queries:
+            raise ValueError(
+                f"query_selection needs >= {self.num_queries} feature tokens per frame, the "
+                f"levels {list(sizes)} have {memory.shape[1]}: give larger frames"
+            )
+        tokens = self.token_norm(self.token_proj(memory))  # (N, S, C)
+        with torch.no_grad():
+            scores = self.class_embed(self.decoder_norm(tokens)).softmax(-1)[..., :-1].amax(-1)
+            index = peaks_first(scores, sizes[-1], self.num_queries)  # (N, fQ)
+        keys_pos = torch.cat(list(pos), dim=0).transpose(0, 1)  # (N, S, C)
+        index = index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # (N, fQ, C)
+        selected = tokens.gather(1, index)  # (N, fQ, C)
+        query_pos = keys_pos.gather(1, index)
+        return selected.transpose(0, 1), query_pos.transpose(0, 1), selected
+
     def query_pos(self) -> Tensor:  # (fQ, C)
         """The queries' position embeddings (added to the queries of every attention).
 
@@ -128,6 +190,8 @@ class FrameDecoder(nn.Module):
         learned queries of Mask2Former are all alike until training has made them specialise
         by place, and a query whose mask covers two twins attends to both equally.
         """
+        if self.query_selection:
+            raise RuntimeError("with query_selection each frame's query positions come from select_queries")
         if not self.anchor_queries:
             return self.query_embed.weight
         return anchor_embedding(self.anchor_embed, self.num_queries)
@@ -184,9 +248,22 @@ class FrameDecoder(nn.Module):
             src = self.input_proj[lvl](x).flatten(2) + self.level_embed.weight[lvl][None, :, None]
             srcs.append(src.permute(2, 0, 1))  # (h_l*w_l, N, C)
 
-        query_embed = self.query_pos().unsqueeze(1).expand(-1, n, -1)  # (fQ, N, C)
+        all_logits, all_masks, all_queries = [], [], []
+        if self.query_selection:
+            queries, query_embed, selected = self.select_queries(srcs, pos, sizes)
+            if all_layer_masks:  # training: the selected tokens' own prediction, first
+                own = self.decoder_norm(selected)  # (N, fQ, C)
+                all_logits.append(self.class_embed(own))
+                all_masks.append(
+                    torch.bmm(self.mask_embed(own), mask_features.flatten(2)).view(
+                        n, -1, *mask_features.shape[-2:]
+                    )
+                )
+        else:
+            query_embed = self.query_pos().unsqueeze(1).expand(-1, n, -1)  # (fQ, N, C)
+            queries = self.query_feat.weight.unsqueeze(1)
         fusion = self.audio_fusion(srcs, audio, query_embed)
-        output = self.query_feat.weight.unsqueeze(1) + fusion  # (fQ, N, C)
+        output = queries + fusion  # (fQ, N, C)
 
         level_features: list[Tensor] = []  # mask features at each level's size
         if not all_layer_masks:
@@ -200,7 +277,6 @@ class FrameDecoder(nn.Module):
                 for size in sizes
             ]
         attn_mask: Tensor | None = None
-        all_logits, all_masks, all_queries = [], [], []
         for i in range(self.num_layers + 1):  # prediction i = after i decoder layers
             if i > 0:
                 lvl = (i - 1) % self.num_feature_levels
