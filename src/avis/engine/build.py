@@ -60,6 +60,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
         importance_sample_ratio=loss.importance_sample_ratio,
         official_quirks=loss.official_quirks,
         anchor_cost=loss.anchor_cost,
+        twin_weight=loss.twin_weight,
     )
 
 

@@ -69,6 +69,7 @@ class LossConfig:
     official_quirks: bool = False
     anchor_cost: float = 0.0  # avis option: query-anchor term of the matching cost (both levels)
     quality_weight: float = 1.0  # models with `mask_quality`: BCE of the predicted mask IoU
+    twin_weight: float = 0.0  # avis option: extra BCE weight on pixels of same-class other targets
 
 
 @dataclass

@@ -16,6 +16,10 @@ last video layer, per (layer, clip) group; BCE of every pairwise dot product aga
 Mask quality (an avis option, models with `mask_quality`): for every matched video query of
 every video layer, BCE between its predicted IoU logit and the spatio-temporal IoU of its
 hard mask (logit > 0) with its GT track on the prediction grid (detached target).
+Twin weight (an avis option, `twin_weight` w > 0): in the mask BCE of a matched prediction,
+the pixels that belong to another target of the same class (the other guitar of a pair, in
+the frames where it is a target) weigh 1 + w instead of 1: covering a look-alike instance
+costs more than covering background. Dice and matching are unchanged.
 """
 
 from __future__ import annotations
@@ -80,7 +84,11 @@ class AVISMCriterion:
         importance_sample_ratio: float = 0.75,
         official_quirks: bool = False,
         anchor_cost: float = 0.0,  # avis option: see avis.losses.matcher
+        twin_weight: float = 0.0,  # avis option: see the module docstring
     ) -> None:
+        if twin_weight < 0:
+            raise ValueError(f"twin_weight must be >= 0, got {twin_weight}")
+        self.twin_weight = twin_weight
         self.num_classes = num_classes
         self.weights = weights or LossWeights()
         self.sim_weight = OFFICIAL_SIM_WEIGHT if official_quirks else self.weights.sim
@@ -180,13 +188,15 @@ class AVISMCriterion:
         target_classes = torch.full(
             (num_items, num_queries), self.num_classes, dtype=torch.int64, device=device
         )
-        item_parts, src_parts, tgt_masks = [], [], []
+        item_parts, src_parts, tgt_masks, twin_masks = [], [], [], []
         for item, ((src, tgt), target) in enumerate(zip(matches, items)):
             src, tgt = src.to(device), tgt.to(device)
             target_classes[item, src] = target.labels[tgt]
             item_parts.append(torch.full_like(src, item))
             src_parts.append(src)
             tgt_masks.append(target.masks[tgt])
+            if self.twin_weight > 0:
+                twin_masks.append(same_class_others(target, self.num_classes)[tgt])
         ce = F.cross_entropy(
             pred_logits.float().transpose(1, 2), target_classes, self.class_weights.to(device)
         )
@@ -197,10 +207,14 @@ class AVISMCriterion:
         src = pred_masks[item_idx, src_idx].float()  # (M, T, Hm, Wm)
         num_matched = src.shape[0]
         tgt = torch.cat(tgt_masks)  # (M, T, Ht, Wt)
+        twins = torch.cat(twin_masks) if twin_masks else None  # (M, T, Ht, Wt) or None
+        point_weights = None
         if self.num_points is None:  # dense: every cell of the prediction grid
             point_logits = src.reshape(num_matched, -1)  # (M, T*Hm*Wm)
             grid = (src.shape[-2], src.shape[-1])  # (Hm, Wm)
             point_labels = resample_to_grid(tgt, grid).reshape(num_matched, -1)
+            if twins is not None:
+                point_weights = resample_to_grid(twins, grid).reshape(num_matched, -1)
         else:
             src = src.flatten(0, 1).unsqueeze(1)  # (M*T, 1, Hm, Wm)
             tgt = tgt.float().flatten(0, 1).unsqueeze(1)  # (M*T, 1, Ht, Wt)
@@ -209,10 +223,15 @@ class AVISMCriterion:
                     src, self.num_points, self.oversample_ratio, self.importance_sample_ratio
                 )  # (M*T, P, 2)
                 point_labels = point_sample(tgt, coords).reshape(num_matched, -1)  # (M, T*P)
+                if twins is not None:
+                    twins = twins.flatten(0, 1).unsqueeze(1)  # (M*T, 1, Ht, Wt)
+                    point_weights = point_sample(twins, coords).reshape(num_matched, -1)
             point_logits = point_sample(src, coords).reshape(num_matched, -1)  # (M, T*P)
+        if point_weights is not None:
+            point_weights = 1.0 + self.twin_weight * point_weights  # (M, P)
         return (
             ce,
-            sigmoid_bce_loss(point_logits, point_labels, num_masks),
+            sigmoid_bce_loss(point_logits, point_labels, num_masks, point_weights),
             dice_loss(point_logits, point_labels, num_masks),
         )
 
@@ -277,6 +296,22 @@ class AVISMCriterion:
         same_track = (ids[:, None] == ids[None, :]) & same_group
         loss = F.binary_cross_entropy_with_logits(logits, same_track.float(), reduction="none")
         return (loss * same_group).sum() / same_group.sum().clamp(min=1)
+
+
+def same_class_others(target: MatchTarget, num_classes: int) -> Tensor:
+    """Per target, the union of the masks of the other targets of its class.
+
+    target.labels (n,), target.masks (n, T, Ht, Wt) -> (n, T, Ht, Wt) float in [0, 1]. Labels
+    >= num_classes (the official quirk's no-object targets) have no class and no twins.
+    """
+    labels = target.labels
+    same = (labels[:, None] == labels[None, :]) & (labels[:, None] < num_classes)
+    same.fill_diagonal_(False)  # (n, n)
+    masks = target.masks.float()
+    if masks.shape[0] == 0:
+        return masks
+    others = same.float() @ masks.flatten(1)  # (n, T*Ht*Wt)
+    return others.clamp(max=1.0).reshape(masks.shape)
 
 
 def group_labels(entries: list[Tensor], entries_per_group: int, device: torch.device) -> Tensor:

@@ -12,12 +12,17 @@ from torch import Tensor
 DICE_SMOOTH = 1.0  # added to numerator and denominator: an empty target vs an empty prediction = 0
 
 
-def sigmoid_bce_loss(logits: Tensor, targets: Tensor, num_masks: float) -> Tensor:
+def sigmoid_bce_loss(
+    logits: Tensor, targets: Tensor, num_masks: float, weights: Tensor | None = None
+) -> Tensor:
     """Mean BCE over the P values of each mask, summed over masks, / num_masks.
 
-    logits, targets (M, P) -> scalar.
+    logits, targets (M, P) -> scalar. weights (M, P), optional: each value's BCE is multiplied
+    by its weight before the mean (a weight of 1 everywhere is the plain loss).
     """
     loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if weights is not None:
+        loss = loss * weights
     return loss.mean(1).sum() / num_masks
 
 
