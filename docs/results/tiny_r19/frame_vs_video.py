@@ -1,15 +1,21 @@
 """Per both-sounding twin frame: does the frame level (last frame-decoder layer) have two
 twin-class queries (prob>0.5) each IoU>0.5 with a different twin? And the video level
 (whole-video decode, per frame mask)?  python frame_vs_video.py CKPT SIDE [ROOT] [SPLIT]"""
-import dataclasses, sys
-import numpy as np, torch, torch.nn.functional as F
+import dataclasses
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 from avis.data import load_split
 from avis.data.masks import decode_segmentation
 from avis.inference.predictor import VideoPredictor
 from avis.models.video_module import video_masks
+
 torch.set_num_threads(2)
 ckpt, size = sys.argv[1], int(sys.argv[2])
-root = sys.argv[3] if len(sys.argv) > 3 else "/work/data/synth"
+root = sys.argv[3] if len(sys.argv) > 3 else "data/synth"
 split = sys.argv[4] if len(sys.argv) > 4 else "val"
 p = VideoPredictor.from_checkpoint(ckpt, split_components=False)
 p.config = dataclasses.replace(p.config, test_short_side=size, test_max_size=2 * size)
@@ -62,5 +68,7 @@ with torch.no_grad():
                 vsep = sep_count(up(m, input_size, h, w), gts)
             else:
                 vsep = [False] * len(both)
-            tot += len(both); fs += sum(fsep); vs += sum(vsep)
+            tot += len(both)
+            fs += sum(fsep)
+            vs += sum(vsep)
 print(f"{ckpt} {size}px {split}: {tot} both-sounding twin frames; frame level separates {fs} ({fs/tot:.0%}); video level {vs} ({vs/tot:.0%})")
