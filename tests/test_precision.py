@@ -57,12 +57,22 @@ def test_context_sets_tf32_and_autocast_and_restores(precision):
 
 @pytest.fixture(scope="module")
 def shipped():
+    from avis.audio.features import weight_free_features
+    from avis.data.synth.config import SynthConfig
+    from avis.data.synth.render import render_frame, scene_parts
+    from avis.data.synth.scene import sample_scene
+    from avis.data.synth.writer import soundtrack
     from avis.inference.predictor import VideoPredictor
 
     predictor = VideoPredictor.from_checkpoint()
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 255, (7, 96, 128, 3), dtype=np.uint8)
-    audio = rng.standard_normal((7, predictor.config.audio_dim)).astype(np.float32)
+    # a 7-frame scene of the synthetic benchmark (what the shipped model knows), so that it
+    # keeps instances whose masks the precisions can be compared on
+    cfg = SynthConfig()
+    scene = sample_scene(np.random.default_rng(0), 7, cfg)
+    frames = np.stack([render_frame(scene, scene_parts(scene, float(t)), 4) for t in range(7)])
+    wave = soundtrack(scene, cfg, np.random.default_rng(0))
+    pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
+    audio = weight_free_features(pcm, cfg.sample_rate, 7)
     return predictor, frames, audio, predictor.predict((frames, audio))
 
 
