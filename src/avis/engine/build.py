@@ -52,7 +52,12 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
     return AVISMCriterion(
         num_classes,
         weights=LossWeights(
-            loss.class_weight, loss.mask_weight, loss.dice_weight, loss.sim_weight, loss.quality_weight
+            loss.class_weight,
+            loss.mask_weight,
+            loss.dice_weight,
+            loss.sim_weight,
+            loss.quality_weight,
+            loss.embed_weight,
         ),
         no_object_weight=loss.no_object_weight,
         num_points=loss.num_points,

@@ -70,6 +70,7 @@ class LossConfig:
     anchor_cost: float = 0.0  # avis option: query-anchor term of the matching cost (both levels)
     quality_weight: float = 1.0  # models with `mask_quality`: BCE of the predicted mask IoU
     twin_weight: float = 0.0  # avis option: extra BCE weight on pixels of same-class other targets
+    embed_weight: float = 1.0  # models with `instance_embed_dim`: discriminative embedding loss
 
 
 @dataclass

@@ -20,6 +20,9 @@ Twin weight (an avis option, `twin_weight` w > 0): in the mask BCE of a matched 
 the pixels that belong to another target of the same class (the other guitar of a pair, in
 the frames where it is a target) weigh 1 + w instead of 1: covering a look-alike instance
 costs more than covering background. Dice and matching are unchanged.
+Instance embedding (an avis option, models with `instance_embed_dim`): the discriminative
+loss of avis.losses.embedding on the per-pixel embeddings of both mask-feature maps, with
+every frame's present GT instances as clusters (no matching involved).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avis.data.batch import ClipTargets
+from avis.losses.embedding import discriminative_loss, discriminative_parts
 from avis.losses.functional import dice_loss, sigmoid_bce_loss
 from avis.losses.matcher import HungarianMatcher, Match, MatchTarget, resample_to_grid
 from avis.losses.points import importance_sampled_coords, point_sample
@@ -54,6 +58,7 @@ class LossWeights:
     dice: float = 5.0
     sim: float = 0.5
     quality: float = 1.0  # models with `mask_quality` only
+    embed: float = 1.0  # models with `instance_embed_dim` only
 
 
 @dataclass
@@ -154,6 +159,8 @@ class AVISMCriterion:
         terms["sim"] = self.similarity_loss(
             outputs, videos, frame_matches[-num_frame_layers:], video_matches
         )
+        if outputs.pixel_embed is not None:
+            terms["embed"] = self.embedding_loss(outputs.pixel_embed, videos)
         weighted = {name: value * self.term_weight(name) for name, value in terms.items()}
         total = sum(weighted.values())
         # every term is a Tensor by now: each loop above runs at least once (Dl, Lv >= 1)
@@ -164,6 +171,8 @@ class AVISMCriterion:
             return self.sim_weight
         if name == "video_quality":
             return self.weights.quality
+        if name == "embed":
+            return self.weights.embed
         kind = name.split("_")[1]
         return {
             "ce": self.weights.class_weight,
@@ -263,6 +272,18 @@ class AVISMCriterion:
             torch.cat(logits).float(), torch.cat(targets).float(), reduction="sum"
         )
         return loss / num_masks
+
+    def embedding_loss(self, pixel_embed: Tensor, videos: list[VideoTargets]) -> Tensor:
+        """Discriminative loss of both embedding maps: pixel_embed (2, B, T, E, Hm, Wm)."""
+        grid = (pixel_embed.shape[-2], pixel_embed.shape[-1])
+        parts = []
+        for b, video in enumerate(videos):
+            masks = resample_to_grid(video.masks, grid)  # (n, T, Hm, Wm), empty where absent
+            masks = masks * video.present[:, :, None, None]
+            for level in range(pixel_embed.shape[0]):
+                embed = pixel_embed[level, b]  # (T, E, Hm, Wm)
+                parts.append(discriminative_parts(embed.flatten(2), masks.flatten(2)))
+        return discriminative_loss(parts)
 
     def similarity_loss(
         self,

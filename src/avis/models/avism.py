@@ -56,7 +56,11 @@ class AVISM(nn.Module):
         pixel_std: Sequence[float],
         size_divisibility: int,
         last_layer_num: int,
+        instance_embed: tuple[int, int] | None = None,
     ) -> None:
+        """``instance_embed`` = (mask_dim, E): an avis option, a 1x1 conv from the mask features
+        to E-dim per-pixel instance embeddings for the discriminative loss (training only; see
+        avis.losses.embedding). None = the official model."""
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
@@ -64,6 +68,7 @@ class AVISM(nn.Module):
         self.video_module = video_module
         self.size_divisibility = size_divisibility
         self.last_layer_num = last_layer_num
+        self.instance_embed = None if instance_embed is None else nn.Conv2d(*instance_embed, 1)
         # not in the state dict, like the official non-persistent buffers
         self.register_buffer(
             "pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), persistent=False
@@ -132,6 +137,12 @@ class AVISM(nn.Module):
         mask_features = self.video_module.mask_features(
             pix.stride4_features, audio.flatten(0, 1)
         )  # (B*T, Cm, Hm, Wm)
+        pixel_embed = None
+        if self.instance_embed is not None:
+            pixel_embed = torch.stack(
+                [self.instance_embed(pix.mask_features), self.instance_embed(mask_features)]
+            )  # (2, B*T, E, Hm, Wm)
+            pixel_embed = pixel_embed.view(2, b, t, *pixel_embed.shape[2:])
         mask_features = mask_features.view(b, t, *mask_features.shape[1:])
         return AVISMOutput(
             frame=FrameOutput(
@@ -149,6 +160,7 @@ class AVISM(nn.Module):
                 pred_cq_embed=video.pred_cq_embed,
                 pred_quality=video.pred_quality,
             ),
+            pixel_embed=pixel_embed,
         )
 
     # ------------------------------------------------------------------ inference pieces
@@ -271,4 +283,5 @@ def build_avism_with_backbone(
         pixel_std=cfg.pixel_std,
         size_divisibility=cfg.size_divisibility,
         last_layer_num=cfg.last_layer_num,
+        instance_embed=(cfg.mask_dim, cfg.instance_embed_dim) if cfg.instance_embed_dim > 0 else None,
     )

@@ -39,3 +39,6 @@ class VideoOutput:
 class AVISMOutput:
     frame: FrameOutput
     video: VideoOutput
+    # models with `instance_embed_dim` E > 0: a 1x1 projection of the frame decoder's and the
+    # video module's mask features, (2, B, T, E, Hm, Wm); what the discriminative loss reads
+    pixel_embed: Tensor | None = None
