@@ -279,7 +279,6 @@ class AVISMCriterion:
         parts = []
         for b, video in enumerate(videos):
             masks = resample_to_grid(video.masks, grid)  # (n, T, Hm, Wm), empty where absent
-            masks = masks * video.present[:, :, None, None]
             for level in range(pixel_embed.shape[0]):
                 embed = pixel_embed[level, b]  # (T, E, Hm, Wm)
                 parts.append(discriminative_parts(embed.flatten(2), masks.flatten(2)))
