@@ -140,7 +140,7 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 @pytest.mark.parametrize("watch", ["auto", "poll"])
 def test_kill_9_of_the_launcher_ends_its_workers(synth_root, tmp_path, watch):
     """kill -9 of `avis train` (uncatchable): its workers end too (prctl death signal, or the
-    polling thread), and a --resume then takes the dead run's lock over, with a message."""
+    polling watchdog process), and a --resume then takes the dead run's lock over, with a message."""
     run = tmp_path / "run"
     args = train_args(synth_root, run, *TINY, "iterations=400", "checkpoint_every=2", "processes=2")
     launcher = start(args, tmp_path / "log.txt", **{PARENT_WATCH_ENV: watch})
@@ -154,7 +154,7 @@ def test_kill_9_of_the_launcher_ends_its_workers(synth_root, tmp_path, watch):
     # worker share its lock until their own parent watch ends them)
     wait_for(lambda: lock_is_free(run / LOCK_NAME), "the run folder's lock after kill -9")
     if watch == "poll":
-        # rank 0 ends either by its polling thread (the record stays) or, when the other
+        # rank 0 ends either by its watchdog (SIGTERM: the record stays) or, when the other
         # worker's death reaches it first, through the lost-peer error, releasing the lock
         return
     assert (run / LOCK_NAME).read_text()  # SIGTERM from the kernel: the dead run's record stays

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -199,42 +200,92 @@ def test_no_process_destroys_the_group_before_all_have_finished(tmp_path):
 
 
 CHILD = """
-import os, sys, time
+import ctypes, os, sys, time
 from avis.engine.launch import die_with_parent
 die_with_parent()
 with open(sys.argv[1], "w") as f:
     f.write(str(os.getpid()))
+if sys.argv[2] == "gil":  # blocked in native code that holds the GIL (ctypes.PyDLL keeps it)
+    ctypes.PyDLL(None).sleep(600)
 time.sleep(600)
 """
 PARENT = """
 import subprocess, sys, time
-subprocess.Popen([sys.executable, sys.argv[1], sys.argv[2]], start_new_session=True)
+subprocess.Popen([sys.executable, *sys.argv[1:]], start_new_session=True)
 time.sleep(600)
 """
 
 
+@pytest.mark.parametrize("blocked", ["sleep", "gil"])
 @pytest.mark.parametrize("watch", ["auto", "poll"])
-def test_a_worker_dies_with_its_parent(tmp_path, watch):
+def test_a_worker_dies_with_its_parent(tmp_path, watch, blocked):
     """A child in a session of its own (as torchrun starts workers) that called
-    die_with_parent() ends when its parent is killed with SIGKILL."""
+    die_with_parent() ends when its parent is killed with SIGKILL, also while it is blocked
+    in native code that holds the GIL (a thread of the child could not watch then)."""
     child_py, parent_py = tmp_path / "child.py", tmp_path / "parent.py"
     child_py.write_text(CHILD)
     parent_py.write_text(PARENT)
     pid_file = tmp_path / "child.pid"
     env = {**os.environ, "AVIS_PARENT_WATCH": watch}
     parent = subprocess.Popen(
-        [sys.executable, str(parent_py), str(child_py), str(pid_file)], env=env
+        [sys.executable, str(parent_py), str(child_py), str(pid_file), blocked], env=env
     )
     deadline = time.monotonic() + 240  # a bound on a hang, not a speed requirement
-    while not (pid_file.exists() and pid_file.read_text()):
-        assert time.monotonic() < deadline and parent.poll() is None, "the child did not start"
+    child = 0
+    try:
+        while not (pid_file.exists() and pid_file.read_text()):
+            assert time.monotonic() < deadline and parent.poll() is None, "no child started"
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        watchdogs = _watchdogs_of(child)
+        assert len(watchdogs) == (1 if watch == "poll" else 0), watchdogs
+        parent.kill()
+        parent.wait()
+        while _running(child) or any(_running(w) for w in watchdogs):
+            assert time.monotonic() < deadline, f"child {child} outlived its parent ({watch})"
+            time.sleep(0.1)
+    finally:  # nothing left behind when the test fails
+        parent.kill()
+        if child and _running(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_the_watchdog_ends_with_its_worker(tmp_path):
+    """The polling watchdog of a worker that ends on its own does not outlive it."""
+    code = "import sys\nfrom avis.engine.launch import die_with_parent\n"
+    code += "print(die_with_parent(), flush=True)\nsys.stdin.read()\n"
+    env = {**os.environ, "AVIS_PARENT_WATCH": "poll"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "poll"
+    watchdogs = _watchdogs_of(child.pid)
+    assert len(watchdogs) == 1, watchdogs
+    child.stdin.close()
+    assert child.wait(timeout=60) == 0
+    deadline = time.monotonic() + 60  # a bound on a hang, not a speed requirement
+    while _running(watchdogs[0]):
+        assert time.monotonic() < deadline, "the watchdog outlived its worker"
         time.sleep(0.1)
-    child = int(pid_file.read_text())
-    parent.kill()
-    parent.wait()
-    while _running(child):
-        assert time.monotonic() < deadline, f"child {child} outlived its parent ({watch})"
-        time.sleep(0.1)
+
+
+def _watchdogs_of(pid: int) -> list[int]:
+    """Pids of the `avis.parent_watch` processes that watch process `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if "avis.parent_watch" in argv and argv[argv.index("avis.parent_watch") + 1] == str(pid):
+            found.append(int(entry.name))
+    return found
 
 
 def _running(pid: int) -> bool:

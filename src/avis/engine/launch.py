@@ -8,7 +8,9 @@ user started is the launcher, and:
 - Workers die with it. torchrun starts workers in sessions of their own, so nothing else would
   stop them when the launcher is killed (kill -9 cannot be caught). Each worker asks the kernel
   for a signal when its parent dies (`prctl(PR_SET_PDEATHSIG, SIGTERM)`, Linux); elsewhere, or
-  when `AVIS_PARENT_WATCH=poll`, a daemon thread polls the parent pid twice a second. Plain
+  when `AVIS_PARENT_WATCH=poll`, it starts a watchdog process (`avis.parent_watch`) that polls
+  the parent pid twice a second (a process, not a thread: a thread needs the worker's GIL,
+  which a worker stuck in native code may never release). Plain
   `torchrun ... -m avis.cli.main train` workers do the same with torchrun as the parent.
 - Errors are reported once. A worker that fails with an avis error writes its message to a
   file of the launcher's error folder instead of printing it; the launcher prints each
@@ -25,10 +27,10 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ POLL_SECONDS = 0.5
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 AGENT_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
 EXIT_PARENT_GONE = 1
+_WATCHDOGS: list[subprocess.Popen] = []  # this worker's parent watchdog (poll mode)
 
 
 class TrainingInterrupted(Exception):
@@ -100,18 +103,23 @@ def die_with_parent(parent: int | None = None) -> str:
     if os.getppid() != parent or os.getppid() == 1:  # died before the request took effect
         _parent_gone(parent)
     if mechanism == "poll":
-        thread = threading.Thread(
-            target=_watch_parent, args=(parent,), name="avis-parent-watch", daemon=True
+        # ends when this process does; held so that no "still running" warning is raised
+        _WATCHDOGS.append(
+            subprocess.Popen(  # noqa: S603
+                [
+                    sys.executable,
+                    "-m",
+                    "avis.parent_watch",
+                    str(os.getpid()),
+                    str(parent),
+                    str(POLL_SECONDS),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                close_fds=True,  # holds none of this process's files (the run folder's lock)
+            )
         )
-        thread.start()
     return mechanism
-
-
-def _watch_parent(parent: int) -> None:
-    while True:
-        time.sleep(POLL_SECONDS)
-        if os.getppid() != parent:
-            _parent_gone(parent)
 
 
 def _parent_gone(parent: int) -> None:
@@ -316,4 +324,3 @@ def _peer_error(err: BaseException) -> str:
     text = first_line(err)
     text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", text)
     return text.split(". This is typically")[0].strip()
-
