@@ -140,7 +140,8 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 @pytest.mark.parametrize("watch", ["auto", "poll"])
 def test_kill_9_of_the_launcher_ends_its_workers(synth_root, tmp_path, watch):
     """kill -9 of `avis train` (uncatchable): its workers end too (prctl death signal, or the
-    polling watchdog process), and a --resume then takes the dead run's lock over, with a message."""
+    polling watchdog process), and a --resume then takes the dead run's lock over, with a
+    message."""
     run = tmp_path / "run"
     args = train_args(synth_root, run, *TINY, "iterations=400", "checkpoint_every=2", "processes=2")
     launcher = start(args, tmp_path / "log.txt", **{PARENT_WATCH_ENV: watch})
