@@ -58,6 +58,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
             loss.sim_weight,
             loss.quality_weight,
             loss.embed_weight,
+            loss.pilot_weight,
         ),
         no_object_weight=loss.no_object_weight,
         num_points=loss.num_points,
@@ -66,6 +67,8 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
         official_quirks=loss.official_quirks,
         anchor_cost=loss.anchor_cost,
         twin_weight=loss.twin_weight,
+        pilot_label_noise=loss.pilot_label_noise,
+        pilot_shift=loss.pilot_shift,
     )
 
 

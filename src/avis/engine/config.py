@@ -71,6 +71,12 @@ class LossConfig:
     quality_weight: float = 1.0  # models with `mask_quality`: BCE of the predicted mask IoU
     twin_weight: float = 0.0  # avis option: extra BCE weight on pixels of same-class other targets
     embed_weight: float = 1.0  # models with `instance_embed_dim`: discriminative embedding loss
+    # models with `mask_pilots` (training-only pilot queries, avis.losses.pilots): factor on
+    # their CE / BCE / dice terms, the chance a pilot starts from a wrong class, and how far
+    # its mask is moved (fraction of the instance's box size per axis)
+    pilot_weight: float = 1.0
+    pilot_label_noise: float = 0.2
+    pilot_shift: float = 0.2
 
 
 @dataclass

@@ -214,8 +214,13 @@ class Trainer:
                 else nullcontext()
             )
             with sync:
+                pilots = None  # models with mask_pilots: made by the criterion from the targets
+                make_pilots = getattr(self.criterion, "pilot_queries", None)
+                if make_pilots is not None and getattr(self.module, "mask_pilots", False):
+                    grid = (batch.frames.shape[-2] // 4, batch.frames.shape[-1] // 4)  # stride 4
+                    pilots = make_pilots(batch.targets, grid)
                 with self.autocast():
-                    outputs = self.model(batch.frames, batch.audio, batch.image_sizes)
+                    outputs = self.model(batch.frames, batch.audio, batch.image_sizes, pilots)
                 result = self.criterion(outputs, batch.targets)
                 loss = result.total / cfg.accumulation
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()

@@ -23,6 +23,11 @@ costs more than covering background. Dice and matching are unchanged.
 Instance embedding (an avis option, models with `instance_embed_dim`): the discriminative
 loss of avis.losses.embedding on the per-pixel embeddings of both mask-feature maps, with
 every frame's present GT instances as clusters (no matching involved).
+Mask pilots (an avis option, models with `mask_pilots`): `pilot_queries` makes the batch's
+pilot queries (avis.losses.pilots) for the model's forward; each pilot's predictions after
+every decoder layer (not the initial one, made before it attended anywhere) get CE, BCE and
+dice against the target it stands for (no matching; CE over real pilots only), weighted
+like the frame terms times `pilot`, normalised by the number of frame targets.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from avis.data.batch import ClipTargets
 from avis.losses.embedding import discriminative_loss, discriminative_parts
 from avis.losses.functional import dice_loss, sigmoid_bce_loss
 from avis.losses.matcher import HungarianMatcher, Match, MatchTarget, resample_to_grid
+from avis.losses.pilots import make_pilot_queries
 from avis.losses.points import importance_sampled_coords, point_sample
 from avis.losses.targets import (
     VideoTargets,
@@ -46,7 +52,8 @@ from avis.losses.targets import (
     frame_match_targets,
     prepare_video_targets,
 )
-from avis.models.outputs import AVISMOutput
+from avis.models.frame_decoder import PilotQueries
+from avis.models.outputs import AVISMOutput, FrameOutput
 
 OFFICIAL_SIM_WEIGHT = 1.0  # the official code never applies the configured 0.5 (key mismatch)
 
@@ -59,6 +66,7 @@ class LossWeights:
     sim: float = 0.5
     quality: float = 1.0  # models with `mask_quality` only
     embed: float = 1.0  # models with `instance_embed_dim` only
+    pilot: float = 1.0  # models with `mask_pilots` only: factor on the pilot CE, BCE, dice
 
 
 @dataclass
@@ -90,10 +98,14 @@ class AVISMCriterion:
         official_quirks: bool = False,
         anchor_cost: float = 0.0,  # avis option: see avis.losses.matcher
         twin_weight: float = 0.0,  # avis option: see the module docstring
+        pilot_label_noise: float = 0.2,  # mask pilots: see avis.losses.pilots
+        pilot_shift: float = 0.2,
     ) -> None:
         if twin_weight < 0:
             raise ValueError(f"twin_weight must be >= 0, got {twin_weight}")
         self.twin_weight = twin_weight
+        self.pilot_label_noise = pilot_label_noise
+        self.pilot_shift = pilot_shift
         self.num_classes = num_classes
         self.weights = weights or LossWeights()
         self.sim_weight = OFFICIAL_SIM_WEIGHT if official_quirks else self.weights.sim
@@ -131,6 +143,8 @@ class AVISMCriterion:
             terms["frame_ce"] = terms["frame_ce"] + ce
             terms["frame_mask"] = terms["frame_mask"] + bce
             terms["frame_dice"] = terms["frame_dice"] + dice
+        if frame.pilot_logits is not None and frame.pilot_masks is not None:
+            terms.update(self.pilot_losses(frame, frame_items, num_frame_masks))
 
         # Video level: Lv layers, Lf*B items each (layer-major: index l*B + b).
         video_items = [v.as_match_target() for v in videos] * num_frame_layers
@@ -173,12 +187,52 @@ class AVISMCriterion:
             return self.weights.quality
         if name == "embed":
             return self.weights.embed
-        kind = name.split("_")[1]
+        level, kind = name.split("_")
         return {
             "ce": self.weights.class_weight,
             "mask": self.weights.mask,
             "dice": self.weights.dice,
-        }[kind]
+        }[kind] * (self.weights.pilot if level == "pilot" else 1.0)
+
+    def pilot_queries(
+        self, targets: list[ClipTargets], grid: tuple[int, int]
+    ) -> PilotQueries | None:
+        """The mask-pilot queries of a batch's B*T frames on the (Hm, Wm) mask grid (None when
+        no frame has a target); pass them to the model's forward."""
+        videos = [
+            prepare_video_targets(t, self.num_classes, self.official_quirks) for t in targets
+        ]
+        num_frames = targets[0].masks.shape[1] if targets else 0
+        return make_pilot_queries(
+            frame_match_targets(videos, num_frames),
+            grid,
+            self.num_classes,
+            self.pilot_label_noise,
+            self.pilot_shift,
+        )
+
+    def pilot_losses(
+        self, frame: FrameOutput, items: list[MatchTarget], num_masks: float
+    ) -> dict[str, Tensor]:
+        """CE, BCE and dice of the pilots (pilot g of frame i = target g of frame i), summed
+        over the predictions after each decoder layer."""
+        assert frame.pilot_logits is not None and frame.pilot_masks is not None
+        device = frame.pilot_logits.device
+        matches = [
+            (torch.arange(len(item.labels)), torch.arange(len(item.labels))) for item in items
+        ]
+        labels = torch.cat([item.labels for item in items]).to(device)
+        real = labels < self.num_classes  # the official quirk's class-less targets get no pilot
+        item_idx = torch.cat([torch.full((len(item.labels),), i) for i, item in enumerate(items)])
+        slot_idx = torch.cat([torch.arange(len(item.labels)) for item in items])
+        terms: dict[str, Tensor] = {}
+        for logits, masks in zip(frame.pilot_logits[1:], frame.pilot_masks[1:]):
+            picked = logits[item_idx.to(device), slot_idx.to(device)].float()  # (M, K+1)
+            ce = F.cross_entropy(picked[real], labels[real], reduction="sum") / num_masks
+            bce, dice = self.mask_losses(masks.unsqueeze(2), items, matches, num_masks)
+            for name, value in (("pilot_ce", ce), ("pilot_mask", bce), ("pilot_dice", dice)):
+                terms[name] = terms[name] + value if name in terms else value
+        return terms
 
     def set_losses(
         self,
@@ -197,22 +251,34 @@ class AVISMCriterion:
         target_classes = torch.full(
             (num_items, num_queries), self.num_classes, dtype=torch.int64, device=device
         )
+        for item, ((src, tgt), target) in enumerate(zip(matches, items)):
+            target_classes[item, src.to(device)] = target.labels[tgt.to(device)]
+        ce = F.cross_entropy(
+            pred_logits.float().transpose(1, 2), target_classes, self.class_weights.to(device)
+        )
+        return (ce, *self.mask_losses(pred_masks, items, matches, num_masks))
+
+    def mask_losses(
+        self,
+        pred_masks: Tensor,
+        items: list[MatchTarget],
+        matches: list[Match],
+        num_masks: float,
+    ) -> tuple[Tensor, Tensor]:
+        """BCE and dice of the matched masks: pred_masks (I, Q, T, Hm, Wm) -> two scalars."""
+        device = pred_masks.device
         item_parts, src_parts, tgt_masks, twin_masks = [], [], [], []
         for item, ((src, tgt), target) in enumerate(zip(matches, items)):
             src, tgt = src.to(device), tgt.to(device)
-            target_classes[item, src] = target.labels[tgt]
             item_parts.append(torch.full_like(src, item))
             src_parts.append(src)
             tgt_masks.append(target.masks[tgt])
             if self.twin_weight > 0:
                 twin_masks.append(same_class_others(target, self.num_classes)[tgt])
-        ce = F.cross_entropy(
-            pred_logits.float().transpose(1, 2), target_classes, self.class_weights.to(device)
-        )
         item_idx, src_idx = torch.cat(item_parts), torch.cat(src_parts)
         if item_idx.numel() == 0:
             zero = pred_masks.float().sum() * 0.0  # keeps every mask parameter in the graph
-            return ce, zero, zero
+            return zero, zero
         src = pred_masks[item_idx, src_idx].float()  # (M, T, Hm, Wm)
         num_matched = src.shape[0]
         tgt = torch.cat(tgt_masks)  # (M, T, Ht, Wt)
@@ -239,7 +305,6 @@ class AVISMCriterion:
         if point_weights is not None:
             point_weights = 1.0 + self.twin_weight * point_weights  # (M, P)
         return (
-            ce,
             sigmoid_bce_loss(point_logits, point_labels, num_masks, point_weights),
             dice_loss(point_logits, point_labels, num_masks),
         )

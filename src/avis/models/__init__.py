@@ -13,6 +13,7 @@ from avis.models.checkpoint import (
     save_model,
 )
 from avis.models.config import PRESETS, AVISMConfig, from_detectron2, get_preset
+from avis.models.frame_decoder import PilotQueries
 from avis.models.outputs import AVISMOutput, FrameOutput, VideoOutput
 from avis.models.video_module import VideoModule, VideoModuleOutput
 
@@ -22,6 +23,7 @@ __all__ = [
     "AVISMConfig",
     "AVISMOutput",
     "ChunkEncoding",
+    "PilotQueries",
     "FrameOutput",
     "VideoModule",
     "VideoModuleOutput",

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from avis.models.config import AVISMConfig
-from avis.models.frame_decoder import FrameDecoder, FrameDecoderOutput
+from avis.models.frame_decoder import FrameDecoder, FrameDecoderOutput, PilotQueries
 from avis.models.outputs import AVISMOutput, FrameOutput, VideoOutput
 from avis.models.pixel_decoder import MSDeformAttnPixelDecoder
 from avis.models.video_module import VideoModule, VideoModuleOutput, video_masks
@@ -77,6 +77,11 @@ class AVISM(nn.Module):
             "pixel_std", torch.tensor(pixel_std).view(1, -1, 1, 1), persistent=False
         )
 
+    @property
+    def mask_pilots(self) -> bool:
+        """Whether training passes mask-pilot queries to forward (the ``mask_pilots`` option)."""
+        return self.frame_decoder.pilot_label_embed is not None
+
     # ------------------------------------------------------------------ inputs
     def normalize(self, frames: Tensor, image_sizes: Sequence[tuple[int, int]]) -> Tensor:
         """frames (B, T, 3, Hp, Wp) 0..255 -> normalised (B*T, 3, Hp, Wp), zero outside image_sizes."""
@@ -106,12 +111,17 @@ class AVISM(nn.Module):
 
     # ------------------------------------------------------------------ training / full forward
     def forward(
-        self, frames: Tensor, audio: Tensor, image_sizes: Sequence[tuple[int, int]]
+        self,
+        frames: Tensor,
+        audio: Tensor,
+        image_sizes: Sequence[tuple[int, int]],
+        pilots: PilotQueries | None = None,
     ) -> AVISMOutput:
         """frames (B, T, 3, Hp, Wp) float 0..255 zero-padded; audio (B, T, D); image_sizes [(h, w)] * B.
 
         In training mode the frame decoder hands ``last_layer_num`` layers of frame queries
-        to the video module (Lf = last_layer_num), in eval mode one.
+        to the video module (Lf = last_layer_num), in eval mode one. ``pilots``: the frame
+        decoder's mask-pilot queries of the B*T frames (training, ``mask_pilots`` models).
         """
         if frames.dim() != 5 or audio.dim() != 3 or frames.shape[:2] != audio.shape[:2]:
             raise ValueError(
@@ -120,9 +130,11 @@ class AVISM(nn.Module):
             )
         if len(image_sizes) != frames.shape[0]:
             raise ValueError(f"got {len(image_sizes)} image sizes for {frames.shape[0]} clips")
-        return self.forward_features(self.backbone_features(frames, image_sizes), audio)
+        return self.forward_features(self.backbone_features(frames, image_sizes), audio, pilots)
 
-    def forward_features(self, features: Mapping[str, Tensor], audio: Tensor) -> AVISMOutput:
+    def forward_features(
+        self, features: Mapping[str, Tensor], audio: Tensor, pilots: PilotQueries | None = None
+    ) -> AVISMOutput:
         """Everything after the backbone: features res2..res5 (B*T, C_k, h_k, w_k), audio (B, T, D)."""
         b, t, _ = audio.shape
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
@@ -132,6 +144,7 @@ class AVISM(nn.Module):
             pix.mask_features,
             audio.flatten(0, 1),
             num_frame_query_layers=layers,
+            pilots=pilots,
         )
         video = self.video_module(self._handed_over(frame), audio)
         mask_features = self.video_module.mask_features(
@@ -149,6 +162,8 @@ class AVISM(nn.Module):
                 pred_logits=frame.pred_logits,
                 pred_masks=frame.pred_masks,
                 frame_queries=frame.frame_queries,
+                pilot_logits=frame.pilot_logits,
+                pilot_masks=frame.pilot_masks,
             ),
             video=VideoOutput(
                 pred_logits=video.pred_logits,
@@ -249,6 +264,7 @@ def build_avism_with_backbone(
         dropout=cfg.dropout,
         anchor_queries=cfg.anchor_queries,
         query_selection=cfg.query_selection,
+        mask_pilots=cfg.mask_pilots,
     )
     video_module = VideoModule(
         frame_dim=cfg.frame_hidden_dim,

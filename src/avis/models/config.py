@@ -74,6 +74,7 @@ class AVISMConfig:
     position_cues: bool = False  # avis option: frame queries handed over with where their masks lie
     query_selection: bool = False  # avis option: frame queries start from the frame's best tokens
     instance_embed_dim: int = 0  # avis option: > 0 adds a per-pixel instance-embedding head (training)
+    mask_pilots: bool = False  # avis option: training-only mask-pilot queries (frame decoder)
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

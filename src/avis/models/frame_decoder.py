@@ -11,6 +11,14 @@ Before the first layer, each frame's audio vector localises its sound source on 
 concatenated results, projected back to C (``av_post_proj``), are added to the learned query
 features. Then the Mask2Former loop: prediction heads on the current queries, attention mask
 for the next level from the predicted masks, masked cross-attention -> self-attention -> FFN.
+
+Mask pilots (an avis option, training only, ``mask_pilots``; MP-Former, Zhang et al., CVPR
+2023): G extra queries per frame, one per GT instance of the frame, start from the embedding
+of its (noised) class and attend, at every layer, only where its (noised) GT mask lies; their
+predictions are supervised against that instance without matching. They share every layer
+with the learned queries, which cannot see them (self-attention is blocked that way), so the
+learned queries' outputs are the same with or without pilots. What the shared layers learn
+from them: a query whose attention lies on one of two look-alikes keeps to that one.
 """
 
 from __future__ import annotations
@@ -48,11 +56,22 @@ def peaks_first(scores: Tensor, fine_size: tuple[int, int], k: int) -> Tensor:
 
 
 @dataclass
+class PilotQueries:
+    """The mask-pilot queries of a training batch (see the module docstring); G per frame."""
+
+    labels: Tensor  # (N, G) int64 class whose embedding starts each query (noised), 0..K-1
+    masks: Tensor  # (N, G, Hm, Wm) float in [0, 1], the (noised) GT mask each query attends in
+    valid: Tensor  # (N, G) bool, False = padding (frames with fewer than G instances)
+
+
+@dataclass
 class FrameDecoderOutput:
     pred_logits: Tensor  # (Dl, N, fQ, K+1) class logits; index -1 = last layer
     pred_masks: Tensor  # (Dl, N, fQ, Hm, Wm) mask logits (Dl = 1 if only the last layer's)
     frame_queries: Tensor  # (Lf, N, fQ, C) decoder_norm outputs of the last Lf predictions
     audio_fusion: Tensor  # (fQ, N, C) av_post_proj output added to the query features
+    pilot_logits: Tensor | None = None  # (Dl, N, G, K+1) with pilots
+    pilot_masks: Tensor | None = None  # (Dl, N, G, Hm, Wm) with pilots
 
 
 class FrameDecoder(nn.Module):
@@ -73,6 +92,7 @@ class FrameDecoder(nn.Module):
         dropout: float = 0.0,
         anchor_queries: bool = False,
         query_selection: bool = False,
+        mask_pilots: bool = False,
     ) -> None:
         """dec_layers = number of decoder blocks (official DEC_LAYERS minus 1).
 
@@ -82,10 +102,15 @@ class FrameDecoder(nn.Module):
 
         ``query_selection`` (an avis option, off in the official model): the queries start
         from the frame's own feature tokens instead of a learned table, see `select_queries`.
+
+        ``mask_pilots`` (an avis option, off in the official model): a class-embedding table
+        for the training-only pilot queries (module docstring); inference is unchanged.
         """
         super().__init__()
         if anchor_queries and query_selection:
             raise ValueError("anchor_queries and query_selection are exclusive (both place the queries)")
+        if mask_pilots and query_selection:
+            raise ValueError("mask_pilots and query_selection are exclusive")
         self.num_heads = nheads
         self.num_layers = dec_layers
         self.num_feature_levels = num_feature_levels
@@ -135,6 +160,7 @@ class FrameDecoder(nn.Module):
                 self.input_proj.append(nn.Identity())
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, MASK_EMBED_LAYERS)
+        self.pilot_label_embed = nn.Embedding(num_classes, hidden_dim) if mask_pilots else None
 
     @property
     def anchor_queries(self) -> bool:
@@ -223,11 +249,13 @@ class FrameDecoder(nn.Module):
         audio: Tensor,  # (N, A), one vector per frame
         num_frame_query_layers: int = 1,
         all_layer_masks: bool = True,
+        pilots: PilotQueries | None = None,
     ) -> FrameDecoderOutput:
         """Frame queries of the last ``num_frame_query_layers`` predictions (3 in training, 1
         at test). ``all_layer_masks=False`` (inference) computes full-size mask logits for the
         last prediction only (``pred_masks`` then has Dl = 1) and the attention masks from mask
-        features resized to each level, which is equal up to float rounding and cheaper."""
+        features resized to each level, which is equal up to float rounding and cheaper.
+        ``pilots`` (training, models built with ``mask_pilots``): see the module docstring."""
         if len(multi_scale_features) != self.num_feature_levels:
             raise ValueError(
                 f"expected {self.num_feature_levels} feature maps, got {len(multi_scale_features)}"
@@ -264,6 +292,16 @@ class FrameDecoder(nn.Module):
             queries = self.query_feat.weight.unsqueeze(1)
         fusion = self.audio_fusion(srcs, audio, query_embed)
         output = queries + fusion  # (fQ, N, C)
+        num_learned = output.shape[0]
+        self_mask: Tensor | None = None
+        pilot_blocked: list[Tensor] = []  # per level (N, G, h_l*w_l)
+        if pilots is not None:
+            self._check_pilots(pilots, mask_features, all_layer_masks)
+            output, query_embed, self_mask, pilot_blocked = self._add_pilots(
+                pilots, output, query_embed, sizes
+            )
+        pilot_logits: list[Tensor] = []
+        pilot_masks: list[Tensor] = []
 
         level_features: list[Tensor] = []  # mask features at each level's size
         if not all_layer_masks:
@@ -284,18 +322,23 @@ class FrameDecoder(nn.Module):
                     output, srcs[lvl], memory_mask=attn_mask, pos=pos[lvl], query_pos=query_embed
                 )
                 output = self.transformer_self_attention_layers[i - 1](
-                    output, query_pos=query_embed
+                    output, attn_mask=self_mask, query_pos=query_embed
                 )
                 output = self.transformer_ffn_layers[i - 1](output)
-            decoded = self.decoder_norm(output).transpose(0, 1)  # (N, fQ, C)
-            embed = self.mask_embed(decoded)  # (N, fQ, mask_dim)
-            all_logits.append(self.class_embed(decoded))
-            all_queries.append(decoded)
+            decoded = self.decoder_norm(output).transpose(0, 1)  # (N, fQ[+G], C)
+            embed = self.mask_embed(decoded)  # (N, fQ[+G], mask_dim)
+            logits = self.class_embed(decoded)
+            all_logits.append(logits[:, :num_learned])
+            all_queries.append(decoded[:, :num_learned])
             last = i == self.num_layers
             if all_layer_masks or last:
                 masks = torch.bmm(embed, mask_features.flatten(2)).view(
                     n, -1, *mask_features.shape[-2:]
                 )
+                if pilots is not None:
+                    pilot_logits.append(logits[:, num_learned:])
+                    pilot_masks.append(masks[:, num_learned:])  # (N, G, Hm, Wm)
+                    masks = masks[:, :num_learned]
                 all_masks.append(masks)  # (N, fQ, Hm, Wm)
             if last:
                 break
@@ -310,10 +353,59 @@ class FrameDecoder(nn.Module):
                 level_masks = torch.bmm(embed, level_features[lvl].flatten(2)).view(
                     n, -1, *sizes[lvl]
                 )
-            attn_mask = self._blocked(level_masks).unsqueeze(1)  # (N, 1, fQ, h_l*w_l), all heads
+            blocked = self._blocked(level_masks[:, :num_learned])  # (N, fQ, h_l*w_l)
+            if pilots is not None:  # pilots attend where their GT masks lie, at every layer
+                blocked = torch.cat([blocked, pilot_blocked[lvl]], dim=1)
+            attn_mask = blocked.unsqueeze(1)  # (N, 1, fQ[+G], h_l*w_l), all heads
         return FrameDecoderOutput(
             pred_logits=torch.stack(all_logits),
             pred_masks=torch.stack(all_masks),
             frame_queries=torch.stack(all_queries[-num_frame_query_layers:]),
             audio_fusion=fusion,
+            pilot_logits=torch.stack(pilot_logits) if pilots is not None else None,
+            pilot_masks=torch.stack(pilot_masks) if pilots is not None else None,
         )
+
+    def _check_pilots(self, pilots: PilotQueries, mask_features: Tensor, all_layer_masks: bool) -> None:
+        if self.pilot_label_embed is None:
+            raise ValueError("pilot queries need a frame decoder built with mask_pilots=True")
+        if not all_layer_masks:
+            raise ValueError("pilot queries are for training (all_layer_masks=True)")
+        n, _, hm, wm = mask_features.shape
+        g = pilots.labels.shape[-1]
+        expected = {"labels": (n, g), "masks": (n, g, hm, wm), "valid": (n, g)}
+        for name, shape in expected.items():
+            if tuple(getattr(pilots, name).shape) != shape:
+                raise ValueError(
+                    f"pilots.{name} must be {shape} (N, G[, Hm, Wm]), "
+                    f"got {tuple(getattr(pilots, name).shape)}"
+                )
+
+    def _add_pilots(
+        self,
+        pilots: PilotQueries,
+        output: Tensor,  # (fQ, N, C)
+        query_embed: Tensor,  # (fQ, N, C)
+        sizes: Sequence[tuple[int, int]],
+    ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+        """The learned queries followed by the G pilots: queries (fQ+G, N, C), position
+        embeddings (zero for pilots), the self-attention mask (N, 1, fQ+G, fQ+G) (True =
+        blocked: learned queries do not see pilots, no query sees padding pilots) and the
+        pilots' cross-attention masks per level (N, G, h_l*w_l)."""
+        assert self.pilot_label_embed is not None  # checked by _check_pilots
+        num_learned = output.shape[0]
+        content = self.pilot_label_embed(pilots.labels).transpose(0, 1).to(output.dtype)  # (G, N, C)
+        output = torch.cat([output, content])
+        query_embed = torch.cat([query_embed, torch.zeros_like(content)])
+        n, g = pilots.valid.shape
+        total = num_learned + g
+        self_mask = torch.zeros(n, 1, total, total, dtype=torch.bool, device=output.device)
+        self_mask[:, :, :num_learned, num_learned:] = True
+        self_mask[:, :, :, num_learned:] |= ~pilots.valid.bool()[:, None, None, :]
+        # blocked where the resized mask is < 0.5, i.e. where the logit 2 * mask - 1 is < 0
+        logits = pilots.masks.to(output.dtype) * 2 - 1
+        blocked = [
+            self._blocked(F.interpolate(logits, size=size, mode="bilinear", align_corners=False))
+            for size in sizes
+        ]
+        return output, query_embed, self_mask, blocked

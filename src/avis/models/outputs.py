@@ -21,6 +21,8 @@ class FrameOutput:
     pred_logits: Tensor  # (Dl, B*T, fQ, K+1); index -1 = last layer
     pred_masks: Tensor  # (Dl, B*T, fQ, Hm, Wm) mask logits
     frame_queries: Tensor  # (Lf, B*T, fQ, C) normalised decoder outputs (object-context tokens)
+    pilot_logits: Tensor | None = None  # (Dl, B*T, G, K+1) of the mask-pilot queries, if given
+    pilot_masks: Tensor | None = None  # (Dl, B*T, G, Hm, Wm)
 
 
 @dataclass
