@@ -20,8 +20,7 @@ from avis.models.config import get_preset
 from avis.models.frame_decoder import FrameDecoder, PilotQueries
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_losses_criterion import make_clip  # noqa: E402
-from test_model_per_frame_embed import SMALL  # noqa: E402
+from test_model_per_frame_embed import SMALL, small_clips  # noqa: E402
 
 K = 5
 
@@ -176,14 +175,7 @@ def _model(pilots: bool):
 
 def _clips(model, b: int = 2):
     k = model.video_module.class_embed.out_features - 1
-    gen = torch.Generator().manual_seed(3)
-    clips = [make_clip(2, gen), make_clip(1, gen)][:b]
-    for clip in clips:
-        clip.labels.clamp_(max=k - 1)
-        clip.masks = torch.nn.functional.interpolate(
-            clip.masks.float(), size=(32, 32), mode="nearest"
-        ).bool()
-    return clips, k
+    return small_clips(k, b), k
 
 
 def test_model_option_adds_one_table_and_a_trained_loss_term():

@@ -73,14 +73,19 @@ def forward_and_loss(model, b: int = 2, t: int = 3):
     frames = torch.rand(b, t, 3, 32, 32) * 255
     audio = torch.randn(b, t, model.video_module.av_proj.in_features)
     out = model(frames, audio, [(32, 32)] * b)
+    return out, AVISMCriterion(k, num_points=None)(out, small_clips(k, b))
+
+
+def small_clips(num_classes: int, b: int = 2) -> list:
+    """Two made-up clips (2 and 1 instances, labels < num_classes) on 32 px frames."""
     gen = torch.Generator().manual_seed(3)
     clips = [make_clip(2, gen), make_clip(1, gen)][:b]
     for clip in clips:
-        clip.labels.clamp_(max=k - 1)
+        clip.labels.clamp_(max=num_classes - 1)
         clip.masks = torch.nn.functional.interpolate(
             clip.masks.float(), size=(32, 32), mode="nearest"
         ).bool()
-    return out, AVISMCriterion(k, num_points=None)(out, clips)
+    return clips
 
 
 def test_training_forward_loss_and_gradients():
