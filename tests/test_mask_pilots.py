@@ -84,13 +84,15 @@ def test_one_pilot_per_target_in_target_order():
     assert int(pilots.labels.max()) < K  # a valid embedding index everywhere
 
 
-def test_label_noise_draws_other_classes_and_no_targets_give_none():
+def test_label_noise_draws_other_classes_and_no_targets_give_padding():
     gen = torch.Generator().manual_seed(0)
     items = [MatchTarget(torch.zeros(50, dtype=torch.int64), torch.ones(50, 1, 8, 8, dtype=torch.bool))]
     pilots = make_pilot_queries(items, (2, 2), K, label_noise=1.0, max_shift=0.0, generator=gen)
     assert pilots is not None and len(set(pilots.labels[0].tolist())) == K
-    empty = [MatchTarget(torch.zeros(0, dtype=torch.int64), torch.zeros(0, 1, 8, 8))]
-    assert make_pilot_queries(empty, (2, 2), K) is None
+    empty = [MatchTarget(torch.zeros(0, dtype=torch.int64), torch.zeros(0, 1, 8, 8))] * 3
+    padding = make_pilot_queries(empty, (2, 2), K)  # one padding slot per frame
+    assert padding is not None and padding.labels.shape == (3, 1) and not padding.valid.any()
+    assert make_pilot_queries([], (2, 2), K) is None
     with pytest.raises(ValueError):
         make_pilot_queries(items, (2, 2), K, label_noise=1.5)
 
@@ -204,6 +206,27 @@ def test_model_option_adds_one_table_and_a_trained_loss_term():
     model.zero_grad()
     result = criterion(model(frames, audio, [(32, 32)] * 2), clips)
     assert not any(name.startswith("pilot") for name in result.terms)
+
+
+def test_a_batch_without_targets_still_trains_every_parameter():
+    """Under DDP every process must use the same parameters in every step (run r29 crashed
+    with a gloo size mismatch when one process's clips had no sounding instance and it ran
+    without pilots): a batch without targets still gets pilots (all padding), and every
+    parameter, the pilot table included, gets a gradient."""
+    from avis.losses.targets import empty_clip_targets
+
+    model = _model(True).train()
+    k = model.video_module.class_embed.out_features - 1
+    t = 2
+    clips = [empty_clip_targets(t, 32, 32), empty_clip_targets(t, 32, 32)]
+    criterion = AVISMCriterion(k, num_points=None)
+    pilots = criterion.pilot_queries(clips, (8, 8))
+    assert pilots is not None and not pilots.valid.any()
+    frames = torch.rand(2, t, 3, 32, 32) * 255
+    audio = torch.randn(2, t, model.video_module.av_proj.in_features)
+    criterion(model(frames, audio, [(32, 32)] * 2, pilots), clips).total.backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, missing
 
 
 def test_perfect_pilots_cost_nothing_and_padding_is_free():

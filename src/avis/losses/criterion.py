@@ -197,8 +197,8 @@ class AVISMCriterion:
     def pilot_queries(
         self, targets: list[ClipTargets], grid: tuple[int, int]
     ) -> PilotQueries | None:
-        """The mask-pilot queries of a batch's B*T frames on the (Hm, Wm) mask grid (None when
-        no frame has a target); pass them to the model's forward."""
+        """The mask-pilot queries of a batch's B*T frames on the (Hm, Wm) mask grid (all padding
+        when no frame has a target); pass them to the model's forward."""
         videos = [
             prepare_video_targets(t, self.num_classes, self.official_quirks) for t in targets
         ]

@@ -56,13 +56,15 @@ def make_pilot_queries(
     generator: torch.Generator | None = None,
 ) -> PilotQueries | None:
     """One pilot per target of every frame: items are the N frame targets (labels (n,),
-    masks (n, 1, Hp, Wp)). None when no frame has a target. Targets without a class (the
-    official quirk's no-object label K) get no pilot (valid False)."""
+    masks (n, 1, Hp, Wp)). Targets without a class (the official quirk's no-object label K)
+    get no pilot (valid False). There is at least one slot per frame, all padding when no
+    frame has a target: the pilot table then still takes part in the step (under DDP every
+    process must use the same parameters in every step). None only for N = 0 frames."""
     if not 0 <= label_noise <= 1 or max_shift < 0:
         raise ValueError(f"need 0 <= label_noise <= 1 and max_shift >= 0, got {label_noise}, {max_shift}")
-    g = max((len(item.labels) for item in items), default=0)
-    if g == 0:
+    if not items:
         return None
+    g = max(1, max(len(item.labels) for item in items))
     device = items[0].labels.device
     n = len(items)
     labels = torch.zeros(n, g, dtype=torch.int64, device=device)
