@@ -158,9 +158,15 @@ def toy_config(**overrides) -> TrainConfig:
     return cfg
 
 
-def toy_trainer(cfg: TrainConfig, run_dir: Path, info, dataset: ToyClips | None = None) -> Trainer:
+def toy_trainer(
+    cfg: TrainConfig,
+    run_dir: Path,
+    info,
+    dataset: ToyClips | None = None,
+    model_class: type[ToyAVISM] | None = None,
+) -> Trainer:
     torch.manual_seed(cfg.seed)
-    model = ToyAVISM()
+    model = (model_class or ToyAVISM)()
     criterion = AVISMCriterion(
         K,
         weights=LossWeights(sim=cfg.loss.sim_weight),

@@ -273,3 +273,28 @@ def test_loss_config_reaches_the_criterion():
     assert criterion.term_weight("pilot_mask") == 0.5 * cfg.loss.mask_weight
     assert criterion.term_weight("frame_mask") == cfg.loss.mask_weight
     assert (criterion.pilot_label_noise, criterion.pilot_shift) == (0.1, 0.3)
+
+
+def test_the_trainer_hands_pilots_to_models_that_take_them(tmp_path):
+    """A model with `mask_pilots` gets the criterion's pilots for the batch's B*T frames on
+    the stride-4 grid; models without the option are called as before (the toy model's
+    forward has no pilots argument)."""
+    from avis.engine.distributed import DistInfo
+    from test_engine_toys import ToyAVISM, toy_config, toy_trainer
+
+    seen = []
+
+    class PilotedToy(ToyAVISM):
+        mask_pilots = True
+
+        def forward(self, frames, audio, image_sizes, pilots=None):
+            seen.append((tuple(frames.shape), pilots))
+            return super().forward(frames, audio, image_sizes)
+
+    cfg = toy_config(iterations=2, checkpoint_every=100)
+    toy_trainer(cfg, tmp_path / "plain", DistInfo()).train()  # called without pilots
+    toy_trainer(cfg, tmp_path / "piloted", DistInfo(), model_class=PilotedToy).train()
+    assert len(seen) == 2
+    for (b, t, _, hp, wp), pilots in seen:
+        assert pilots is not None and pilots.masks.shape[0] == b * t
+        assert tuple(pilots.masks.shape[-2:]) == (hp // 4, wp // 4)

@@ -219,8 +219,9 @@ class Trainer:
                 if make_pilots is not None and getattr(self.module, "mask_pilots", False):
                     grid = (batch.frames.shape[-2] // 4, batch.frames.shape[-1] // 4)  # stride 4
                     pilots = make_pilots(batch.targets, grid)
+                inputs = (batch.frames, batch.audio, batch.image_sizes)
                 with self.autocast():
-                    outputs = self.model(batch.frames, batch.audio, batch.image_sizes, pilots)
+                    outputs = self.model(*inputs) if pilots is None else self.model(*inputs, pilots)
                 result = self.criterion(outputs, batch.targets)
                 loss = result.total / cfg.accumulation
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
