@@ -218,9 +218,9 @@ class AVISMCriterion:
         over the predictions after each decoder layer."""
         assert frame.pilot_logits is not None and frame.pilot_masks is not None
         device = frame.pilot_logits.device
-        matches = [
-            (torch.arange(len(item.labels)), torch.arange(len(item.labels))) for item in items
-        ]
+        # pilot g of frame i = target g of frame i; class-less targets (official quirk) have none
+        own = [torch.nonzero(item.labels.cpu() < self.num_classes).flatten() for item in items]
+        matches = [(slots, slots) for slots in own]
         labels = torch.cat([item.labels for item in items]).to(device)
         real = labels < self.num_classes  # the official quirk's class-less targets get no pilot
         item_idx = torch.cat([torch.full((len(item.labels),), i) for i, item in enumerate(items)])
