@@ -25,15 +25,22 @@ GRACE_SECONDS = 5.0  # SIGTERM first; SIGKILL if the worker is still there after
 USAGE = "usage: python -m avis.parent_watch WORKER_PID LAUNCHER_PID [PERIOD_SECONDS]\n"
 
 
-def exists(pid: int) -> bool:
-    """Whether process `pid` exists and has not ended (a zombie counts as ended where /proc
-    says so)."""
+def pid_exists(pid: int) -> bool:
+    """Whether a process `pid` exists (a zombie does; also avis.engine.runlock's check)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
+    return True
+
+
+def exists(pid: int) -> bool:
+    """Whether process `pid` exists and has not ended (a zombie counts as ended where /proc
+    says so)."""
+    if not pid_exists(pid):
+        return False
     with contextlib.suppress(OSError):
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat[stat.rfind(")") + 2] != "Z"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from avis.errors import AvisError
+from avis.parent_watch import pid_exists
 
 LOCK_NAME = ".avis-train.lock"
 LOG = logging.getLogger("avis.train")
@@ -51,16 +52,6 @@ def _start_time(pid: int) -> str:
     except OSError:
         return ""
     return stat[stat.rfind(")") + 2 :].split()[19]  # field 22 of stat, after "pid (comm) "
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _describe(record: dict[str, Any]) -> str:
@@ -185,7 +176,7 @@ class RunLock:
         if boot and record.get("boot_id") and record["boot_id"] != boot:
             return False  # the machine rebooted since
         pid = record.get("pid")
-        if not isinstance(pid, int) or not _pid_alive(pid):
+        if not isinstance(pid, int) or not pid_exists(pid):
             return False
         start = record.get("pid_start")
         return not (start and _start_time(pid) and _start_time(pid) != start)  # pid reused

@@ -221,14 +221,14 @@ class AVISMCriterion:
         # pilot g of frame i = target g of frame i; class-less targets (official quirk) have none
         own = [torch.nonzero(item.labels.cpu() < self.num_classes).flatten() for item in items]
         matches = [(slots, slots) for slots in own]
-        labels = torch.cat([item.labels for item in items]).to(device)
-        real = labels < self.num_classes  # the official quirk's class-less targets get no pilot
-        item_idx = torch.cat([torch.full((len(item.labels),), i) for i, item in enumerate(items)])
-        slot_idx = torch.cat([torch.arange(len(item.labels)) for item in items])
+        item_idx = torch.cat([torch.full_like(slots, i) for i, slots in enumerate(own)]).to(device)
+        slot_idx = torch.cat(own).to(device)
+        labels = torch.cat([item.labels.cpu()[slots] for item, slots in zip(items, own)])
+        labels = labels.to(device)  # (M,)
         terms: dict[str, Tensor] = {}
         for logits, masks in zip(frame.pilot_logits[1:], frame.pilot_masks[1:]):
-            picked = logits[item_idx.to(device), slot_idx.to(device)].float()  # (M, K+1)
-            ce = F.cross_entropy(picked[real], labels[real], reduction="sum") / num_masks
+            picked = logits[item_idx, slot_idx].float()  # (M, K+1)
+            ce = F.cross_entropy(picked, labels, reduction="sum") / num_masks
             bce, dice = self.mask_losses(masks.unsqueeze(2), items, matches, num_masks)
             for name, value in (("pilot_ce", ce), ("pilot_mask", bce), ("pilot_dice", dice)):
                 terms[name] = terms[name] + value if name in terms else value

@@ -61,7 +61,9 @@ def make_pilot_queries(
     frame has a target: the pilot table then still takes part in the step (under DDP every
     process must use the same parameters in every step). None only for N = 0 frames."""
     if not 0 <= label_noise <= 1 or max_shift < 0:
-        raise ValueError(f"need 0 <= label_noise <= 1 and max_shift >= 0, got {label_noise}, {max_shift}")
+        raise ValueError(
+            f"need 0 <= label_noise <= 1 and max_shift >= 0, got {label_noise}, {max_shift}"
+        )
     if not items:
         return None
     g = max(1, max(len(item.labels) for item in items))

@@ -366,7 +366,9 @@ class FrameDecoder(nn.Module):
             pilot_masks=torch.stack(pilot_masks) if pilots is not None else None,
         )
 
-    def _check_pilots(self, pilots: PilotQueries, mask_features: Tensor, all_layer_masks: bool) -> None:
+    def _check_pilots(
+        self, pilots: PilotQueries, mask_features: Tensor, all_layer_masks: bool
+    ) -> None:
         if self.pilot_label_embed is None:
             raise ValueError("pilot queries need a frame decoder built with mask_pilots=True")
         if not all_layer_masks:
@@ -394,7 +396,8 @@ class FrameDecoder(nn.Module):
         pilots' cross-attention masks per level (N, G, h_l*w_l)."""
         assert self.pilot_label_embed is not None  # checked by _check_pilots
         num_learned = output.shape[0]
-        content = self.pilot_label_embed(pilots.labels).transpose(0, 1).to(output.dtype)  # (G, N, C)
+        content = self.pilot_label_embed(pilots.labels).transpose(0, 1)  # (G, N, C)
+        content = content.to(output.dtype)
         output = torch.cat([output, content])
         query_embed = torch.cat([query_embed, torch.zeros_like(content)])
         n, g = pilots.valid.shape
