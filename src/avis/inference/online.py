@@ -44,8 +44,15 @@ from torch import Tensor
 
 from avis.errors import MediaError
 from avis.inference import components
-from avis.inference.postprocess import SCORE_EPS, MaskConfidence, binary_masks
+from avis.inference.postprocess import (
+    SCORE_EPS,
+    MaskConfidence,
+    binary_masks,
+    low_res_mask_logits,
+    valid_grid,
+)
 from avis.inference.predictor import VideoPredictor
+from avis.models.peak_prior import PeakPrior
 from avis.precision import precision_context
 
 NEG_INF = -1e9  # Hungarian cost of a forbidden pair
@@ -380,12 +387,13 @@ class OnlinePredictor:
         if len(possible):
             embed = embed_all[possible]
             conf = MaskConfidence.zeros(embed)
-            conf.add(embed, features, self.padded, self.input_size, opts.mask_prob_threshold)
+            prior = self.model.video_module.peak_prior
+            conf.add(embed, features, self.padded, self.input_size, opts.mask_prob_threshold, prior)
             scores = best[possible] * conf.numerator / (conf.denominator + SCORE_EPS)
             keep = (scores > opts.score_threshold).nonzero().flatten()
             if len(keep):
                 keep_embed = embed[keep]
-                low = _low_res_masks(keep_embed, features, self.padded, self.input_size)  # (J, S, hm, wm)
+                low = _low_res_masks(keep_embed, features, self.padded, self.input_size, prior)
                 link_embed = _link_embed(video, possible[keep], embed_all)
                 for i, row in enumerate(keep.tolist()):
                     q = int(possible[row])
@@ -410,7 +418,10 @@ class OnlinePredictor:
         if tracks:
             assert embed is not None
             frame_embed = embed if embed.dim() == 2 else embed[:, t - first : t - first + 1]
-            full = binary_masks(frame_embed, features, self.padded, self.input_size, out_size)[:, 0]
+            prior = self.model.video_module.peak_prior
+            full = binary_masks(
+                frame_embed, features, self.padded, self.input_size, out_size, prior
+            )[:, 0]
             full_np = full.cpu().numpy()
             for i, track in enumerate(tracks):
                 parts = [(track.track_id, full_np[i])]
@@ -438,14 +449,16 @@ class OnlinePredictor:
         )
 
 
-def _low_res_masks(embed: Tensor, features: Tensor, padded: tuple[int, int], input_size: tuple[int, int]) -> Tensor:
+def _low_res_masks(
+    embed: Tensor,
+    features: Tensor,
+    padded: tuple[int, int],
+    input_size: tuple[int, int],
+    prior: PeakPrior | None = None,
+) -> Tensor:
     """Binary masks on the stride-4 grid of the unpadded input: (J, S, hm, wm) bool."""
-    if embed.dim() == 3:
-        logits = torch.einsum("jsc,schw->jshw", embed, features)
-    else:
-        logits = torch.einsum("jc,schw->jshw", embed, features)
-    hm = -(-input_size[0] * logits.shape[-2] // padded[0])
-    wm = -(-input_size[1] * logits.shape[-1] // padded[1])
+    logits = low_res_mask_logits(embed, features, padded, input_size, prior)
+    hm, wm = valid_grid(tuple(logits.shape[-2:]), padded, input_size)
     return logits[..., :hm, :wm] > 0
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avis.models.peak_prior import PeakPrior
 from avis.precision import float32_island
 
 SCORE_EPS = 1e-6  # added to the mask-score denominator (official)
@@ -81,24 +82,59 @@ def rechunk(chunks: Iterable[Tensor], size: int) -> Iterator[Tensor]:
         yield carry
 
 
+def valid_grid(
+    grid: tuple[int, ...], padded_size: tuple[int, int], input_size: tuple[int, int]
+) -> tuple[int, int]:
+    """Rows and columns of the (Hm, Wm) mask grid that cover the unpadded input (ceil)."""
+    return (
+        -(-input_size[0] * grid[0] // padded_size[0]),
+        -(-input_size[1] * grid[1] // padded_size[1]),
+    )
+
+
+def low_res_mask_logits(
+    embed: Tensor,
+    mask_features: Tensor,
+    padded_size: tuple[int, int],
+    input_size: tuple[int, int],
+    prior: PeakPrior | None = None,
+) -> Tensor:
+    """embed (q, Cm) or per frame (q, t, Cm) . mask_features (t, Cm, Hm, Wm) -> logits
+    (q, t, Hm, Wm) on the stride-4 grid, with the model's peak prior when it has one (the peak
+    looked for in the unpadded part of the grid)."""
+    if embed.dim() == 3:
+        logits = torch.einsum("qtc,tchw->qthw", embed, mask_features)
+    else:
+        logits = torch.einsum("qc,tchw->qthw", embed, mask_features)
+    if prior is None:
+        return logits
+    aligned = embed if embed.dim() == 3 else embed[:, None]  # (q, t or 1, Cm)
+    return prior(aligned, logits, valid_grid(tuple(logits.shape[-2:]), padded_size, input_size))
+
+
 def cropped_mask_logits(
-    embed: Tensor, mask_features: Tensor, padded_size: tuple[int, int], input_size: tuple[int, int]
+    embed: Tensor,
+    mask_features: Tensor,
+    padded_size: tuple[int, int],
+    input_size: tuple[int, int],
+    prior: PeakPrior | None = None,
 ) -> Tensor:
     """embed (q, Cm) or per frame (q, t, Cm) . mask_features (t, Cm, Hm, Wm) -> logits (q, t, h, w).
 
     Bilinear upsampling (align_corners=False) to the padded size, then the crop to the
     unpadded input size.
     """
-    if embed.dim() == 3:
-        logits = torch.einsum("qtc,tchw->qthw", embed, mask_features)
-    else:
-        logits = torch.einsum("qc,tchw->qthw", embed, mask_features)
+    logits = low_res_mask_logits(embed, mask_features, padded_size, input_size, prior)
     logits = F.interpolate(logits, size=padded_size, mode="bilinear", align_corners=False)
     return logits[:, :, : input_size[0], : input_size[1]]
 
 
 def mask_logit_pieces(
-    embed: Tensor, mask_features: Tensor, padded_size: tuple[int, int], input_size: tuple[int, int]
+    embed: Tensor,
+    mask_features: Tensor,
+    padded_size: tuple[int, int],
+    input_size: tuple[int, int],
+    prior: PeakPrior | None = None,
 ) -> Iterator[tuple[slice, int, Tensor]]:
     """`cropped_mask_logits` piece by piece: (rows, frame, logits (r, h, w)) for a few
     candidate rows of one frame at a time, every piece about `PIECE_PIXELS` full-size logits.
@@ -109,6 +145,7 @@ def mask_logit_pieces(
     0.5 threshold of the masks is decided on float32 logits under every `--precision`.
     """
     q = embed.shape[0]
+    valid = valid_grid(tuple(mask_features.shape[-2:]), padded_size, input_size)
     piece = PIECE_PIXELS if mask_features.device.type == "cpu" else GPU_PIECE_PIXELS
     rows = max(1, piece // (padded_size[0] * padded_size[1]))
     h, w = input_size
@@ -123,6 +160,9 @@ def mask_logit_pieces(
         else:
             low = (frame_embed @ features).float()
         low = low.view(q, 1, *mask_features.shape[-2:])  # (q, 1, Hm, Wm)
+        if prior is not None:
+            with float32_island(features.device):
+                low = prior(frame_embed.float()[:, None], low, valid)
         for first in range(0, q, rows):
             part = slice(first, first + rows)
             logits = F.interpolate(low[part], size=padded_size, mode="bilinear", align_corners=False)
@@ -135,11 +175,13 @@ def binary_masks(
     padded_size: tuple[int, int],
     input_size: tuple[int, int],
     out_size: tuple[int, int],
+    prior: PeakPrior | None = None,
 ) -> Tensor:  # (q, t, H, W) bool
     """`resize_masks(cropped_mask_logits(...), out_size)`, computed piece by piece."""
     q, t = embed.shape[0], mask_features.shape[0]
     masks = torch.empty((q, t, *out_size), dtype=torch.bool, device=mask_features.device)
-    for rows, frame, logits in mask_logit_pieces(embed, mask_features, padded_size, input_size):
+    pieces = mask_logit_pieces(embed, mask_features, padded_size, input_size, prior)
+    for rows, frame, logits in pieces:
         masks[rows, frame] = resize_masks(logits[None], out_size)[0]
     return masks
 
@@ -175,10 +217,11 @@ class MaskConfidence:
         padded_size: tuple[int, int],
         input_size: tuple[int, int],
         prob_threshold: float,
+        prior: PeakPrior | None = None,
     ) -> None:
         numerator = torch.zeros_like(self.numerator)
         denominator = torch.zeros_like(self.denominator)
-        for rows, _, logits in mask_logit_pieces(embed, block, padded_size, input_size):
+        for rows, _, logits in mask_logit_pieces(embed, block, padded_size, input_size, prior):
             probs = logits.sigmoid_()  # in place: the piece's logits are not used again
             hard = probs > prob_threshold
             numerator[rows] += probs.mul_(hard).sum((1, 2))
@@ -196,12 +239,14 @@ def mask_confidence(
     padded_size: tuple[int, int],
     input_size: tuple[int, int],
     prob_threshold: float,
+    prior: PeakPrior | None = None,
 ) -> MaskConfidence:
     """Accumulate the mask-confidence sums block by block (float32, block sums added in order)."""
     conf = MaskConfidence.zeros(embed)
     start = 0
     for block in mask_feature_blocks:
         size = block.shape[0]
-        conf.add(block_embed(embed, start, size), block, padded_size, input_size, prob_threshold)
+        embed_block = block_embed(embed, start, size)
+        conf.add(embed_block, block, padded_size, input_size, prob_threshold, prior)
         start += size
     return conf

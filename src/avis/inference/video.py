@@ -44,6 +44,7 @@ from avis.inference.results import decode_rle, encode_mask
 from avis.inference.spill import FeatureSpill
 from avis.models.avism import AVISM, ChunkEncoding
 from avis.models.config import AVISMConfig
+from avis.models.peak_prior import PeakPrior
 
 ChunkEncoder = Callable[[int, int, bool], ChunkEncoding]
 
@@ -102,6 +103,7 @@ class _Selection:
     candidates: Candidates
     embed: Tensor  # (q, Cm) or (q, T, Cm) distinct candidate queries' mask embeddings
     inverse: Tensor  # (k,) candidate -> row of embed
+    prior: PeakPrior | None = None  # the model's peak prior (an avis option), if it has one
 
 
 def _check(model: AVISM, num_frames: int, audio: Tensor, options: InferenceOptions) -> None:
@@ -144,7 +146,8 @@ def _select(model: AVISM, frame_queries: Tensor, audio: Tensor, options, trace) 
     unique, inverse = torch.unique(cands.query_index, return_inverse=True)
     if trace is not None:
         trace.frame_queries, trace.video, trace.candidates = frame_queries, video, cands
-    return _Selection(cands, video.pred_mask_embed[-1, 0, 0][unique].float(), inverse)
+    embed = video.pred_mask_embed[-1, 0, 0][unique].float()
+    return _Selection(cands, embed, inverse, model.video_module.peak_prior)
 
 
 def _keep(sel: _Selection, conf, options, trace) -> tuple[Tensor, Tensor]:
@@ -175,7 +178,7 @@ def _pick(sel: _Selection, possible: Tensor, keep: Tensor) -> Tensor:
 def _possible_masks(sel, possible, start, block, padded_size, input_size, out_size) -> Tensor:
     """Boolean masks (p, t, H, W) of the possible rows for the block of frames from ``start``."""
     embed = block_embed(sel.embed, start, block.shape[0])[possible]  # slice, then gather
-    return binary_masks(embed, block, padded_size, input_size, out_size)
+    return binary_masks(embed, block, padded_size, input_size, out_size, sel.prior)
 
 
 @torch.no_grad()
@@ -217,7 +220,7 @@ def predict_video(
         return (block.to(device, non_blocking=True) for block in host)
 
     conf = mask_confidence(
-        sel.embed, blocks(), padded_size, input_size, options.mask_prob_threshold
+        sel.embed, blocks(), padded_size, input_size, options.mask_prob_threshold, sel.prior
     )
     keep, scores = _keep(sel, conf, options, trace)
     possible = _possible_rows(sel, options)
@@ -297,7 +300,7 @@ def stream_video(
     start = 0
     for block in rechunk(features, options.interpolate_chunk_size):
         embed = block_embed(sel.embed, start, block.shape[0])
-        conf.add(embed, block, padded_size, input_size, options.mask_prob_threshold)
+        conf.add(embed, block, padded_size, input_size, options.mask_prob_threshold, sel.prior)
         if len(possible):
             block_masks = _possible_masks(
                 sel, possible, start, block, padded_size, input_size, out_hw

@@ -169,7 +169,10 @@ class AVISM(nn.Module):
                 pred_logits=video.pred_logits,
                 pred_mask_embed=video.pred_mask_embed,
                 pred_masks=video_masks(
-                    video.pred_mask_embed, mask_features, self.video_module.per_frame_mask_embed
+                    video.pred_mask_embed,
+                    mask_features,
+                    self.video_module.per_frame_mask_embed,
+                    self.video_module.peak_prior,
                 ),
                 pred_fq_embed=video.pred_fq_embed,
                 pred_cq_embed=video.pred_cq_embed,
@@ -289,6 +292,7 @@ def build_avism_with_backbone(
         mask_quality=cfg.mask_quality,
         anchor_queries=cfg.anchor_queries,
         position_cues=cfg.position_cues,
+        peak_prior=cfg.peak_prior,
     )
     return AVISM(
         backbone,

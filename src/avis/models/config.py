@@ -72,6 +72,7 @@ class AVISMConfig:
     mask_quality: bool = False  # avis option: each video query predicts its track's mask IoU
     anchor_queries: bool = False  # avis option: query position embeddings from fixed anchor points
     position_cues: bool = False  # avis option: frame queries handed over with where their masks lie
+    peak_prior: bool = False  # avis option: a radial mask term around each video query's peak
     query_selection: bool = False  # avis option: frame queries start from the frame's best tokens
     instance_embed_dim: int = 0  # avis option: > 0 adds a per-pixel instance-embedding head (training)
     mask_pilots: bool = False  # avis option: training-only mask-pilot queries (frame decoder)

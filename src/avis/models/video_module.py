@@ -31,6 +31,7 @@ from avis.models.layers import (
     SelfAttentionLayer,
     anchor_embedding,
 )
+from avis.models.peak_prior import PeakPrior
 from avis.models.position import sine_point_encoding
 from avis.models.windows import (
     WindowLayout,
@@ -95,6 +96,7 @@ class VideoModule(nn.Module):
         mask_quality: bool = False,
         anchor_queries: bool = False,
         position_cues: bool = False,
+        peak_prior: bool = False,
     ) -> None:
         super().__init__()
         if dec_layers < 1:
@@ -146,6 +148,8 @@ class VideoModule(nn.Module):
             last = cast(nn.Linear, self.mask_position_embed.layers[-1])
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        # not in the official model: a radial mask term around each query's peak (peak_prior.py)
+        self.peak_prior = PeakPrior(mask_dim) if peak_prior else None
         self.fq_pos = nn.Embedding(num_frame_queries, hidden_dim)
         if frame_dim != hidden_dim or enforce_input_proj:
             self.input_proj_dec: nn.Module = nn.Linear(frame_dim, hidden_dim)
@@ -405,12 +409,21 @@ class VideoModuleOutput:
     pred_quality: Tensor | None = None  # (Lv, Lf, B, cQ) mask-IoU logits (mask_quality option)
 
 
-def video_masks(mask_embed: Tensor, mask_features: Tensor, per_frame: bool = False) -> Tensor:
+def video_masks(
+    mask_embed: Tensor,
+    mask_features: Tensor,
+    per_frame: bool = False,
+    prior: PeakPrior | None = None,
+) -> Tensor:
     """Mask logits of video queries: (..., B, cQ, Cm), or with ``per_frame`` (..., B, cQ, T, Cm),
-    x (B, T, Cm, Hm, Wm) -> (..., B, cQ, T, Hm, Wm)."""
+    x (B, T, Cm, Hm, Wm) -> (..., B, cQ, T, Hm, Wm); with the ``peak_prior`` option's term."""
     if per_frame:
-        return torch.einsum("...bqtc,btchw->...bqthw", mask_embed, mask_features)
-    return torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
+        logits = torch.einsum("...bqtc,btchw->...bqthw", mask_embed, mask_features)
+    else:
+        logits = torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
+    if prior is None:
+        return logits
+    return prior(mask_embed if per_frame else mask_embed.unsqueeze(-2), logits)
 
 
 def mask_moments(mask_logits: Tensor) -> Tensor:
