@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avis.models.peak_prior import PeakPrior
+from avis.models.video_module import video_masks
 from avis.precision import float32_island
 
 SCORE_EPS = 1e-6  # added to the mask-score denominator (official)
@@ -102,14 +103,9 @@ def low_res_mask_logits(
     """embed (q, Cm) or per frame (q, t, Cm) . mask_features (t, Cm, Hm, Wm) -> logits
     (q, t, Hm, Wm) on the stride-4 grid, with the model's peak prior when it has one (the peak
     looked for in the unpadded part of the grid)."""
-    if embed.dim() == 3:
-        logits = torch.einsum("qtc,tchw->qthw", embed, mask_features)
-    else:
-        logits = torch.einsum("qc,tchw->qthw", embed, mask_features)
-    if prior is None:
-        return logits
-    aligned = embed if embed.dim() == 3 else embed[:, None]  # (q, t or 1, Cm)
-    return prior(aligned, logits, valid_grid(tuple(logits.shape[-2:]), padded_size, input_size))
+    valid = valid_grid(tuple(mask_features.shape[-2:]), padded_size, input_size)
+    # the training product for one clip (B = 1)
+    return video_masks(embed[None], mask_features[None], embed.dim() == 3, prior, valid)[0]
 
 
 def cropped_mask_logits(

@@ -414,16 +414,18 @@ def video_masks(
     mask_features: Tensor,
     per_frame: bool = False,
     prior: PeakPrior | None = None,
+    valid: tuple[int, int] | None = None,
 ) -> Tensor:
     """Mask logits of video queries: (..., B, cQ, Cm), or with ``per_frame`` (..., B, cQ, T, Cm),
-    x (B, T, Cm, Hm, Wm) -> (..., B, cQ, T, Hm, Wm); with the ``peak_prior`` option's term."""
+    x (B, T, Cm, Hm, Wm) -> (..., B, cQ, T, Hm, Wm); with the ``peak_prior`` option's term
+    (its peak looked for in the first ``valid`` rows and columns of the grid, None = all)."""
     if per_frame:
         logits = torch.einsum("...bqtc,btchw->...bqthw", mask_embed, mask_features)
     else:
         logits = torch.einsum("...bqc,btchw->...bqthw", mask_embed, mask_features)
     if prior is None:
         return logits
-    return prior(mask_embed if per_frame else mask_embed.unsqueeze(-2), logits)
+    return prior(mask_embed if per_frame else mask_embed.unsqueeze(-2), logits, valid)
 
 
 def mask_moments(mask_logits: Tensor) -> Tensor:
