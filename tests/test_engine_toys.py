@@ -164,6 +164,7 @@ def toy_trainer(
     info,
     dataset: ToyClips | None = None,
     model_class: type[ToyAVISM] | None = None,
+    final_dataset: ToyClips | None = None,  # clips of the final stage (`data.final_from`)
 ) -> Trainer:
     torch.manual_seed(cfg.seed)
     model = (model_class or ToyAVISM)()
@@ -181,6 +182,7 @@ def toy_trainer(
         run_dir,
         info,
         model_config={"toy": True},
+        final_dataset=final_dataset,
     )
 
 

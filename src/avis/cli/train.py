@@ -174,6 +174,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
     from avis.data import collate_clips
     from avis.engine.build import (
         build_criterion,
+        build_final_stage_dataset,
         build_model,
         build_train_dataset,
         model_config,
@@ -222,6 +223,7 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
             model_extra=extra,
             evaluate=evaluate,
             repeats=video_repeats(split, cfg.data.multi_instance_repeat),
+            final_dataset=build_final_stage_dataset(cfg, dataset),
         )
         if (args.resume or resume_from is not None) and not trainer.resume(resume_from):
             LOG.info("no checkpoint in %s: starting from scratch", run_dir)

@@ -91,6 +91,25 @@ def build_train_dataset(cfg: TrainConfig):
     return ClipDataset(split, sampler, transform, seed=cfg.seed), split
 
 
+def build_final_stage_dataset(cfg: TrainConfig, dataset):
+    """The training clips of the final stage (`data.final_from`): `dataset` (a ClipDataset)
+    with its frames resized to `data.final_short_sides`; None when the config has no final
+    stage. Same split, clip times and augmentation draws, only the size differs."""
+    from avis.data import ClipDataset
+
+    if cfg.data.final_from <= 0:
+        return None
+    transform = replace(
+        dataset.transform,
+        short_sides=tuple(cfg.data.final_short_sides),
+        max_size=cfg.data.final_max_size or cfg.data.max_size,
+    )
+    return ClipDataset(
+        dataset.split, dataset.sampler, transform, seed=dataset.seed,
+        keep_empty_tracks=dataset.keep_empty_tracks,
+    )  # fmt: skip
+
+
 def video_repeats(split, multi_instance_repeat: int) -> list[int] | None:
     """Per-video repeat factors of the training order (`data.multi_instance_repeat`): the
     factor for videos in which some class has two or more instance tracks, 1 for the others;

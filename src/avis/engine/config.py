@@ -41,6 +41,13 @@ class DataConfig:
     # repeat-factor sampling: a video in which some class has >= 2 instances is shown this
     # many times per pass over the training split (1 = every video once)
     multi_instance_repeat: int = 1
+    # a final training stage at other input sides (the test side, say: FixRes, Touvron et al.
+    # 2019): from optimiser step `final_from` on (0 = no final stage) clips are resized to
+    # `final_short_sides` (long side at most `final_max_size`, 0 = `max_size`); the time
+    # budget can move the stage earlier (Trainer.check_time_budget)
+    final_short_sides: list[int] = field(default_factory=list)
+    final_max_size: int = 0
+    final_from: int = 0
 
 
 @dataclass
@@ -125,6 +132,12 @@ class TrainConfig:
             raise DataError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
         if self.processes < 1:
             raise DataError(f"config: processes must be >= 1, got {self.processes}")
+        if self.data.final_from < 0:
+            raise DataError(f"config: data.final_from must be >= 0, got {self.data.final_from}")
+        if self.data.final_from > 0 and not self.data.final_short_sides:
+            raise DataError("config: data.final_from needs data.final_short_sides (the final stage's sides)")
+        if any(side < 1 for side in self.data.final_short_sides) or self.data.final_max_size < 0:
+            raise DataError("config: data.final_short_sides must be >= 1 and data.final_max_size >= 0")
         if self.dist_timeout_minutes <= 0:
             raise DataError(
                 f"config: dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -88,9 +88,12 @@ class Trainer:
         evaluate: Evaluate | None = None,
         find_unused_parameters: bool = False,
         repeats: list[int] | None = None,  # per-video repeat factors of the clip order
+        final_dataset: Any | None = None,  # clips of the final stage (`data.final_from`)
     ) -> None:
         self.cfg, self.criterion, self.info = cfg, criterion, info
-        self.repeats = repeats
+        self.repeats, self.final_dataset = repeats, final_dataset
+        if (cfg.data.final_from > 0) != (final_dataset is not None):
+            raise ValueError("data.final_from > 0 needs a final_dataset, and only then")
         self.train_dataset, self.collate = train_dataset, collate
         self.run_dir, self.model_config, self.evaluate = Path(run_dir), model_config, evaluate
         self.model_extra = dict(model_extra or {})  # e.g. class_names, audio_features
@@ -181,8 +184,10 @@ class Trainer:
             )
         self.iteration = int(data["iteration"])
         self.elapsed_before = float(data.get("elapsed_seconds", 0.0))
-        if self.cfg.max_minutes > 0:  # decay steps the time budget moved earlier
+        if self.cfg.max_minutes > 0:  # decay steps (final stage) the time budget moved earlier
             self.cfg.optim.decay_steps[:] = data["train_config"]["optim"]["decay_steps"]
+            if self.cfg.data.final_from > 0:
+                self.cfg.data.final_from = data["train_config"]["data"]["final_from"]
         if self.writer is not None:
             self.writer.truncate_after(self.iteration)
         LOG.info("resumed from %s at iteration %d", path, self.iteration)
@@ -254,20 +259,8 @@ class Trainer:
         """Run from `self.iteration` to `cfg.iterations`; returns the last evaluation metrics."""
         cfg = self.cfg
         self.model.train()
-        loader = make_train_loader(
-            self.train_dataset,
-            self.collate,
-            seed=cfg.seed,
-            start_step=self.iteration,
-            num_steps=cfg.iterations,
-            global_batch=cfg.batch_size,
-            accumulation=cfg.accumulation,
-            info=self.info,
-            num_workers=cfg.data.num_workers,
-            repeats=self.repeats,
-            pin_memory=self.info.device.type == "cuda",
-        )
-        batches = iter(loader)
+        dataset = self.stage_dataset()
+        batches = self.batches(dataset)
         window: dict[str, float] = {}
         window_steps, window_start, window_cpu = 0, time.perf_counter(), time.process_time()
         start_iteration, start_time = self.iteration, time.perf_counter()
@@ -286,6 +279,12 @@ class Trainer:
                 self.elapsed_before = elapsed_start + self.clock() - loop_start
                 out_of_time = self.check_time_budget()
                 done = self.iteration == cfg.iterations or out_of_time
+                if not done and self.stage_dataset() is not dataset:  # the final stage begins
+                    dataset = self.stage_dataset()
+                    batches = self.batches(dataset)
+                    if self.info.is_main:
+                        LOG.info("final stage from iteration %d: short sides %s",
+                                 self.iteration, cfg.data.final_short_sides)  # fmt: skip
                 if self.iteration % cfg.log_every == 0 or done:
                     now = time.perf_counter()
                     means = mean_over_processes(
@@ -324,15 +323,42 @@ class Trainer:
                 self.writer.close()
         return last_eval
 
+    def stage_dataset(self) -> Any:
+        """The clips of the next optimiser step: the final stage's from `data.final_from` on."""
+        final_from = self.cfg.data.final_from
+        if self.final_dataset is not None and 0 < final_from <= self.iteration:
+            return self.final_dataset
+        return self.train_dataset
+
+    def batches(self, dataset: Any) -> Iterator[Any]:
+        """This process's micro-batches of `dataset` from the current step to the last one
+        (the clip order depends on the step alone, so a new loader continues it exactly)."""
+        cfg = self.cfg
+        loader = make_train_loader(
+            dataset,
+            self.collate,
+            seed=cfg.seed,
+            start_step=self.iteration,
+            num_steps=cfg.iterations,
+            global_batch=cfg.batch_size,
+            accumulation=cfg.accumulation,
+            info=self.info,
+            num_workers=cfg.data.num_workers,
+            repeats=self.repeats,
+            pin_memory=self.info.device.type == "cuda",
+        )
+        return iter(loader)
+
     def check_time_budget(self) -> bool:
         """Apply `max_minutes`; True when the budget is spent (the run then ends here).
 
         The elapsed time is the largest over processes, so every process takes the same
         decisions. A decay step d that has not happened yet is moved to the next iteration
-        once the elapsed fraction of the budget reaches d / iterations: a run on a slow
-        machine keeps the shape of its schedule. The moved steps are written to the config
-        of later checkpoints and logged, so `iterations=N optim.decay_steps=[...]` repeats
-        such a run exactly."""
+        once the elapsed fraction of the budget reaches d / iterations, and so is the start
+        of the final stage (`data.final_from`): a run on a slow machine keeps the shape of
+        its schedule. The moved steps are written to the config of later checkpoints and
+        logged, so `iterations=N optim.decay_steps=[...] data.final_from=F` repeats such a
+        run exactly."""
         cfg = self.cfg
         if cfg.max_minutes <= 0:
             return False
@@ -348,17 +374,28 @@ class Trainer:
                         "moved from iteration %d to %d",
                         100 * fraction, self.iteration, k + 1, step, steps[k],
                     )  # fmt: skip
+        final_from = cfg.data.final_from
+        if final_from > self.iteration and fraction >= final_from / cfg.iterations:
+            cfg.data.final_from = self.iteration  # the next optimiser step is the first one
+            if self.info.is_main:
+                LOG.info(
+                    "time budget: %.0f %% spent at iteration %d; final stage moved from "
+                    "iteration %d to %d", 100 * fraction, self.iteration, final_from,
+                    self.iteration,
+                )  # fmt: skip
         if fraction < 1 or self.iteration >= cfg.iterations:
             return False
         if self.writer is not None:  # the main process
             LOG.info(
                 "time budget of %.1f min spent: stopping at iteration %d of %d (to repeat this "
-                "run exactly: iterations=%d 'optim.decay_steps=%s' max_minutes=0)",
-                cfg.max_minutes, self.iteration, cfg.iterations, self.iteration, sorted(steps),
+                "run exactly: iterations=%d 'optim.decay_steps=%s' data.final_from=%d "
+                "max_minutes=0)", cfg.max_minutes, self.iteration, cfg.iterations,
+                self.iteration, sorted(steps), cfg.data.final_from,
             )  # fmt: skip
             self.writer.write(
                 {"kind": "budget", "iteration": self.iteration,
-                 "elapsed_seconds": self.elapsed_before, "decay_steps": sorted(steps)}
+                 "elapsed_seconds": self.elapsed_before, "decay_steps": sorted(steps),
+                 "final_from": cfg.data.final_from}
             )  # fmt: skip
         return True
 
