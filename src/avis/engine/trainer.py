@@ -279,9 +279,8 @@ class Trainer:
                 self.elapsed_before = elapsed_start + self.clock() - loop_start
                 out_of_time = self.check_time_budget()
                 done = self.iteration == cfg.iterations or out_of_time
-                if not done and self.stage_dataset() is not dataset:  # the final stage begins
-                    dataset = self.stage_dataset()
-                    batches = self.batches(dataset)
+                if not done and (stage := self.stage_dataset()) is not dataset:  # final stage
+                    dataset, batches = stage, self.batches(stage)
                     if self.info.is_main:
                         LOG.info("final stage from iteration %d: short sides %s",
                                  self.iteration, cfg.data.final_short_sides)  # fmt: skip
