@@ -289,6 +289,7 @@ def build_avism_with_backbone(
         sim_use_clip=cfg.sim_use_clip,
         audio_mask_bias=cfg.audio_mask_bias,
         per_frame_mask_embed=cfg.per_frame_mask_embed,
+        recurrent_refine=cfg.recurrent_refine,
         mask_quality=cfg.mask_quality,
         anchor_queries=cfg.anchor_queries,
         position_cues=cfg.position_cues,

@@ -68,6 +68,7 @@ class AVISMConfig:
     sim_use_clip: bool = True  # MODEL.AVISM.SIM_USE_CLIP (builds sim_embed_clip)
     audio_mask_bias: bool = False  # avis option: per-frame audio term in the video masks
     per_frame_mask_embed: bool = False  # avis option: video queries re-read each frame
+    recurrent_refine: bool = False  # avis option: each frame's re-read starts from the previous one
     coord_freqs: int = 0  # avis option: > 0 adds embedded pixel coordinates to the pixel maps
     mask_quality: bool = False  # avis option: each video query predicts its track's mask IoU
     anchor_queries: bool = False  # avis option: query position embeddings from fixed anchor points

@@ -93,6 +93,7 @@ class VideoModule(nn.Module):
         sim_use_clip: bool = True,
         audio_mask_bias: bool = False,
         per_frame_mask_embed: bool = False,
+        recurrent_refine: bool = False,
         mask_quality: bool = False,
         anchor_queries: bool = False,
         position_cues: bool = False,
@@ -101,6 +102,8 @@ class VideoModule(nn.Module):
         super().__init__()
         if dec_layers < 1:
             raise ValueError(f"dec_layers must be >= 1, got {dec_layers}")
+        if recurrent_refine and not per_frame_mask_embed:
+            raise ValueError("recurrent_refine needs per_frame_mask_embed")
         self.num_heads = num_heads
         self.num_queries = num_queries
         self.num_frame_queries = num_frame_queries
@@ -137,6 +140,10 @@ class VideoModule(nn.Module):
             nn.init.zeros_(last.bias)
         if per_frame_mask_embed:  # not in the official model, see _mask_embed
             self.frame_refine = attn(CrossAttentionLayer)
+        if recurrent_refine:  # not in the official model, see _refine_frames
+            self.refine_carry = nn.Linear(hidden_dim, hidden_dim)
+            nn.init.zeros_(self.refine_carry.weight)
+            nn.init.zeros_(self.refine_carry.bias)
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         if anchor_queries:  # not in the official model, see query_pos
@@ -169,6 +176,11 @@ class VideoModule(nn.Module):
     def per_frame_mask_embed(self) -> bool:
         """True when the mask embeddings are per frame: (..., cQ, T, Cm) instead of (..., cQ, Cm)."""
         return hasattr(self, "frame_refine")
+
+    @property
+    def recurrent_refine(self) -> bool:
+        """True when each frame's re-read of a video query starts from the previous frame's."""
+        return hasattr(self, "refine_carry")
 
     @property
     def anchor_queries(self) -> bool:
@@ -385,14 +397,41 @@ class VideoModule(nn.Module):
         # one cross-attention batch element per (layer, sequence, frame): index (l*N + n)*T + t
         queries = decoded[:, :, :, None].expand(lr, cq, n, t, c).transpose(0, 1)
         memory = fused.permute(1, 2, 0, 3)[:, None].expand(fq, lr, n, t, c)
-        out = self.frame_refine(
-            queries.reshape(cq, lr * n * t, c),
-            memory.reshape(fq, lr * n * t, c),
-            pos=self.fq_pos.weight.unsqueeze(1),  # (fQ, 1, C)
-            query_pos=self.query_pos().unsqueeze(1),  # (cQ, 1, C)
-        )
+        queries = queries.reshape(cq, lr * n, t, c)
+        memory = memory.reshape(fq, lr * n, t, c)
+        out = self._refine_frames(queries, memory).reshape(cq, lr * n * t, c)
         out = out.view(cq, lr, lf, b, t, c).permute(1, 2, 3, 0, 4, 5)  # (Lr, Lf, B, cQ, T, C)
         return self.mask_embed(out)
+
+    def _refine_frames(self, queries: Tensor, memory: Tensor) -> Tensor:
+        """queries (cQ, M, T, C), memory (fQ, M, T, C) -> (cQ, M, T, C): each video query
+        re-reads the tokens of one frame at a time.
+
+        With ``recurrent_refine`` (an avis option, off in the official model) the frames are
+        read in order and the query of frame t is the video query plus a learnt map of what it
+        read in frame t-1 (zero-initialised, so training starts from the independent re-reads).
+        Without it, a query can pick either of two look-alike instances anew in every frame,
+        and a track then jumps between them; with it, the query can prefer the instance that
+        resembles, and lies near, the one it held a frame earlier.
+        """
+        pos = self.fq_pos.weight.unsqueeze(1)  # (fQ, 1, C)
+        query_pos = self.query_pos().unsqueeze(1)  # (cQ, 1, C)
+        cq, m, t, c = queries.shape
+        if not self.recurrent_refine:
+            out = self.frame_refine(
+                queries.reshape(cq, m * t, c),
+                memory.reshape(memory.shape[0], m * t, c),
+                pos=pos,
+                query_pos=query_pos,
+            )
+            return out.view(cq, m, t, c)
+        outs = []
+        held = queries.new_zeros(cq, m, c)  # what each query read in the previous frame
+        for frame in range(t):
+            query = queries[:, :, frame] + self.refine_carry(held)
+            held = self.frame_refine(query, memory[:, :, frame], pos=pos, query_pos=query_pos)
+            outs.append(held)
+        return torch.stack(outs, dim=2)
 
 
 @dataclass
