@@ -411,8 +411,9 @@ class VideoModule(nn.Module):
         read in order and the query of frame t is the video query plus a learnt map of what it
         read in frame t-1 (zero-initialised, so training starts from the independent re-reads).
         Without it, a query can pick either of two look-alike instances anew in every frame,
-        and a track then jumps between them; with it, the query can prefer the instance that
-        resembles, and lies near, the one it held a frame earlier.
+        and a track then jumps between them; the tie is meant to let the query prefer the
+        instance that resembles, and lies near, the one it held a frame earlier (on the
+        synthetic benchmark it did not: docs/model.md).
         """
         pos = self.fq_pos.weight.unsqueeze(1)  # (fQ, 1, C)
         query_pos = self.query_pos().unsqueeze(1)  # (cQ, 1, C)
