@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from avis.data import load_split
-from avis.data.masks import decode_segmentation
+from avis.data.annotations import decode_track
 from avis.inference.predictor import VideoPredictor
 
 
@@ -79,18 +79,7 @@ def main() -> None:
         h, w = frames.shape[1:3]
         scores, labels, masks = p.predict_arrays(frames, audio)
         for c in pairs:
-            a, b = (
-                np.stack(
-                    [
-                        decode_segmentation(s, h, w).astype(bool)
-                        if s is not None
-                        else np.zeros((h, w), bool)
-                        for s in t.segmentations
-                    ]
-                )
-                for t in tracks
-                if t.category_id == c
-            )
+            a, b = (decode_track(t) for t in tracks if t.category_id == c)
             sel = [i for i in range(len(labels)) if labels[i] == c - 1 and scores[i] > 0.05]
             ia = [iou(masks[i], a) for i in sel]
             ib = [iou(masks[i], b) for i in sel]

@@ -394,17 +394,15 @@ class VideoModule(nn.Module):
             decoded = decoded[-1:]
         lr, cq, n, c = decoded.shape
         t, fq = fused.shape[:2]
-        # one cross-attention batch element per (layer, sequence, frame): index (l*N + n)*T + t
-        queries = decoded[:, :, :, None].expand(lr, cq, n, t, c).transpose(0, 1)
-        memory = fused.permute(1, 2, 0, 3)[:, None].expand(fq, lr, n, t, c)
-        queries = queries.reshape(cq, lr * n, t, c)
-        memory = memory.reshape(fq, lr * n, t, c)
-        out = self._refine_frames(queries, memory).reshape(cq, lr * n * t, c)
+        # one sequence per (layer, clip): index l*N + n
+        queries = decoded.transpose(0, 1).reshape(cq, lr * n, c)
+        memory = fused.permute(1, 2, 0, 3)[:, None].expand(fq, lr, n, t, c).reshape(fq, lr * n, t, c)
+        out = self._refine_frames(queries, memory)  # (cQ, Lr*N, T, C)
         out = out.view(cq, lr, lf, b, t, c).permute(1, 2, 3, 0, 4, 5)  # (Lr, Lf, B, cQ, T, C)
         return self.mask_embed(out)
 
     def _refine_frames(self, queries: Tensor, memory: Tensor) -> Tensor:
-        """queries (cQ, M, T, C), memory (fQ, M, T, C) -> (cQ, M, T, C): each video query
+        """queries (cQ, M, C), memory (fQ, M, T, C) -> (cQ, M, T, C): each video query
         re-reads the tokens of one frame at a time.
 
         With ``recurrent_refine`` (an avis option, off in the official model) the frames are
@@ -417,11 +415,11 @@ class VideoModule(nn.Module):
         """
         pos = self.fq_pos.weight.unsqueeze(1)  # (fQ, 1, C)
         query_pos = self.query_pos().unsqueeze(1)  # (cQ, 1, C)
-        cq, m, t, c = queries.shape
-        if not self.recurrent_refine:
+        (cq, m, c), (fq, t) = queries.shape, (memory.shape[0], memory.shape[2])
+        if not self.recurrent_refine:  # all frames at once: batch element (l*N + n)*T + t
             out = self.frame_refine(
-                queries.reshape(cq, m * t, c),
-                memory.reshape(memory.shape[0], m * t, c),
+                queries[:, :, None].expand(cq, m, t, c).reshape(cq, m * t, c),
+                memory.reshape(fq, m * t, c),
                 pos=pos,
                 query_pos=query_pos,
             )
@@ -429,7 +427,7 @@ class VideoModule(nn.Module):
         outs = []
         held = queries.new_zeros(cq, m, c)  # what each query read in the previous frame
         for frame in range(t):
-            query = queries[:, :, frame] + self.refine_carry(held)
+            query = queries + self.refine_carry(held)
             held = self.frame_refine(query, memory[:, :, frame], pos=pos, query_pos=query_pos)
             outs.append(held)
         return torch.stack(outs, dim=2)
