@@ -15,7 +15,10 @@ twin of a video track between two frames where it covers a twin (a jump) whether
 twin changed between the same two frames (counted where both frames have one); also how often
 the confident twin changes at all.
 
-    python slots.py CKPT ROOT --all
+    python slots.py CKPT ROOT --all [SPLIT [N]]     # SPLIT (default test), its first N twin videos
+
+It also counts the frames where both twins are present and both have their own slot (IoU >
+0.5) with the class (probability > 0.5): how often the frame level finds *and* classifies both.
 """
 
 import sys
@@ -77,17 +80,31 @@ def confident_twin(slot_masks: np.ndarray, prob: np.ndarray, a: np.ndarray, b: n
     return "A" if pa > pb else "B"
 
 
-def summary(predictor: VideoPredictor, data) -> None:
-    jumps = defined_both = coincide = changes = steps = 0
+def both_classified(slot_masks: np.ndarray, prob: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+    """One frame: both twins have their own slot (IoU > 0.5) with class probability > 0.5."""
+    slots = []
+    for twin in (a, b):
+        slots.append({q for q, m in enumerate(slot_masks) if iou(m, twin) > 0.5 and prob[q] > 0.5})
+    return bool(slots[0]) and bool(slots[1]) and len(slots[0] | slots[1]) >= 2
+
+
+def summary(predictor: VideoPredictor, data, limit: int) -> None:
+    jumps = defined_both = coincide = changes = steps = present = classified = 0
+    videos = 0
     for video in sorted(data.videos, key=lambda v: v.id):
         cats = [t.category_id for t in data.tracks[video.id]]
         pairs = [c for c in sorted(set(cats)) if cats.count(c) == 2]
-        if not pairs:
+        if not pairs or videos >= limit:
             continue
+        videos += 1
         (scores, labels, masks), slot_masks, prob = run_video(predictor, data, video)
         for cat in pairs:
             a, b = (decode_track(t) for t in data.tracks[video.id] if t.category_id == cat)
             conf = [confident_twin(slot_masks[t], prob[t, :, cat - 1], a[t], b[t]) for t in range(len(a))]
+            for t in range(len(a)):
+                if a[t].any() and b[t].any():
+                    present += 1
+                    classified += both_classified(slot_masks[t], prob[t, :, cat - 1], a[t], b[t])
             defined = [t for t, c in enumerate(conf) if c != "."]
             steps += max(len(defined) - 1, 0)
             changes += sum(conf[s] != conf[t] for s, t in zip(defined, defined[1:]))
@@ -104,7 +121,9 @@ def summary(predictor: VideoPredictor, data) -> None:
     print(
         f"jumps {jumps}, {defined_both} of them between frames that both have a confident twin,"
         f" which changed between the same frames in {coincide}; the confident twin changes {changes} of {steps}"
-        f" steps between frames where it is defined ({100 * changes / max(steps, 1):.1f} %)"
+        f" steps between frames where it is defined ({100 * changes / max(steps, 1):.1f} %);"
+        f" {videos} videos: both twins found and classified in {classified} of {present} frames"
+        f" where both are present ({100 * classified / max(present, 1):.1f} %)"
     )
 
 
@@ -112,10 +131,11 @@ def main() -> None:
     torch.set_num_threads(1)
     ckpt, root = sys.argv[1], sys.argv[2]
     predictor = VideoPredictor.from_checkpoint(ckpt, split_components=False)
-    data = load_split(root, "test")
     if sys.argv[3] == "--all":
-        summary(predictor, data)
+        split = sys.argv[4] if len(sys.argv) > 4 else "test"
+        summary(predictor, load_split(root, split), int(sys.argv[5]) if len(sys.argv) > 5 else 10**9)
         return
+    data = load_split(root, "test")
     video_id, cat = int(sys.argv[3]), int(sys.argv[4])
     video = next(v for v in data.videos if v.id == video_id)
     a, b = (decode_track(t) for t in data.tracks[video_id] if t.category_id == cat)
