@@ -69,6 +69,7 @@ class AVISMConfig:
     audio_mask_bias: bool = False  # avis option: per-frame audio term in the video masks
     per_frame_mask_embed: bool = False  # avis option: video queries re-read each frame
     recurrent_refine: bool = False  # avis option: each frame's re-read starts from the previous one
+    refine_by_content: bool = False  # avis option: the per-frame re-read ignores frame-query slots
     coord_freqs: int = 0  # avis option: > 0 adds embedded pixel coordinates to the pixel maps
     mask_quality: bool = False  # avis option: each video query predicts its track's mask IoU
     anchor_queries: bool = False  # avis option: query position embeddings from fixed anchor points

@@ -94,6 +94,7 @@ class VideoModule(nn.Module):
         audio_mask_bias: bool = False,
         per_frame_mask_embed: bool = False,
         recurrent_refine: bool = False,
+        refine_by_content: bool = False,
         mask_quality: bool = False,
         anchor_queries: bool = False,
         position_cues: bool = False,
@@ -104,10 +105,14 @@ class VideoModule(nn.Module):
             raise ValueError(f"dec_layers must be >= 1, got {dec_layers}")
         if recurrent_refine and not per_frame_mask_embed:
             raise ValueError("recurrent_refine needs per_frame_mask_embed")
+        if refine_by_content and not per_frame_mask_embed:
+            raise ValueError("refine_by_content needs per_frame_mask_embed")
         self.num_heads = num_heads
         self.num_queries = num_queries
         self.num_frame_queries = num_frame_queries
         self.window_size = window_size
+        # avis option (no parameters): the per-frame re-read's keys carry no slot embedding
+        self.refine_by_content = refine_by_content
         self.use_sim = use_sim
         self.sim_use_clip = sim_use_clip
 
@@ -412,8 +417,15 @@ class VideoModule(nn.Module):
         and a track then jumps between them; the tie is meant to let the query prefer the
         instance that resembles, and lies near, the one it held a frame earlier (on the
         synthetic benchmark it did not: docs/model.md).
+
+        The keys are the frame tokens plus their slot's learnt position embedding ``fq_pos``
+        (as in the official decoder's read of all frames), so a query can learn to read a
+        slot rather than an instance; the frame decoder gives a class to one slot, which
+        may hold either of two look-alike instances in a frame, and the track then jumps with
+        it (docs/results/tiny_r43). With ``refine_by_content`` (an avis option, off in the
+        official model; no parameters) the keys are the tokens alone.
         """
-        pos = self.fq_pos.weight.unsqueeze(1)  # (fQ, 1, C)
+        pos = None if self.refine_by_content else self.fq_pos.weight.unsqueeze(1)  # (fQ, 1, C)
         query_pos = self.query_pos().unsqueeze(1)  # (cQ, 1, C)
         (cq, m, c), (fq, t) = queries.shape, (memory.shape[0], memory.shape[2])
         if not self.recurrent_refine:  # all frames at once: batch element (l*N + n)*T + t
