@@ -9,6 +9,8 @@ Targets of a clip (what the losses receive, see `ClipTargets` in batch.py):
 - by default tracks with no valid frame in the clip are dropped (`keep_empty_tracks=False`);
   with `keep_empty_tracks=True` they stay, as rows whose `valid` is all False. N may be 0
   (a clip in which nothing sounds): labels/track_ids (0,), masks (0, T, Hp, Wp), valid (0, T).
+- with a `TwinPaste` (training augmentation, off by default) a clip may get one more row: a
+  pasted copy of one of its sounding instances, same label, track id = the clip's largest + 1.
 
 Determinism: item `index` of epoch `epoch` uses `np.random.default_rng([seed, epoch, index])`
 and nothing else, so a resumed run sees exactly the same clips. `index` may be any int >= 0
@@ -28,6 +30,7 @@ from torch.utils.data import Dataset
 
 from avis.data.annotations import VideoRecord
 from avis.data.batch import ClipBatch, ClipTargets
+from avis.data.paste import TwinPaste
 from avis.data.sampling import ClipSampler
 from avis.data.split import AVISegSplit
 from avis.data.transforms import ClipTransform
@@ -70,11 +73,13 @@ class ClipDataset(Dataset):
         seed: int = 0,
         *,
         keep_empty_tracks: bool = False,
+        paste: TwinPaste | None = None,
     ) -> None:
         if not split.videos:
             raise ValueError(f"split '{split.split}' at {split.root} has no videos")
         self.split, self.sampler, self.transform = split, sampler, transform
         self.seed, self.epoch, self.keep_empty_tracks = seed, 0, keep_empty_tracks
+        self.paste = paste  # twin paste (avis.data.paste), None = off
 
     def __len__(self) -> int:
         return len(self.split.videos)
@@ -96,15 +101,22 @@ class ClipDataset(Dataset):
             for k, t in enumerate(times):
                 if track.segmentations[t] is not None:
                     masks[n, k] = track.mask(int(t))
+        labels = [self.split.label(t.category_id) for t in tracks]
+        ids = [t.id for t in tracks]
+        if self.paste is not None:
+            frames, masks, src = self.paste(frames, masks, times, rng)
+            if src is not None:  # the copy is a new track of the same class
+                labels.append(labels[src])
+                ids.append(max(ids) + 1)
         frames_t, masks_t = self.transform(frames, masks, times, rng)
         valid = masks_t.flatten(2).any(-1)  # (N, T): non-null and still visible after the crop
-        keep = torch.ones(len(tracks), dtype=torch.bool) if self.keep_empty_tracks else valid.any(1)
+        keep = torch.ones(len(ids), dtype=torch.bool) if self.keep_empty_tracks else valid.any(1)
         audio = self.split.load_audio(video)[times]
         return ClipSample(
             frames=frames_t,
             audio=torch.from_numpy(audio),
-            labels=torch.tensor([self.split.label(t.category_id) for t in tracks], dtype=torch.int64)[keep],
-            track_ids=torch.tensor([t.id for t in tracks], dtype=torch.int64)[keep],
+            labels=torch.tensor(labels, dtype=torch.int64)[keep],
+            track_ids=torch.tensor(ids, dtype=torch.int64)[keep],
             masks=masks_t[keep],
             valid=valid[keep],
             video_id=video.id,

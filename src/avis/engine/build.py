@@ -75,6 +75,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
 def build_train_dataset(cfg: TrainConfig):
     """(ClipDataset, split) of the training split."""
     from avis.data import ClipDataset, ClipSampler, ClipTransform, load_split
+    from avis.data.paste import TwinPaste
     from avis.data.split import AudioPolicy
 
     if not cfg.data.root:
@@ -88,7 +89,11 @@ def build_train_dataset(cfg: TrainConfig):
         flip_prob=cfg.data.flip_prob,
         crop_prob=cfg.data.crop_prob,
     )
-    return ClipDataset(split, sampler, transform, seed=cfg.seed), split
+    prob = cfg.data.twin_paste_prob
+    if not 0.0 <= prob <= 1.0:
+        raise DataError(f"config: data.twin_paste_prob must be in [0, 1], got {prob}")
+    paste = TwinPaste(prob=prob) if prob > 0 else None
+    return ClipDataset(split, sampler, transform, seed=cfg.seed, paste=paste), split
 
 
 def build_final_stage_dataset(cfg: TrainConfig, dataset):
@@ -106,7 +111,7 @@ def build_final_stage_dataset(cfg: TrainConfig, dataset):
     )
     return ClipDataset(
         dataset.split, dataset.sampler, transform, seed=dataset.seed,
-        keep_empty_tracks=dataset.keep_empty_tracks,
+        keep_empty_tracks=dataset.keep_empty_tracks, paste=dataset.paste,
     )  # fmt: skip
 
 

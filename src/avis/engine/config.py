@@ -41,6 +41,9 @@ class DataConfig:
     # repeat-factor sampling: a video in which some class has >= 2 instances is shown this
     # many times per pass over the training split (1 = every video once)
     multi_instance_repeat: int = 1
+    # twin paste (avis.data.paste): the chance that a training clip gets a pasted copy of one of
+    # its sounding instances as a new same-class track (0 = off)
+    twin_paste_prob: float = 0.0
     # a final training stage at other input sides (the test side, say: FixRes, Touvron et al.
     # 2019): from optimiser step `final_from` on (0 = no final stage) clips are resized to
     # `final_short_sides` (long side at most `final_max_size`, 0 = `max_size`); the time
