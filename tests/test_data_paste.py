@@ -65,16 +65,16 @@ def test_off_or_nothing_to_copy_leaves_the_clip_alone():
         TwinPaste(prob=1.5)
 
 
-def test_training_clips_get_a_same_class_track(tmp_path):
-    root = tmp_path / "synth"
-    generate_dataset(
-        root,
-        seed=5,
-        counts={"train": 4},
-        config=SynthConfig(size=48, min_frames=6, max_frames=9),
-        workers=1,
-    )
-    split = load_split(root, "train")
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paste") / "synth"
+    config = SynthConfig(size=48, min_frames=6, max_frames=9)
+    generate_dataset(root, seed=5, counts={"train": 4}, config=config, workers=1)
+    return root
+
+
+def test_training_clips_get_a_same_class_track(synth_root):
+    split = load_split(synth_root, "train")
     make = lambda paste: ClipDataset(  # noqa: E731
         split,
         ClipSampler(num_frames=2, frame_range=3),
@@ -90,26 +90,17 @@ def test_training_clips_get_a_same_class_track(tmp_path):
         if len(b.labels) > len(a.labels):
             grew += 1
             new_id, new_label = b.track_ids[-1].item(), b.labels[-1].item()
-            assert new_id not in a.track_ids.tolist() and len(set(b.track_ids.tolist())) == len(
-                b.track_ids
-            )
+            assert new_id not in a.track_ids.tolist()
+            assert len(set(b.track_ids.tolist())) == len(b.track_ids)
             assert new_label in a.labels.tolist()  # a copy of one of the clip's instances
             assert b.valid[-1].all()  # sounding wherever the clip is
             assert not torch.equal(a.frames, b.frames)
     assert grew > 0
 
 
-def test_the_training_config_switches_it_on(tmp_path):
-    root = tmp_path / "synth"
-    generate_dataset(
-        root,
-        seed=5,
-        counts={"train": 2},
-        config=SynthConfig(size=48, min_frames=6, max_frames=9),
-        workers=1,
-    )
+def test_the_training_config_switches_it_on(synth_root):
     cfg = tiny_recipe()
-    cfg.data.root = str(root)
+    cfg.data.root = str(synth_root)
     assert build_train_dataset(cfg)[0].paste is None
     cfg.data.twin_paste_prob = 0.5
     assert build_train_dataset(cfg)[0].paste == TwinPaste(prob=0.5)
