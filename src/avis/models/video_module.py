@@ -419,11 +419,11 @@ class VideoModule(nn.Module):
         synthetic benchmark it did not: docs/model.md).
 
         The keys are the frame tokens plus their slot's learnt position embedding ``fq_pos``
-        (as in the official decoder's read of all frames), so a query can learn to read a
-        slot rather than an instance; the frame decoder gives a class to one slot, which
-        may hold either of two look-alike instances in a frame, and the track then jumps with
-        it (docs/results/tiny_r43). With ``refine_by_content`` (an avis option, off in the
-        official model; no parameters) the keys are the tokens alone.
+        (as in the official decoder's read of all frames), so a query could learn to read a
+        slot rather than an instance. With ``refine_by_content`` (an avis option, off in the
+        official model; no parameters) the keys are the tokens alone; on the synthetic
+        benchmark that changed nothing (docs/results/tiny_r47): the re-read follows the
+        content of the token that holds the class most confidently, not its slot.
         """
         pos = None if self.refine_by_content else self.fq_pos.weight.unsqueeze(1)  # (fQ, 1, C)
         query_pos = self.query_pos().unsqueeze(1)  # (cQ, 1, C)
