@@ -282,3 +282,14 @@ def test_anchor_cost_reaches_the_matcher():
     cfg = load_config("avism_tiny", None, ["loss.anchor_cost=0.5"])
     assert build_criterion(cfg, 8).matcher.anchor_cost == 0.5
     assert build_criterion(load_config("avism_tiny", None, []), 8).matcher.anchor_cost == 0.0
+
+
+def test_frame_no_object_weight_reaches_the_criterion():
+    from avis.engine.build import build_criterion
+
+    cfg = load_config("avism_tiny", None, ["loss.frame_no_object_weight=0.1"])
+    criterion = build_criterion(cfg, 8)
+    assert float(criterion.frame_class_weights[-1]) == pytest.approx(0.1)
+    assert float(criterion.class_weights[-1]) == pytest.approx(0.5)  # the recipe's video level
+    plain = build_criterion(load_config("avism_tiny", None, []), 8)
+    assert torch.equal(plain.frame_class_weights, plain.class_weights)

@@ -210,3 +210,26 @@ def test_empty_clip_gives_pure_no_object_ce():
     expected = 2.0 * math.log(K + 1)  # uniform logits, class weight 2, every query -> no-object
     assert float(result.terms["frame_ce"]) == pytest.approx(DL * expected, rel=1e-5)
     assert float(result.terms["video_ce"]) == pytest.approx(LV * expected, rel=1e-5)
+
+
+def test_frame_no_object_weight_changes_only_the_frame_level_ce(clips):
+    out = random_output(torch.Generator().manual_seed(3))
+    default = AVISMCriterion(K, num_points=None, no_object_weight=0.5)(out, clips).terms
+    same = AVISMCriterion(K, num_points=None, no_object_weight=0.5, frame_no_object_weight=None)
+    assert all(torch.equal(v, same(out, clips).terms[k]) for k, v in default.items())
+    split = AVISMCriterion(K, num_points=None, no_object_weight=0.5, frame_no_object_weight=0.1)
+    low = AVISMCriterion(K, num_points=None, no_object_weight=0.1)(out, clips).terms
+    terms = split(out, clips).terms
+    # the frame level's CE is the one of a criterion with 0.1 everywhere, the rest is 0.5's
+    assert torch.allclose(terms["frame_ce"], low["frame_ce"])
+    assert not torch.allclose(terms["frame_ce"], default["frame_ce"])
+    for name in ("video_ce", "video_mask", "video_dice", "frame_mask", "frame_dice", "sim"):
+        assert torch.equal(terms[name], default[name]), name
+
+
+@pytest.mark.parametrize("weight", [0.0, -0.5])
+def test_no_object_weights_must_be_positive(weight):
+    with pytest.raises(ValueError, match="no-object weight"):
+        AVISMCriterion(K, no_object_weight=weight)
+    with pytest.raises(ValueError, match="no-object weight"):
+        AVISMCriterion(K, frame_no_object_weight=weight)

@@ -61,6 +61,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
             loss.pilot_weight,
         ),
         no_object_weight=loss.no_object_weight,
+        frame_no_object_weight=loss.frame_no_object_weight,
         num_points=loss.num_points,
         oversample_ratio=loss.oversample_ratio,
         importance_sample_ratio=loss.importance_sample_ratio,

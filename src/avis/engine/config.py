@@ -73,6 +73,8 @@ class LossConfig:
     dice_weight: float = 5.0
     sim_weight: float = 0.5
     no_object_weight: float = 0.1
+    # avis option: the frame level's no-object weight (None = no_object_weight, as officially)
+    frame_no_object_weight: float | None = None
     num_points: int | None = 12544  # None = every cell of the prediction grid
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75

@@ -84,6 +84,15 @@ def mean_over_processes(value: float, device: torch.device) -> float:
     return max(float(count.item()), 1.0)
 
 
+def class_weights(num_classes: int, no_object_weight: float) -> Tensor:
+    """(K+1,) CE weights: 1 for every class, `no_object_weight` for the no-object class."""
+    if no_object_weight <= 0:
+        raise ValueError(f"no-object weight must be > 0, got {no_object_weight}")
+    weights = torch.ones(num_classes + 1)
+    weights[-1] = no_object_weight
+    return weights
+
+
 class AVISMCriterion:
     """Computes `LossResult` from model outputs and the batch's targets (outside forward)."""
 
@@ -92,6 +101,7 @@ class AVISMCriterion:
         num_classes: int,
         weights: LossWeights | None = None,
         no_object_weight: float = 0.1,
+        frame_no_object_weight: float | None = None,  # avis option: None = no_object_weight
         num_points: int | None = 12544,
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
@@ -113,8 +123,12 @@ class AVISMCriterion:
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
         self.official_quirks = official_quirks
-        self.class_weights = torch.ones(num_classes + 1)
-        self.class_weights[-1] = no_object_weight
+        # CE class weights of the video level and of the frame level (the no-object class last)
+        self.class_weights = class_weights(num_classes, no_object_weight)
+        self.frame_class_weights = class_weights(
+            num_classes,
+            no_object_weight if frame_no_object_weight is None else frame_no_object_weight,
+        )
         self.matcher = HungarianMatcher(
             self.weights.class_weight, self.weights.mask, self.weights.dice, num_points, anchor_cost
         )
@@ -139,7 +153,9 @@ class AVISMCriterion:
             masks = masks.unsqueeze(2)  # (B*T, fQ, 1, Hm, Wm)
             matches = self.matcher(logits, masks, frame_items)
             frame_matches.append(matches)
-            ce, bce, dice = self.set_losses(logits, masks, frame_items, matches, num_frame_masks)
+            ce, bce, dice = self.set_losses(
+                logits, masks, frame_items, matches, num_frame_masks, self.frame_class_weights
+            )
             terms["frame_ce"] = terms["frame_ce"] + ce
             terms["frame_mask"] = terms["frame_mask"] + bce
             terms["frame_dice"] = terms["frame_dice"] + dice
@@ -160,7 +176,7 @@ class AVISMCriterion:
             logits, masks = logits.flatten(0, 1), masks.flatten(0, 1)  # (Lf*B, cQ, ...)
             video_matches = self.matcher(logits, masks, video_items)
             ce, bce, dice = self.set_losses(
-                logits, masks, video_items, video_matches, num_video_masks
+                logits, masks, video_items, video_matches, num_video_masks, self.class_weights
             )
             terms["video_ce"] = terms["video_ce"] + ce
             terms["video_mask"] = terms["video_mask"] + bce
@@ -241,8 +257,10 @@ class AVISMCriterion:
         items: list[MatchTarget],
         matches: list[Match],
         num_masks: float,
+        class_weights: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """CE, BCE and dice of one prediction layer.
+        """CE (with `class_weights`, (K+1,); default: the video level's), BCE and dice of one
+        prediction layer.
 
         pred_logits (I, Q, K+1), pred_masks (I, Q, T, Hm, Wm) -> three scalars.
         """
@@ -254,7 +272,9 @@ class AVISMCriterion:
         for item, ((src, tgt), target) in enumerate(zip(matches, items)):
             target_classes[item, src.to(device)] = target.labels[tgt.to(device)]
         ce = F.cross_entropy(
-            pred_logits.float().transpose(1, 2), target_classes, self.class_weights.to(device)
+            pred_logits.float().transpose(1, 2),
+            target_classes,
+            (self.class_weights if class_weights is None else class_weights).to(device),
         )
         return (ce, *self.mask_losses(pred_masks, items, matches, num_masks))
 
