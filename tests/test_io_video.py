@@ -269,3 +269,110 @@ def test_float_wav_with_nan_is_an_error(tmp_path) -> None:
     (tmp_path / "nan.wav").write_bytes(header + data)
     with pytest.raises(MediaError, match="nan.wav: the soundtrack holds 1 non-finite samples"):
         load_audio(tmp_path / "nan.wav")
+
+
+# ---------------------------------------------------------------- hostile files (third barrage)
+
+
+def _ffv1_with_times(
+    path: Path, pts: list[int], audio_seconds: float = 0.0, audio_start: int = 0, fmt: str | None = None
+) -> Path:
+    """32 x 32 ffv1 frames at the given presentation times (seconds), with an optional silent
+    8 kHz pcm soundtrack of `audio_seconds` starting at `audio_start` s."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("ffv1" if fmt is None else "mpeg4", rate=1)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv444p" if fmt is None else "yuv420p"
+        astream = container.add_stream("pcm_s16le", rate=8000, layout="mono") if audio_seconds else None
+        for k, t in enumerate(pts):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 40 * k, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        if astream is not None:
+            for start in range(0, int(audio_seconds * 8000), 4000):
+                frame = av.AudioFrame.from_ndarray(np.zeros((1, 4000), np.int16), format="s16", layout="mono")
+                frame.sample_rate, frame.pts = 8000, audio_start * 8000 + start
+                container.mux(astream.encode(frame))
+            container.mux(astream.encode(None))
+    return path
+
+
+def test_a_timestamp_jump_is_refused_before_its_frames_are_copied(tmp_path: Path) -> None:
+    """A frame at 10^7 s (4 frames of data) made avis sample 10^7 copies of the frame before
+    it: the temporary frame file filled the disk. Now the video's length is bounded (24 h;
+    `avis serve` passes its --max-duration), from the header and from each frame's time."""
+    from avis.io.stream import stream_frames
+    from avis.io.video import MAX_DURATION_S
+
+    assert MAX_DURATION_S == 24 * 3600
+    mkv = _ffv1_with_times(tmp_path / "jump.mkv", [0, 1, 2, 10**7])
+    with pytest.raises(MediaError, match=r"jump\.mkv: the video is at least 10000001 s long \(its header says\), over the 86400 s"):
+        read_video(mkv, allow_silent=True)
+    ts = _ffv1_with_times(tmp_path / "jump.ts", [0, 1, 2, 200], fmt="mpegts")  # its header says 3 s
+    assert read_video(ts, allow_silent=True, max_duration=300).num_frames == 201
+    with pytest.raises(MediaError, match=r"jump\.ts: the video is at least 200 s long \(a frame's timestamp\), over the 100 s"):
+        read_video(ts, allow_silent=True, max_duration=100)
+    # online (a live source has no length): a frame may stay on screen at most an hour
+    with pytest.raises(MediaError, match=r"jump\.mkv: the video timestamps jump by 9999998 s \(from 2\.00 s to 10000000\.00 s\)"):
+        list(stream_frames(mkv, allow_silent=True))
+
+
+def test_a_cover_picture_is_no_video(tmp_path: Path) -> None:
+    """An mp3 with cover art was predicted as a one-frame video of 0 s (with a warning that
+    the file was truncated); the attached picture is now skipped like any non-video."""
+    import io
+
+    from PIL import Image
+
+    from avis.io.stream import stream_frames
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(jpeg, "JPEG")
+    path = tmp_path / "song.mp3"
+    with av.open(str(path), "w") as container:
+        astream = container.add_stream("mp3", rate=16000, layout="mono")
+        cover = container.add_stream("mjpeg")
+        cover.width = cover.height = 32
+        cover.pix_fmt = "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        packet = av.Packet(jpeg.getvalue())
+        packet.stream, packet.pts, packet.dts = cover, 0, 0
+        container.mux(packet)
+        fmt = astream.codec_context.format.name
+        for start in range(0, 16000 * 2, 1152):
+            dtype = {"s16": np.int16, "s32": np.int32}.get(fmt.rstrip("p"), np.float32)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1152), dtype), format=fmt, layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            container.mux(astream.encode(frame))
+        container.mux(astream.encode(None))
+    message = r"song\.mp3: no video stream, only a still cover picture \(attached picture\)"
+    with pytest.raises(MediaError, match=message):
+        read_video(path)
+    with pytest.raises(MediaError, match=message):
+        list(stream_frames(path))
+
+
+def test_audio_past_the_video_is_neither_decoded_nor_padded(tmp_path: Path, caplog) -> None:
+    """A 2-s video with 10 minutes of (compressible) audio held all of it in memory, and an
+    audio start 10^5 s after the video allocated 10^5 s of zeros (MemoryError): the soundtrack
+    is now decoded and padded up to the end of the last frame's audio window only."""
+    from avis.io.stream import stream_frames
+    from avis.io.video import read_aligned_audio, read_audio
+
+    long_audio = _ffv1_with_times(tmp_path / "long_audio.mkv", [0, 1], audio_seconds=600)
+    samples, rate, _ = read_audio(long_audio, until=2.0)
+    assert rate == 8000 and samples.shape[0] <= 3 * 8000  # stops at the first chunk after 2 s
+    assert read_audio(long_audio)[0].shape[0] == 600 * 8000  # without `until`: all of it
+    with caplog.at_level("WARNING"):
+        video = read_video(long_audio)
+    assert video.audio.shape == (2 * 8000,) and "truncated" not in caplog.text  # Matroska's per-track DURATION
+    late = _ffv1_with_times(tmp_path / "late.mkv", [0, 1], audio_seconds=1, audio_start=10**5)
+    with caplog.at_level("WARNING"):
+        video = read_video(late)
+    assert video.audio.shape == (2 * 8000,) and not video.audio.any()
+    assert "late.mkv: the soundtrack starts at 100000.00 s, after the video ends (2.00 s)" in caplog.text
+    sound, _ = read_aligned_audio(late, 0.0, 2.0)
+    assert sound.shape == (2 * 8000, 1)
+    with pytest.raises(MediaError, match=r"late\.mkv: the soundtrack starts 100000 s after the first video frame"):
+        list(stream_frames(late))

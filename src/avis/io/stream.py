@@ -12,6 +12,12 @@ Sources: a path (a regular file or a named pipe), "-" (standard input) or a URL
 streamable container (Matroska/WebM, MPEG-TS, FLV, fragmented MP4), not a plain MP4, whose
 index sits at the end of the file.
 
+Limits: a live source has no duration, so instead of `read_video`'s `max_duration` the video
+timestamps may jump by at most `MAX_GAP_S` (one hour) between two frames (also the last
+frame's own duration), and the soundtrack may start at most that long after the first video
+frame: broken timestamps of a hostile file would otherwise make millions of copies of one
+frame or of silence.
+
 Letters: H x W frame size, n audio samples.
 """
 
@@ -33,11 +39,13 @@ from avis.io.outputs import STDIN, is_url
 from avis.io.video import (
     _TIME_EPS,
     AUDIO_WINDOW_S,
+    MAX_GAP_S,
     SILENT_SAMPLE_RATE,
     TRUNCATION_TOLERANCE_S,
     _frame_duration,
     _promised_duration,
     _warn_if_truncated,
+    video_stream,
 )
 
 _LOG = logging.getLogger(__name__)
@@ -153,10 +161,18 @@ class _Sampler:
             self.early = []
         t = raw - self.t0
         if self.prev is not None:
+            self._check_gap(t - self.prev_time, f"from {self.prev_time:.2f} s to {t:.2f} s")
             self.gaps.append(t - self.prev_time)
             while self.index / self.fps < t - _TIME_EPS:
                 self._sample_prev()
         self.prev, self.prev_time, self.prev_rgb = frame, t, None
+
+    def _check_gap(self, gap: float, where: str) -> None:
+        if gap > MAX_GAP_S:
+            raise MediaError(
+                f"{self.source}: the video timestamps jump by {gap:.0f} s ({where}), more than "
+                f"the {MAX_GAP_S:.0f} s one frame may stay on screen: broken timestamps"
+            )
 
     def _sample_prev(self) -> None:
         assert self.prev is not None
@@ -168,7 +184,9 @@ class _Sampler:
     def end_video(self, stream) -> None:
         if self.prev is None:
             raise MediaError(f"{self.source}: the video stream has no decodable frame")
-        duration = self.prev_time + _frame_duration(self.prev, stream, list(self.gaps))
+        last = _frame_duration(self.prev, stream, list(self.gaps))
+        self._check_gap(last, f"the last frame's duration, from {self.prev_time:.2f} s")
+        duration = self.prev_time + last
         self.duration = duration
         while self.index / self.fps < duration - _TIME_EPS or self.index == 0:
             self._sample_prev()
@@ -211,6 +229,11 @@ class _Sampler:
         if not self.aligned:
             self.aligned = True
             shift = int(round(((self.audio_start or 0.0) - self.t0) * self.rate))
+            if shift > MAX_GAP_S * self.rate:  # not millions of zeros for a broken timestamp
+                raise MediaError(
+                    f"{self.source}: the soundtrack starts {shift / self.rate:.0f} s after the first "
+                    f"video frame, more than {MAX_GAP_S:.0f} s: broken timestamps"
+                )
             if shift > 0:  # the audio starts late: silence before it
                 self.audio.append(np.zeros(shift, np.float32))
             else:  # leading audio before the first video frame is dropped
@@ -275,9 +298,7 @@ class FrameStream:
     def __iter__(self) -> Iterator[StreamFrame]:
         container = open_source(self.source)
         with container:
-            if not container.streams.video:
-                raise MediaError(f"{self.source}: no video stream (streams: {[s.type for s in container.streams]})")
-            vstream = container.streams.video[0]
+            vstream = video_stream(container, self.source)
             vstream.thread_type = "AUTO"
             astream = container.streams.audio[0] if container.streams.audio else None
             native = float(vstream.average_rate) if vstream.average_rate else None

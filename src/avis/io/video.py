@@ -11,6 +11,14 @@ k / sample_rate after the first video frame (leading audio before the first fram
 a late audio start is padded with zeros). It is kept up to the end of the last sampled frame's
 1-second window, (T - 1) / fps + 1 s, or less when the soundtrack ends earlier.
 
+Limits (hostile or broken files): the first video stream that is not a cover picture (an audio
+file's attached picture is no video) is read; a video whose header or frame timestamps reach
+past `max_duration` (default `MAX_DURATION_S`, 24 h) is refused while decoding, before its
+sampled frames (copies of one frame across a timestamp jump) fill the memory or the disk; the
+soundtrack is decoded only up to the end of the last frame's audio window and a late start is
+padded only up to that end, so a short video with hours of (well-compressed) audio or an audio
+timestamp far in the future costs no more memory than its video.
+
 Truncated files: when the decoded video (or audio) ends more than `TRUNCATION_TOLERANCE_S`
 before the duration its container header promises, a warning says both numbers (a file cut
 short by a failed copy decodes its first part without an error).
@@ -40,6 +48,8 @@ SILENT_SAMPLE_RATE = 16000
 DEFAULT_FRAME_MEMORY_MB = 1024.0  # sampled frames kept in RAM up to this, then in a temp file
 AUDIO_WINDOW_S = 1.0  # one feature = one second of audio starting at the frame's time
 TRUNCATION_TOLERANCE_S = 0.5  # decoded this much less than the header promises: warn
+MAX_DURATION_S = 24 * 3600.0  # longest video read (seconds of video, by its timestamps)
+MAX_GAP_S = 3600.0  # online: longest jump of the timestamps (a live source has no duration)
 _TIME_EPS = 1e-6  # seconds; absorbs float noise in presentation times
 
 _LOG = logging.getLogger(__name__)
@@ -77,10 +87,47 @@ def _open(path: Path) -> av.container.InputContainer:
         raise MediaError(f"{path}: cannot be opened as a media file ({err})") from err
 
 
-def _promised_duration(stream, container) -> float | None:
-    """The duration the header announces for a stream (else the container), in seconds."""
+def video_stream(container: av.container.InputContainer, path: str | Path) -> av.video.stream.VideoStream:
+    """The first video stream that is not an attached picture (the cover art of an audio file,
+    a still that PyAV lists as a one-frame video stream); MediaError when there is none."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    if container.streams.video:
+        raise MediaError(
+            f"{path}: no video stream, only a still cover picture (attached picture) of an "
+            "audio file; audio-visual segmentation needs a video"
+        )
+    raise MediaError(f"{path}: no video stream (streams: {[s.type for s in container.streams]})")
+
+
+def too_long(path: str | Path, seconds: float, max_duration: float, what: str) -> MediaError:
+    return MediaError(
+        f"{path}: the video is at least {seconds:.0f} s long ({what}), over the {max_duration:.0f} s "
+        "avis reads (broken timestamps, or cut it shorter, e.g. with ffmpeg -t)"
+    )
+
+
+def _stream_duration(stream) -> float | None:
+    """The duration the header announces for one stream, in seconds: the stream's own, else
+    Matroska's per-track `DURATION` tag ("HH:MM:SS.nnnnnnnnn"), else None."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    try:
+        hours, minutes, seconds = str(tag).split(":")
+        value = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) and value >= 0 else None
+
+
+def _promised_duration(stream, container) -> float | None:
+    """The duration the header announces for a stream (else the container, which is that of
+    its longest stream), in seconds."""
+    own = _stream_duration(stream)
+    if own is not None:
+        return own
     if container.duration is not None:
         return float(container.duration) / 1e6
     return None
@@ -142,16 +189,15 @@ class _FrameStore:
 
 
 def _sample_frames(
-    path: Path, fps: float, store: _FrameStore
+    path: Path, fps: float, store: _FrameStore, max_duration: float = MAX_DURATION_S
 ) -> tuple[_FrameStore, list[float], float, float | None, float]:
     """Decode the first video stream; return RGB frames, their times, duration, native fps, t0."""
     container = _open(path)
     with container:
-        if not container.streams.video:
-            raise MediaError(
-                f"{path}: no video stream (streams: {[s.type for s in container.streams]})"
-            )
-        stream = container.streams.video[0]
+        stream = video_stream(container, path)
+        promised = _stream_duration(stream)
+        if promised is not None and promised > max_duration:
+            raise too_long(path, promised, max_duration, "its header says")
         stream.thread_type = "AUTO"
         native_fps = float(stream.average_rate) if stream.average_rate else None
         frames = store
@@ -166,6 +212,8 @@ def _sample_frames(
                 if t0 is None:
                     t0 = raw_time
                 time = raw_time - t0
+                if time > max_duration:  # before the copies across the jump are made
+                    raise too_long(path, time, max_duration, "a frame's timestamp")
                 if prev is not None:
                     gaps.append(time - prev_time)
                     while index / fps < time - _TIME_EPS:  # prev is on screen at index / fps
@@ -184,6 +232,8 @@ def _sample_frames(
             raise MediaError(f"{path}: the video stream has no decodable frame")
         assert t0 is not None, "t0 is set with the first decoded frame, before prev"
         duration = prev_time + _frame_duration(prev, stream, gaps)
+        if duration > max_duration:  # the last frame's own duration
+            raise too_long(path, duration, max_duration, "its last frame's duration")
         _warn_if_truncated(path, "video", duration, _promised_duration(stream, container))
         while index / fps < duration - _TIME_EPS or index == 0:
             prev_rgb = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
@@ -193,14 +243,17 @@ def _sample_frames(
     return frames, times, duration, native_fps, float(t0)
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int, float] | None:
+def read_audio(path: str | Path, until: float | None = None) -> tuple[np.ndarray, int, float] | None:
     """The first audio stream of any media file: (N, C) float32, sample rate, start time (s).
 
     None when the file has no audio stream. The start time is the first audio frame's
-    presentation time on the container clock.
+    presentation time on the container clock. With `until` (seconds on the container clock),
+    decoding stops at the first audio frame that starts after it (the samples past it are
+    not needed, and hours of compressed silence would otherwise fill the memory).
     """
     path = Path(path)
     container = _open(path)
+    stopped = False
     with container:
         if not container.streams.audio:
             return None
@@ -215,6 +268,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int, float] | None:
                     rate = frame.sample_rate
                 if start is None and frame.time is not None:
                     start = float(frame.time)
+                if until is not None and frame.time is not None and frame.time > until:
+                    stopped = True
+                    break
                 chunks += [out.to_ndarray() for out in resampler.resample(frame)]  # (C, n)
             if resampler is not None:
                 chunks += [out.to_ndarray() for out in resampler.resample(None)]
@@ -224,9 +280,10 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int, float] | None:
             _LOG.warning("%s: audio decoding stopped early (%s)", path, err)
         promised = _promised_duration(stream, container)
     if resampler is None or not chunks:
-        return np.zeros((0, 1), dtype=np.float32), int(stream.rate or SILENT_SAMPLE_RATE), 0.0
+        return np.zeros((0, 1), dtype=np.float32), int(stream.rate or SILENT_SAMPLE_RATE), start or 0.0
     samples = np.concatenate(chunks, axis=1).T.astype(np.float32)  # (N, C)
-    _warn_if_truncated(path, "audio", samples.shape[0] / rate, promised)
+    if not stopped:
+        _warn_if_truncated(path, "audio", samples.shape[0] / rate, promised)
     check_finite_audio(samples, path)
     return samples, int(rate), start or 0.0
 
@@ -245,17 +302,19 @@ def align_audio(
     """(N, C) samples starting at `audio_start` -> (N', C) starting at the first video frame
     (`video_start`; leading audio dropped, a late start padded with zeros), cut at `end` s."""
     shift = int(round((audio_start - video_start) * sample_rate))
-    if shift > 0:
-        samples = np.concatenate([np.zeros((shift, samples.shape[1]), np.float32), samples])
+    stop = int(round(end * sample_rate))
+    if shift > 0:  # padded up to `end` at most (a start far in the future is no allocation)
+        pad = np.zeros((min(shift, stop), samples.shape[1]), np.float32)
+        samples = np.concatenate([pad, samples[: max(stop - shift, 0)]])
     else:
         samples = samples[-shift:]
-    return samples[: int(round(end * sample_rate))]
+    return samples[:stop]
 
 
 def read_aligned_audio(path: str | Path, video_start: float, end: float) -> tuple[np.ndarray, int] | None:
     """The soundtrack with all its channels on the video clock (see `align_audio`):
     ((N, C) float32, sample rate), or None without an audio stream."""
-    decoded = read_audio(path)
+    decoded = read_audio(path, until=video_start + end)
     if decoded is None:
         return None
     samples, sample_rate, audio_start = decoded
@@ -267,6 +326,7 @@ def read_video(
     fps: float = 1.0,
     allow_silent: bool = False,
     frame_memory_mb: float = DEFAULT_FRAME_MEMORY_MB,
+    max_duration: float = MAX_DURATION_S,
 ) -> DecodedVideo:
     """Decode a video: frames sampled at `fps` (frame i at i / fps s) and the mono soundtrack.
 
@@ -275,16 +335,17 @@ def read_video(
 
     Raises MediaError naming the file when it is missing, unreadable, has no video stream,
     or has no audio stream (unless allow_silent=True: then the audio is silence at 16 kHz
-    and a warning is logged).
+    and a warning is logged), and when the video is longer than `max_duration` seconds (its
+    header or its timestamps; checked while decoding, before the frames are sampled).
     """
     path = Path(path)
     if not fps > 0:
         raise MediaError(f"{path}: sampling fps must be positive, got {fps}")
     store = _FrameStore(frame_memory_mb * 2**20)
-    frames, times, duration, native_fps, t0 = _sample_frames(path, fps, store)
+    frames, times, duration, native_fps, t0 = _sample_frames(path, fps, store, max_duration)
     num_frames = len(frames)
     audio_end = (num_frames - 1) / fps + AUDIO_WINDOW_S
-    decoded = read_audio(path)
+    decoded = read_audio(path, until=t0 + max(audio_end, duration))
     if decoded is None:
         if not allow_silent:
             raise MediaError(
@@ -296,6 +357,11 @@ def read_video(
         sample_rate, has_audio = SILENT_SAMPLE_RATE, False
     else:
         samples, sample_rate, audio_start = decoded
+        if audio_start - t0 >= duration:
+            _LOG.warning(
+                "%s: the soundtrack starts at %.2f s, after the video ends (%.2f s): the model "
+                "hears silence", path, audio_start - t0, duration,
+            )  # fmt: skip
         aligned = align_audio(samples, sample_rate, audio_start, t0, audio_end)  # (N, C)
         audio = aligned.mean(axis=1, dtype=np.float64).astype(np.float32)  # (N,) mono
         has_audio = True

@@ -29,6 +29,7 @@ from avis.inference.predictor import VideoPredictor
 from avis.inference.report import OUTPUT_FILES, OVERLAY_FILE, write_overlay, write_tables
 from avis.inference.summary import TrackSummary
 from avis.inference.timeline import instance_color
+from avis.io.video import video_stream
 from avis.precision import default_precision, supported_precisions
 from avis.serve.jobs import Job, JobError, MemoryBudget, Report
 
@@ -55,7 +56,10 @@ def probe_upload(path: Path, name: str, max_duration_s: float) -> Probe:
             f"mov or avi file?) [{type(err).__name__}]"
         ) from None
     with container:
-        if not container.streams.video:
+        if not any(
+            not stream.disposition & av.stream.Disposition.attached_pic
+            for stream in container.streams.video
+        ):  # a cover picture of an audio file is no video (avis.io.video.video_stream)
             raise JobError(f"{name}: this file has no video stream (is it an audio file?)")
         if not container.streams.audio:
             raise JobError(
@@ -74,7 +78,7 @@ def probe_upload(path: Path, name: str, max_duration_s: float) -> Probe:
 def _duration(container: av.container.InputContainer) -> float | None:
     if container.duration is not None and container.duration > 0:
         return container.duration / av.time_base
-    stream = container.streams.video[0]
+    stream = video_stream(container, "")
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     return None
@@ -188,7 +192,10 @@ class PredictRunner:
         step("decode", "checking the video")
         probe_upload(job.upload, job.name, self.max_duration_s)
         step("decode", "decoding frames (1 per second) and sound")
-        decoded = read_video(job.upload, fps=FPS, frame_memory_mb=self.bank.budget.frame_memory_mb)
+        decoded = read_video(  # max_duration: also timestamps the header does not announce
+            job.upload, fps=FPS, frame_memory_mb=self.bank.budget.frame_memory_mb,
+            max_duration=self.max_duration_s,
+        )
         if decoded.duration > self.max_duration_s:  # containers that do not state a duration
             raise JobError(
                 f"{job.name}: the video is {decoded.duration:.0f} s long; this server accepts "
