@@ -76,6 +76,58 @@ def test_audio_features_must_be_t_by_d(root, shape):
     assert f"{name}.npy" in str(info.value) and "(T, D)" in str(info.value)
 
 
+def _negative_size_header(path):
+    hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 128), }"
+    hdr = hdr.ljust(117) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr.encode() + bytes(512))
+
+
+def _npz_named_npy(path):
+    with open(path, "wb") as handle:
+        np.savez(handle, a=np.zeros((5, 128), np.float32))
+
+
+@pytest.mark.parametrize(
+    "write, why",
+    [
+        (lambda p: p.write_bytes(b""), "No data left in file"),  # was an EOFError
+        (_negative_size_header, "memory mapped length must be positive"),  # was an OverflowError
+        (_npz_named_npy, "a .npz archive"),  # was an AttributeError
+        (lambda p: np.save(p, np.zeros((5, 128), object), allow_pickle=True), "Python objects"),
+    ],
+    ids=["empty", "negative-size", "npz", "pickled"],
+)
+def test_broken_feature_files_are_data_errors(root, write, why, capsys):
+    """Third barrage: numpy's other exceptions for a broken .npy were internal errors."""
+    from avis.cli.main import main
+
+    _, video = first_video(root)
+    name = video["file_names"][0].split("/")[0]
+    write(root / "train" / "FEATAudios" / f"{name}.npy")
+    with pytest.raises(DataError, match=rf"{name}\.npy: cannot read audio features of video {video['id']}.*{why}"):
+        load_split(root, "train")
+    assert main(["data", "check", "--root", str(root), "--split", "train"]) == 1
+    out, err = capsys.readouterr()
+    assert why in " ".join(out.split()) and "internal error" not in err
+
+
+def test_an_integer_of_5000_digits_is_invalid_json(root, tmp_path, capsys):
+    """Third barrage: Python refuses to convert integers of more than 4300 digits with a
+    ValueError that is no JSONDecodeError: `eval` and `data check` said "internal error"."""
+    from avis.cli.main import main
+
+    text = (root / "train.json").read_text()
+    (root / "train.json").write_text(text.replace('"id": 1', '"id": ' + "7" * 5000, 1).replace('"id":1', '"id":' + "7" * 5000, 1))
+    with pytest.raises(DataError, match="train.json: not valid JSON .*4300 digits"):
+        load_split(root, "train")
+    (root / "train.json").write_text(text)
+    pred = tmp_path / "pred.json"
+    pred.write_text('[{"video_id": 1, "score": ' + "9" * 5000 + ', "category_id": 1, "segmentations": []}]')
+    assert main(["eval", "--gt", str(root / "train.json"), "--pred", str(pred)]) == 1
+    err = capsys.readouterr().err
+    assert "pred.json: not valid JSON" in err and "internal error" not in err
+
+
 def test_missing_audio_features(root):
     _, video = first_video(root)
     name = video["file_names"][0].split("/")[0]

@@ -265,6 +265,8 @@ def read_annotations(path: Path) -> Annotations:
         raise DataError(f"{path}: JSON nested too deeply to be an annotation file") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read the annotation file ({err})") from None
+    except ValueError as err:  # an integer of more than 4300 digits (int_max_str_digits)
+        raise DataError(f"{path}: not valid JSON ({err})") from None
     return parse_annotations(obj, str(path))
 
 

@@ -30,6 +30,7 @@ from PIL import Image
 from avis.data.annotations import Annotations, Category, TrackRecord, VideoRecord, read_annotations
 from avis.data.paths import check_split_name
 from avis.errors import DataError
+from avis.io.npy import load_npy
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class AVISegSplit:
     def load_audio(self, video: VideoRecord) -> np.ndarray:
         """(T, D) float32 audio features, rows matched to the frames by the audio policy."""
         path = self.feature_path(video)
-        feats = np.load(path).astype(np.float32, copy=False)
+        feats = load_npy(path, f"audio features of video {video.id}").astype(np.float32, copy=False)
         if feats.ndim != 2 or feats.shape[1] != self.audio_dim:  # the file changed since loading
             raise DataError(f"{path}: expected shape (T, {self.audio_dim}), found {feats.shape}")
         _check_finite(feats, path, f"video {video.id} ('{video.name}')")
@@ -124,10 +125,7 @@ class AVISegSplit:
 def _read_feature_header(path: Path, where: str) -> tuple[int, int]:
     if not path.is_file():
         raise DataError(f"{path}: audio feature file of {where} not found")
-    try:
-        arr = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read audio features of {where} ({err})") from None
+    arr = load_npy(path, f"audio features of {where}", mmap_mode="r")
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise DataError(f"{path}: audio features of {where} must have shape (T, D), found {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):

@@ -64,7 +64,7 @@ def load_json(path: Path, what: str):
         raise DataError(f"{path}: is a folder; the {what} file must be a JSON file") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read the {what} file ({err.strerror or err})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except ValueError as err:  # bad JSON, bad UTF-8, an integer of more than 4300 digits
         raise DataError(f"{path}: not valid JSON ({err})") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply to be a {what} file") from None
