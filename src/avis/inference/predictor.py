@@ -404,26 +404,21 @@ def trim_encoding(enc: ChunkEncoding, count: int) -> ChunkEncoding:
 
 
 def _config_for(obj: dict, preset: str | None, source: str) -> AVISMConfig:
-    from avis.models.checkpoint import is_avis_checkpoint, resolve_config
+    from avis.models.checkpoint import config_of, is_avis_checkpoint, resolve_config
 
     if preset is not None:
         return resolve_config(preset, source)
     if not is_avis_checkpoint(obj):
         return resolve_config(None, source)  # raises: official files need a preset
-    try:
-        return AVISMConfig.from_dict(obj.get("config") or {}, source)
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{source}: bad 'config' field: {err}") from err
+    return config_of(obj, source)  # checked: its model can be built
 
 
 def _build_and_load(obj: dict, cfg: AVISMConfig, source: str) -> AVISM:
-    from avis.models.avism import build_avism
-    from avis.models.checkpoint import load_state_dict_strict, state_dict_of
+    from avis.models.checkpoint import build_loaded, state_dict_of
 
-    model = build_avism(cfg)
     state_dict = state_dict_of(obj, source)
     try:
-        load_state_dict_strict(model, state_dict, source)
+        model = build_loaded(cfg, state_dict, source)  # shapes checked before allocation
     except CheckpointError as err:
         presets = ", ".join(sorted(PRESETS))
         raise CheckpointError(f"{err}\n(check --preset; known presets: {presets})") from None

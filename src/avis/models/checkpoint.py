@@ -14,7 +14,9 @@ Every file is read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,13 @@ def check_state_dict(
     model: nn.Module, state_dict: Mapping[str, Tensor], source: str = "state dict"
 ) -> None:
     """Raise CheckpointError unless ``state_dict`` has exactly the model's keys and shapes."""
+    odd = [
+        f"{k} ({type(v).__name__}{'' if not isinstance(v, Tensor) else ', ' + str(v.layout)})"
+        for k, v in state_dict.items()
+        if not isinstance(v, Tensor) or v.layout != torch.strided
+    ]
+    if odd:  # a list, a number or a sparse tensor where a dense tensor belongs
+        raise CheckpointError(f"{source}: {len(odd)} entries are not dense tensors: {_listing(odd)}")
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -231,14 +240,72 @@ def save_model(path: str | Path, model: nn.Module, cfg: AVISMConfig, **extra: An
 
 
 def config_of(obj: Mapping[str, Any], source: str) -> AVISMConfig:
-    """The config stored in an avis checkpoint."""
+    """The config stored in an avis checkpoint, checked by building its model on the meta
+    device (no memory): a value of the wrong type or range is a CheckpointError here."""
     data = obj.get("config")
     if not isinstance(data, dict):
         raise CheckpointError(f"{source}: avis checkpoint without a 'config' dict")
     try:
-        return AVISMConfig.from_dict(data, source)
+        cfg = AVISMConfig.from_dict(data, source)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{source}: bad 'config' field: {err}") from err
+    check_config_values(cfg, source)
+    meta_model(cfg, source)
+    return cfg
+
+
+# inference settings that the meta build does not use: they must be at least 1
+_POSITIVE_FIELDS = ("test_run_chunk_size", "test_interpolate_chunk_size", "top_k", "test_short_side", "test_max_size")
+_FRACTION_FIELDS = ("dropout", "split_min_blob_fraction", "split_min_frame_share", "score_threshold", "mask_prob_threshold")
+
+
+def check_config_values(cfg: AVISMConfig, source: str) -> None:
+    """Every scalar field of a config read from a file has the type of its default (a bool, a
+    non-negative integer, a finite number) and the sizes and fractions their range; else a
+    CheckpointError naming the field (a NaN `size_divisibility` or a negative `top_k` failed
+    deep inside inference)."""
+    default = AVISMConfig()
+    for field in fields(AVISMConfig):
+        name, value, like = field.name, getattr(cfg, field.name), getattr(default, field.name)
+        if isinstance(like, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(like, int):
+            low = 1 if name in _POSITIVE_FIELDS else 0
+            ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= low, f"an integer >= {low}"
+        elif isinstance(like, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            want = "a finite number"
+            if name in _FRACTION_FIELDS:
+                ok, want = ok and 0.0 <= value <= 1.0, "in [0, 1]"
+        elif isinstance(like, str):
+            ok, want = isinstance(value, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise CheckpointError(f"{source}: config field {name} must be {want}, found {value!r}")
+
+
+def meta_model(cfg: AVISMConfig, source: str) -> AVISM:
+    """The model of `cfg` on the meta device (keys and shapes, no weights). A config read from
+    a file that cannot be built (a string for a size, a negative size, an unknown backbone)
+    is a CheckpointError, not whatever torch raises deep inside a layer."""
+    try:
+        with torch.device("meta"):
+            return build_avism(cfg)
+    except Exception as err:  # noqa: BLE001 - any failure means the stored config is unusable
+        raise CheckpointError(
+            f"{source}: the model config cannot be built ({type(err).__name__}: {err})"
+        ) from None
+
+
+def build_loaded(cfg: AVISMConfig, state_dict: Mapping[str, Tensor], source: str) -> AVISM:
+    """The model of `cfg` with `state_dict` loaded strictly. Keys and shapes are checked on
+    the meta device first, so a config whose sizes are far larger than its weights (a hostile
+    or damaged file) is refused before any memory is allocated for it."""
+    check_state_dict(meta_model(cfg, source), state_dict, source)
+    model = build_avism(cfg)
+    load_state_dict_strict(model, state_dict, source)
+    return model
 
 
 def resolve_config(preset: str | AVISMConfig | None, source: str) -> AVISMConfig:
@@ -266,6 +333,5 @@ def load_model(
     else:
         cfg = resolve_config(preset, source)
     state_dict = state_dict_of(obj, source)
-    model = build_avism(cfg)
-    load_state_dict_strict(model, state_dict, source)
+    model = build_loaded(cfg, state_dict, source)
     return model.eval(), cfg
