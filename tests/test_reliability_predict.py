@@ -300,3 +300,21 @@ def test_a_checkpoint_config_or_entry_that_cannot_build_is_a_checkpoint_error(ch
     assert main(["convert", "--src", str(bad), "--out", str(tmp_path / "c.pth")]) == 1
     err = capsys.readouterr().err
     assert message in err and "internal error" not in err and not (tmp_path / "c.pth").exists()
+
+
+def test_pipes_and_devices_are_named_not_missing(tmp_path, capsys):
+    """Third barrage: a named pipe or /dev/zero given as a video, checkpoint or JSON was
+    reported as "not found" although it exists; now what it is, with the --online hint."""
+    import os
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    assert main(["predict", str(fifo), "--out", str(tmp_path / "o")]) == 1
+    assert "pipe.mp4 (a named pipe); a video must be a file (a pipe or a stream: --online SOURCE)" in capsys.readouterr().err
+    assert main(["predict", "/dev/null", "--out", str(tmp_path / "o")]) == 1
+    assert "/dev/null (a device)" in capsys.readouterr().err
+    assert main(["convert", "--src", "/dev/null", "--out", str(tmp_path / "c.pth")]) == 1
+    assert "/dev/null: a device, not a regular file" in capsys.readouterr().err
+    assert main(["eval", "--gt", str(fifo), "--pred", "/dev/null"]) == 1
+    assert "pipe.mp4: a named pipe, not a regular file" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "c.pth").exists()

@@ -132,7 +132,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def check_arguments(args: argparse.Namespace) -> None:
     """Everything that can be checked before the model is loaded (standard library only)."""
     from avis.errors import AvisError
-    from avis.io.outputs import check_input_file, check_output_dir, check_output_file
+    from avis.io.outputs import (
+        check_input_file,
+        check_output_dir,
+        check_output_file,
+        special_file_kind,
+    )
 
     if args.online is None and args.realtime:
         raise AvisError("--realtime paces an --online source")
@@ -163,6 +168,11 @@ def check_arguments(args: argparse.Namespace) -> None:
     folders = [str(v) for v in args.videos if v.is_dir()]
     if folders:
         raise AvisError(f"{', '.join(folders)}: a folder, not a video file (give the files in it)")
+    special = [f"{v} ({special_file_kind(v)})" for v in args.videos if v.exists() and not v.is_file()]
+    if special:  # "not found" was wrong for them; a pipe streams through --online
+        raise AvisError(
+            f"not regular files: {', '.join(special)}; a video must be a file (a pipe or a stream: --online SOURCE)"
+        )
     missing = [str(v) for v in args.videos if not v.is_file()]
     if missing:
         raise AvisError(f"video file(s) not found: {', '.join(missing)}")

@@ -18,6 +18,7 @@ Only the standard library is imported here (the CLI calls it before importing to
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -93,9 +94,24 @@ def check_input_file(path: Path, what: str = "input file") -> Path:
     path = Path(path)
     if path.is_dir():
         raise AvisError(f"{path}: is a folder; the {what} must be a file")
+    if path.exists() and not path.is_file():
+        raise AvisError(f"{path}: {special_file_kind(path)}, not a regular file; the {what} must be a file")
     if not path.is_file():
         raise AvisError(f"{path}: {what} not found")
     return path
+
+
+def special_file_kind(path: Path) -> str:
+    """What an existing path that is neither a folder nor a regular file is (said instead of
+    "not found", which is wrong for /dev/zero, a named pipe or a socket)."""
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 STDIN = "-"  # the live source that reads standard input
