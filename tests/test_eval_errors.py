@@ -193,3 +193,18 @@ def test_frame_sides_beyond_pycocotools_counts(case):
     gt, preds = copy.deepcopy(case)
     gt["videos"][0]["height"] = 10**9
     _raises(gt, preds, "videos[0]", "height and width must be 1..16384")
+
+
+@pytest.mark.parametrize("name", ["\x1b]0;retitled\x07\x1b[2J", "a\nb", "del\x7f", "c1\x9b31m"])
+def test_control_characters_in_category_names_are_refused(case, tmp_path, name):
+    """Third barrage: a GT category name with an escape sequence reached the terminal raw in
+    `eval --per-class` (rich keeps ESC); names are checked where GT / split JSON is parsed."""
+    from avis.data.annotations import parse_annotations
+
+    gt, preds = copy.deepcopy(case)
+    gt["categories"][0]["name"] = name
+    with pytest.raises(DataError, match=r"categories\[0\]: category name .* holds a control character"):
+        evaluate(gt, preds)
+    split = {"videos": [], "annotations": [], "categories": [{"id": 1, "name": name}]}
+    with pytest.raises(DataError, match=r"categories\[0\]: category name .* holds a control character"):
+        parse_annotations(split, "split.json")

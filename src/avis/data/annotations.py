@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from avis.data.masks import Segmentation, decode_segmentation, segmentation_kind
-from avis.data.paths import video_folder
+from avis.data.paths import check_class_name, video_folder
 from avis.errors import DataError
 from avis.eval.rle import MAX_FRAME_SIDE
 from avis.io.atomic import write_text_atomic
@@ -206,7 +206,7 @@ def parse_annotations(obj: Any, source: str = "<annotations>") -> Annotations:
     for i, entry in enumerate(obj["categories"]):
         where = f"{source}: categories[{i}]"
         _need(entry, CATEGORY_FIELDS, where)
-        categories.append(Category(id=_int(entry, "id", where), name=str(entry["name"])))
+        categories.append(Category(id=_int(entry, "id", where), name=check_class_name(entry["name"], where)))
     _unique([c.id for c in categories], "categories", source)
     videos = []
     for i, entry in enumerate(obj["videos"]):

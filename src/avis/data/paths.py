@@ -15,6 +15,16 @@ from pathlib import PurePosixPath
 from avis.errors import DataError
 
 
+def check_class_name(name: object, where: str) -> str:
+    """A category name as text; DataError when it holds a control character (C0, DEL, C1):
+    names from a JSON file reach the terminal in tables and messages, where an escape
+    sequence would clear the screen or retitle the window."""
+    text = str(name)
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        raise DataError(f"{where}: category name {text!r} holds a control character")
+    return text
+
+
 def check_file_name(name: object, where: str) -> str:
     """`name` if it is a safe relative `<video>/<frame>` path; DataError otherwise."""
     if not isinstance(name, str) or not name:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from avis.data.paths import check_class_name
 from avis.errors import DataError
 from avis.eval.rle import (
     MAX_FRAME_SIDE,
@@ -176,7 +177,7 @@ def load_ground_truth(gt: str | Path | Mapping | GroundTruth) -> GroundTruth:
         cat_id = int_field(field(cat, "id", where), where, "id")
         if any(cat_id == c for c, _ in categories):
             raise DataError(f"{where}: duplicate category id {cat_id}")
-        categories.append((cat_id, str(field(cat, "name", where))))
+        categories.append((cat_id, check_class_name(field(cat, "name", where), where)))
     known_categories = {c for c, _ in categories}
 
     videos: dict[int, GTVideo] = {}
