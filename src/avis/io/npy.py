@@ -5,6 +5,7 @@ can be broken into a `DataError`."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -18,7 +19,9 @@ def save_npy_atomic(path: str | Path, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def load_npy(path: str | Path, what: str, mmap_mode: str | None = None) -> np.ndarray:
+def load_npy(
+    path: str | Path, what: str, mmap_mode: Literal["r", "r+", "c"] | None = None
+) -> np.ndarray:
     """One array from a `.npy` file (never pickled objects), or a DataError naming `path` and
     `what`: numpy raises OSError, ValueError, EOFError (an empty file), OverflowError (a header
     with a negative size, memory-mapped) and returns an archive object for a `.npz` file."""
