@@ -266,6 +266,27 @@ def test_brackets_in_paths_and_class_names_are_printed_as_text(videos, tmp_path,
 
 
 @pytest.mark.parametrize(
+    "names, message",
+    [
+        (lambda k: ["ok"] * (k - 1) + ["\x1b]0;owned\x07\x1b[2J"], "holds a control character"),
+        (lambda k: k, "must list"),  # a number where the list belongs (len() of an int before)
+        (lambda k: "abc", "must list"),
+    ],
+    ids=["escape-sequence", "number", "string"],
+)
+def test_stored_class_names_are_checked(checkpoint, tmp_path, names, message):
+    """Class names stored in a checkpoint reach the terminal, the overlay and the timeline:
+    control characters are refused as in JSON category names, and a field that is no list of
+    names is a CheckpointError (a number was an internal TypeError)."""
+    obj = torch.load(checkpoint, weights_only=True)
+    obj["class_names"] = names(obj["config"]["num_classes"])
+    bad = tmp_path / "names.pth"
+    torch.save(obj, bad)
+    with pytest.raises(CheckpointError, match=message):
+        VideoPredictor.from_checkpoint(bad)
+
+
+@pytest.mark.parametrize(
     "edit, message",
     [
         (lambda obj: obj["config"].update(conv_dim="zz"), "config field conv_dim must be an integer >= 0, found 'zz'"),

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from avis.categories import AVISEG_CLASSES
-from avis.errors import CheckpointError
+from avis.errors import CheckpointError, DataError
 from avis.io.atomic import save_torch_atomic
 
 log = logging.getLogger(__name__)
@@ -73,17 +73,34 @@ def model_info(obj: dict, source: str, num_classes: int) -> ModelInfo:
     if stored is None:
         log.warning("%s: no '%s' in the checkpoint; classes are shown as class_0..", source, CLASS_NAMES_KEY)
         names = _generic(num_classes)
-    elif len(stored) != num_classes or not all(isinstance(n, str) for n in stored):
+    elif (
+        not isinstance(stored, (list, tuple))
+        or len(stored) != num_classes
+        or not all(isinstance(n, str) for n in stored)
+    ):
+        found = len(stored) if isinstance(stored, (list, tuple)) else type(stored).__name__
         raise CheckpointError(
             f"{source}: field '{CLASS_NAMES_KEY}' must list {num_classes} names (the model's "
-            f"classes), found {len(stored)}"
+            f"classes), found {found}"
         )
     else:
-        names = list(stored)
+        names = [checked_class_name(n, source) for n in stored]
     features = obj.get(AUDIO_FEATURES_KEY)
     if features is not None and not isinstance(features, str):
         raise CheckpointError(f"{source}: field '{AUDIO_FEATURES_KEY}' must be a string, found {features!r}")
     return ModelInfo(source, "avis", list(names), features)
+
+
+def checked_class_name(name: str, source: str) -> str:
+    """A class name stored in a checkpoint, refused (CheckpointError) when it holds a control
+    character: names reach the terminal and the overlay / timeline, where an escape sequence
+    would act (the same rule as for category names of JSON files)."""
+    from avis.data.paths import check_class_name
+
+    try:
+        return check_class_name(name, f"{source}: field '{CLASS_NAMES_KEY}'")
+    except DataError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def _generic(num_classes: int) -> list[str]:
@@ -145,7 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     from avis.engine.config import parse_override
-    from avis.errors import DataError
 
     parser = argparse.ArgumentParser(prog="python -m avis.inference.shipped", description=main.__doc__)
     parser.add_argument("checkpoint", type=Path, help="trained avis checkpoint")
