@@ -19,7 +19,7 @@ from avis.models.checkpoint import save_model
 from avis.models.config import avism_tiny
 from avis.serve.jobs import Job, JobError, JobSettings, MemoryBudget
 from avis.serve.pipeline import OUTPUT_FILES, ModelBank, PredictRunner, probe_upload
-from test_io_video import make_video
+from test_io_video import _faststart_copy, make_video
 
 SAMPLE_RATE = 16000
 KEEP_ALL = JobSettings(threshold=0.0)  # a random model's scores are low
@@ -138,3 +138,20 @@ def test_library_errors_name_the_users_file(predictor, tmp_path):
         run_job(ModelBank(predictor, MemoryBudget()), broken, tmp_path / "job")
     assert caught.value.args[0].startswith("my clip.mp4: ")
     assert str(tmp_path / "job") not in str(caught.value)
+
+
+def test_warnings_of_a_job_reach_its_result(predictor, clip, tmp_path):
+    """Third barrage: a truncated upload decoded in part showed "done" on the page, its
+    warning only in the server's log. The warnings avis logs while a job runs are now part of
+    the job's result (with the user's file name), and an intact upload has none."""
+    job, _ = run_job(ModelBank(predictor, MemoryBudget()), clip, tmp_path / "intact")
+    assert job.result is not None and job.result["warnings"] == []
+    _faststart_copy(clip, tmp_path / "fast.mp4")  # the header first, so half a file opens
+    data = (tmp_path / "fast.mp4").read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[: len(data) * 2 // 3])
+    job, _ = run_job(ModelBank(predictor, MemoryBudget()), tmp_path / "half.mp4", tmp_path / "half")
+    assert job.result is not None and job.result["num_frames"] < 3
+    warnings = job.result["warnings"]
+    assert any("probably truncated" in w for w in warnings), warnings
+    assert all(w.startswith("my clip.mp4: ") for w in warnings), warnings
+    assert not any(str(job.upload) in w for w in warnings)

@@ -17,6 +17,8 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,35 @@ class ModelBank:
         )  # fmt: skip
 
 
+class _ThreadWarnings(logging.Handler):
+    """The warnings avis logs from one thread (a job's: jobs run in a thread pool)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            message = record.getMessage()
+            if message not in self.messages:
+                self.messages.append(message)
+
+
+@contextmanager
+def job_warnings() -> Iterator[list[str]]:
+    """The messages of the warnings avis logs in this thread inside the block (a truncated
+    upload decoded in part, a soundtrack that ends early): the page shows them with the
+    result instead of leaving them in the server's log."""
+    handler = _ThreadWarnings()
+    logger = logging.getLogger("avis")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
 class PredictRunner:
     """The job runner of `avis serve` (a `jobs.Runner`)."""
 
@@ -172,10 +203,13 @@ class PredictRunner:
 
     def __call__(self, job: Job, report: Report) -> None:
         try:
-            self._run(job, report)
+            with job_warnings() as warnings:
+                self._run(job, report)
         except AvisError as err:
             # library errors name the server's file; the page shows the user's file name
             raise JobError(str(err).replace(str(job.upload), job.name)) from None
+        if job.result is not None:
+            job.result["warnings"] = [w.replace(str(job.upload), job.name) for w in warnings]
 
     def _run(self, job: Job, report: Report) -> None:
         from avis.io.video import frame_audio_features, read_video
