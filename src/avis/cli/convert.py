@@ -48,17 +48,15 @@ def handler(args: argparse.Namespace) -> int:
 
     check_input_file(args.src, "--src checkpoint")
     check_output_file(args.out, force=args.force, inputs=[args.src])
-    import torch
-
     from avis.errors import CheckpointError
     from avis.io.atomic import save_torch_atomic
-    from avis.models.avism import build_avism
     from avis.models.checkpoint import (
         avis_to_official,
         check_state_dict,
         config_of,
         is_avis_checkpoint,
         load_model,
+        meta_model,
         read_checkpoint,
         resolve_config,
         save_model,
@@ -69,12 +67,10 @@ def handler(args: argparse.Namespace) -> int:
     if is_avis_checkpoint(obj):
         cfg = config_of(obj, str(args.src))
         state_dict = state_dict_of(obj, str(args.src))
-        with torch.device("meta"):  # keys and shapes only: no weights are materialised
-            model = build_avism(cfg)
-        check_state_dict(model, state_dict, str(args.src))
+        # keys and shapes only: no weights are materialised
+        check_state_dict(meta_model(cfg, str(args.src)), state_dict, str(args.src))
         if args.preset is not None:  # it must describe these weights too
-            with torch.device("meta"):
-                claimed = build_avism(resolve_config(args.preset, str(args.src)))
+            claimed = meta_model(resolve_config(args.preset, str(args.src)), str(args.src))
             try:
                 check_state_dict(claimed, state_dict, str(args.src))
             except CheckpointError as err:

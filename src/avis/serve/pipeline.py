@@ -26,7 +26,7 @@ from typing import Any
 import av
 import numpy as np
 
-from avis.errors import AvisError
+from avis.errors import AvisError, MediaError
 from avis.inference.predictor import VideoPredictor
 from avis.inference.report import OUTPUT_FILES, OVERLAY_FILE, write_overlay, write_tables
 from avis.inference.summary import TrackSummary
@@ -58,11 +58,10 @@ def probe_upload(path: Path, name: str, max_duration_s: float) -> Probe:
             f"mov or avi file?) [{type(err).__name__}]"
         ) from None
     with container:
-        if not any(
-            not stream.disposition & av.stream.Disposition.attached_pic
-            for stream in container.streams.video
-        ):  # a cover picture of an audio file is no video (avis.io.video.video_stream)
-            raise JobError(f"{name}: this file has no video stream (is it an audio file?)")
+        try:  # a cover picture of an audio file is no video
+            video_stream(container, name)
+        except MediaError:
+            raise JobError(f"{name}: this file has no video stream (is it an audio file?)") from None
         if not container.streams.audio:
             raise JobError(
                 f"{name}: this video has no audio track; audio-visual segmentation needs the "
