@@ -10,10 +10,14 @@ import pytest
 import torch
 
 from avis.engine.build import build_criterion
+from avis.engine.config import EMBED_SCOPES as CONFIG_SCOPES
 from avis.engine.config import TrainConfig
+from avis.errors import DataError
 from avis.losses.embedding import (
+    EMBED_SCOPES,
     PULL_MARGIN,
     PUSH_MARGIN,
+    clip_parts,
     discriminative_loss,
     discriminative_parts,
 )
@@ -98,6 +102,62 @@ def test_descent_separates_look_alikes_that_start_identical():
         mean0, mean1 = embed[..., :3].mean(-1), embed[..., 3:].mean(-1)  # (T, E)
         assert ((mean0 - mean1).norm(dim=-1) >= 2 * PUSH_MARGIN - 1e-3).all()
         assert float(discriminative_loss([discriminative_parts(embed, masks)])) < 1e-4
+
+
+def swapping_look_alikes() -> torch.Tensor:
+    """(T, E=1, P) embeddings of two_instances() that trade places between the frames: in each
+    frame the two are 2 * push margin + 0.1 apart and tight, but instance 0's value in frame 0
+    is instance 1's in frame 1."""
+    far = 2 * PUSH_MARGIN + 0.1
+    embed = torch.zeros(T, 1, P)
+    embed[0, 0, 3:] = far
+    embed[1, 0, :3] = far
+    return embed
+
+
+def test_frame_scope_lets_look_alikes_swap_and_clip_scope_does_not():
+    """What the clip scope adds: an instance must keep its embedding from frame to frame."""
+    embed, masks = swapping_look_alikes(), two_instances()
+    per_frame = discriminative_parts(embed, masks)
+    assert float(discriminative_loss([per_frame])) == pytest.approx(0.0, abs=1e-6)
+    whole = clip_parts(embed, masks)
+    assert (whole.num_instances, whole.num_pairs) == (2, 2)  # one cluster per instance
+    # both clip means sit at far / 2: each pixel is far / 2 from its mean, the means coincide
+    far = 2 * PUSH_MARGIN + 0.1
+    assert float(whole.pull) == pytest.approx(2 * (far / 2 - PULL_MARGIN) ** 2, rel=1e-4)
+    assert float(whole.push) == pytest.approx(2 * (2 * PUSH_MARGIN) ** 2, rel=1e-4)
+    # an embedding that keeps each instance's value in both frames costs nothing in either scope
+    steady = torch.zeros(T, 1, P)
+    steady[:, 0, 3:] = far
+    for parts in (discriminative_parts(steady, masks), clip_parts(steady, masks)):
+        assert float(discriminative_loss([parts])) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_clip_scope_is_the_frame_scope_of_the_frames_side_by_side():
+    gen = torch.Generator().manual_seed(1)
+    embed, masks = torch.randn(3, 4, 5, generator=gen), torch.rand(2, 3, 5, generator=gen)
+    whole = clip_parts(embed, masks)
+    side_by_side = discriminative_parts(
+        torch.cat(list(embed), dim=-1)[None], torch.cat(list(masks.transpose(0, 1)), dim=-1)[:, None]
+    )
+    assert float(whole.pull) == pytest.approx(float(side_by_side.pull), rel=1e-5)
+    assert float(whole.push) == pytest.approx(float(side_by_side.push), rel=1e-5)
+
+
+def test_loss_config_scope_reaches_the_criterion():
+    cfg = TrainConfig()
+    assert build_criterion(cfg, 3).embed_parts is discriminative_parts  # the default
+    cfg.loss.embed_scope = "clip"
+    assert build_criterion(cfg, 3).embed_parts is clip_parts
+    cfg.loss.embed_scope = "video"
+    with pytest.raises(ValueError, match="embed_scope"):
+        build_criterion(cfg, 3)
+    with pytest.raises(DataError, match="embed_scope"):
+        cfg.validate()  # refused before a run starts
+
+
+def test_config_scopes_are_the_losses_scopes():
+    assert set(CONFIG_SCOPES) == set(EMBED_SCOPES)
 
 
 def _model(dim: int):

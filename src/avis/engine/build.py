@@ -70,6 +70,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
         twin_weight=loss.twin_weight,
         pilot_label_noise=loss.pilot_label_noise,
         pilot_shift=loss.pilot_shift,
+        embed_scope=loss.embed_scope,
     )
 
 

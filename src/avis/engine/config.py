@@ -20,6 +20,8 @@ import yaml
 from avis.errors import DataError
 from avis.precision import PRECISIONS
 
+EMBED_SCOPES = ("frame", "clip")  # loss.embed_scope: avis.losses.embedding.EMBED_SCOPES
+
 AMP_MODES = ("none", "bf16", "fp16")
 
 
@@ -83,6 +85,8 @@ class LossConfig:
     quality_weight: float = 1.0  # models with `mask_quality`: BCE of the predicted mask IoU
     twin_weight: float = 0.0  # avis option: extra BCE weight on pixels of same-class other targets
     embed_weight: float = 1.0  # models with `instance_embed_dim`: discriminative embedding loss
+    # ... with one mean per instance in each frame ("frame") or over the whole clip ("clip")
+    embed_scope: str = "frame"
     # models with `mask_pilots` (training-only pilot queries, avis.losses.pilots): factor on
     # their CE / BCE / dice terms, the chance a pilot starts from a wrong class, and how far
     # its mask is moved (fraction of the instance's box size per axis)
@@ -146,6 +150,10 @@ class TrainConfig:
         if self.dist_timeout_minutes <= 0:
             raise DataError(
                 f"config: dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}"
+            )
+        if self.loss.embed_scope not in EMBED_SCOPES:
+            raise DataError(
+                f"config: loss.embed_scope must be one of {EMBED_SCOPES}, got {self.loss.embed_scope!r}"
             )
 
 

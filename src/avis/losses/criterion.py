@@ -22,7 +22,8 @@ the frames where it is a target) weigh 1 + w instead of 1: covering a look-alike
 costs more than covering background. Dice and matching are unchanged.
 Instance embedding (an avis option, models with `instance_embed_dim`): the discriminative
 loss of avis.losses.embedding on the per-pixel embeddings of both mask-feature maps, with
-every frame's present GT instances as clusters (no matching involved).
+every frame's present GT instances as clusters (no matching involved); with
+`embed_scope="clip"`, one cluster per instance over all frames of its clip.
 Mask pilots (an avis option, models with `mask_pilots`): `pilot_queries` makes the batch's
 pilot queries (avis.losses.pilots) for the model's forward; each pilot's predictions after
 every decoder layer (not the initial one, made before it attended anywhere) get CE, BCE and
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avis.data.batch import ClipTargets
-from avis.losses.embedding import discriminative_loss, discriminative_parts
+from avis.losses.embedding import EMBED_SCOPES, discriminative_loss
 from avis.losses.functional import dice_loss, sigmoid_bce_loss
 from avis.losses.matcher import HungarianMatcher, Match, MatchTarget, resample_to_grid
 from avis.losses.pilots import make_pilot_queries
@@ -110,10 +111,14 @@ class AVISMCriterion:
         twin_weight: float = 0.0,  # avis option: see the module docstring
         pilot_label_noise: float = 0.2,  # mask pilots: see avis.losses.pilots
         pilot_shift: float = 0.2,
+        embed_scope: str = "frame",  # instance embeddings: one mean per frame or per clip
     ) -> None:
         if twin_weight < 0:
             raise ValueError(f"twin_weight must be >= 0, got {twin_weight}")
         self.twin_weight = twin_weight
+        if embed_scope not in EMBED_SCOPES:
+            raise ValueError(f"embed_scope must be one of {sorted(EMBED_SCOPES)}, got {embed_scope!r}")
+        self.embed_parts = EMBED_SCOPES[embed_scope]
         self.pilot_label_noise = pilot_label_noise
         self.pilot_shift = pilot_shift
         self.num_classes = num_classes
@@ -366,7 +371,7 @@ class AVISMCriterion:
             masks = resample_to_grid(video.masks, grid)  # (n, T, Hm, Wm), empty where absent
             for level in range(pixel_embed.shape[0]):
                 embed = pixel_embed[level, b]  # (T, E, Hm, Wm)
-                parts.append(discriminative_parts(embed.flatten(2), masks.flatten(2)))
+                parts.append(self.embed_parts(embed.flatten(2), masks.flatten(2)))
         return discriminative_loss(parts)
 
     def similarity_loss(

@@ -16,6 +16,13 @@ Per frame with instances k (soft masks w_k over the P grid cells, mass m_k = sum
 The sums over instances and pairs are returned with their counts, so that a batch is
 normalised by its totals (frames with more instances weigh more).
 
+Across frames (`clip_parts`, scope "clip"): the clip's T frames count as one picture, so each
+instance has one mean over all its pixels in all frames: its pixels are pulled to it in every
+frame (an instance keeps its embedding from frame to frame), and the means of different
+instances, look-alikes included, are pushed apart. Within a frame (scope "frame") an instance
+may change its embedding between frames as long as it differs from the others in each frame;
+so a track that follows the embedding can swap two look-alikes between frames.
+
 Letters: T frames, E embedding size, P grid cells (Hm * Wm), n instances of a clip.
 """
 
@@ -68,6 +75,21 @@ def discriminative_parts(
     gaps = (means[:, :, None] - means[:, None, :]).pow(2).sum(-1).add(1e-8).sqrt()  # (T, n, n)
     push = (2 * push_margin - gaps).clamp(min=0).pow(2)[pairs].sum()
     return EmbeddingLossParts(pull, push, num_instances, num_pairs)
+
+
+def clip_parts(
+    embed: Tensor,  # (T, E, P) per-pixel embeddings of one clip
+    masks: Tensor,  # (n, T, P) soft instance masks
+    pull_margin: float = PULL_MARGIN,
+    push_margin: float = PUSH_MARGIN,
+) -> EmbeddingLossParts:
+    """The pull and push sums with one mean per instance over the whole clip (module docstring)."""
+    t, e, p = embed.shape
+    whole = embed.transpose(0, 1).reshape(1, e, t * p)  # (1, E, T*P): the frames side by side
+    return discriminative_parts(whole, masks.reshape(masks.shape[0], 1, t * p), pull_margin, push_margin)
+
+
+EMBED_SCOPES = {"frame": discriminative_parts, "clip": clip_parts}
 
 
 def discriminative_loss(parts: list[EmbeddingLossParts]) -> Tensor:
