@@ -42,6 +42,7 @@ from avis.io.video import (
     MAX_GAP_S,
     SILENT_SAMPLE_RATE,
     TRUNCATION_TOLERANCE_S,
+    UprightFrames,
     _frame_duration,
     _promised_duration,
     _warn_if_truncated,
@@ -137,6 +138,7 @@ class _Sampler:
         self.prev: av.VideoFrame | None = None
         self.prev_time = 0.0
         self.prev_rgb: np.ndarray | None = None
+        self.upright = UprightFrames(source)  # frames turned upright, one size
         self.gaps: deque[float] = deque(maxlen=MAX_GAPS)
         self.pending: deque[tuple[int, np.ndarray]] = deque()  # frames waiting for their audio
         self.audio = _AudioBuffer()
@@ -177,7 +179,7 @@ class _Sampler:
     def _sample_prev(self) -> None:
         assert self.prev is not None
         if self.prev_rgb is None:
-            self.prev_rgb = self.prev.to_ndarray(format="rgb24")
+            self.prev_rgb = self.upright(self.prev)
         self.pending.append((self.index, self.prev_rgb))
         self.index += 1
 

@@ -19,6 +19,13 @@ soundtrack is decoded only up to the end of the last frame's audio window and a 
 padded only up to that end, so a short video with hours of (well-compressed) audio or an audio
 timestamp far in the future costs no more memory than its video.
 
+Orientation and size: a frame is turned upright as its display matrix says (a phone's
+portrait video is stored sideways with a 90-degree rotation; players and ffmpeg turn it, and so
+does avis: frames, masks and overlays are all upright). Angles that are not a multiple of 90
+degrees are rounded to the nearest quarter turn, with a warning. A stream whose frame size
+changes midway (spliced files) is scaled to the first frame's size, with a warning, so that
+every sampled frame has one shape.
+
 Truncated files: when the decoded video (or audio) ends more than `TRUNCATION_TOLERANCE_S`
 before the duration its container header promises, a warning says both numbers (a file cut
 short by a failed copy decodes its first part without an error).
@@ -188,6 +195,50 @@ class _FrameStore:
         return np.memmap(self.file, dtype=np.uint8, mode="r", shape=(self.count, *self.shape))
 
 
+def quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns (0-3) that show a frame of this display rotation upright.
+
+    `rotation` is PyAV's `VideoFrame.rotation`: ffmpeg's display-matrix angle in degrees,
+    counter-clockwise (-90 for the usual portrait phone video, which is shown turned 90 degrees
+    clockwise).
+    """
+    if not np.isfinite(rotation):
+        return 0
+    return round(rotation / 90.0) % 4
+
+
+class UprightFrames:
+    """RGB arrays of decoded frames, turned upright, all of the first frame's displayed size."""
+
+    def __init__(self, source: str | Path) -> None:
+        self.source = source
+        self.shape: tuple[int, int] | None = None  # (H, W) displayed, fixed by the first frame
+        self.warned: set[str] = set()
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:  # (H, W, 3) uint8
+        rotation = float(frame.rotation or 0.0)
+        turns = quarter_turns(rotation)
+        if abs(rotation - 90.0 * round(rotation / 90.0)) > 1.0 and np.isfinite(rotation):
+            self._warn_once("angle", f"{self.source}: display rotation {rotation:.1f} degrees is "
+                            f"not a multiple of 90; shown turned by {90 * turns} degrees instead")  # fmt: skip
+        if self.shape is None:
+            h, w = (frame.height, frame.width) if turns % 2 == 0 else (frame.width, frame.height)
+            self.shape = (h, w)
+        stored = self.shape if turns % 2 == 0 else self.shape[::-1]  # (H, W) before turning
+        if (frame.height, frame.width) != stored:
+            self._warn_once("size", f"{self.source}: the frame size changes from "
+                            f"{self.shape[1]}x{self.shape[0]} to {frame.width}x{frame.height} "
+                            "midway; later frames are scaled to the first size")  # fmt: skip
+            frame = frame.reformat(width=stored[1], height=stored[0])
+        rgb = frame.to_ndarray(format="rgb24")  # (h, w, 3) as stored
+        return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        if kind not in self.warned:
+            self.warned.add(kind)
+            _LOG.warning("%s", message)
+
+
 def _sample_frames(
     path: Path, fps: float, store: _FrameStore, max_duration: float = MAX_DURATION_S
 ) -> tuple[_FrameStore, list[float], float, float | None, float]:
@@ -201,6 +252,7 @@ def _sample_frames(
         stream.thread_type = "AUTO"
         native_fps = float(stream.average_rate) if stream.average_rate else None
         frames = store
+        upright = UprightFrames(path)
         times: list[float] = []
         gaps: list[float] = []
         prev, prev_time, prev_rgb, t0, index = None, 0.0, None, None, 0
@@ -217,9 +269,7 @@ def _sample_frames(
                 if prev is not None:
                     gaps.append(time - prev_time)
                     while index / fps < time - _TIME_EPS:  # prev is on screen at index / fps
-                        prev_rgb = (
-                            prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
-                        )
+                        prev_rgb = prev_rgb if prev_rgb is not None else upright(prev)
                         frames.append(prev_rgb)
                         times.append(prev_time)
                         index += 1
@@ -236,7 +286,7 @@ def _sample_frames(
             raise too_long(path, duration, max_duration, "its last frame's duration")
         _warn_if_truncated(path, "video", duration, _promised_duration(stream, container))
         while index / fps < duration - _TIME_EPS or index == 0:
-            prev_rgb = prev_rgb if prev_rgb is not None else prev.to_ndarray(format="rgb24")
+            prev_rgb = prev_rgb if prev_rgb is not None else upright(prev)
             frames.append(prev_rgb)
             times.append(prev_time)
             index += 1
