@@ -130,6 +130,14 @@ def test_bad_uploads_are_refused_with_a_message(tmp_path, clip):
     assert probe.has_audio and probe.duration == pytest.approx(3.0, abs=0.1)
 
 
+def test_the_limit_is_on_the_video_not_a_longer_soundtrack(tmp_path):
+    """A 2-s video with 10 s of sound is a 2-s video (the container's duration is that of its
+    longest stream; read_video decodes the sound only to the video's end)."""
+    long_sound = make_video(tmp_path / "long_sound.mp4", 2.0, audio=tone(10.0), sample_rate=SAMPLE_RATE)
+    probe = probe_upload(long_sound, "long_sound.mp4", 5)
+    assert probe.duration == pytest.approx(2.0, abs=0.1)
+
+
 def test_library_errors_name_the_users_file(predictor, tmp_path):
     broken = tmp_path / "broken.mp4"  # a valid header, then the video stream cannot be decoded
     good = make_video(tmp_path / "good.mp4", 2.0, audio=tone(2.0), sample_rate=SAMPLE_RATE).read_bytes()

@@ -44,8 +44,8 @@ from avis.io.video import (
     TRUNCATION_TOLERANCE_S,
     UprightFrames,
     _frame_duration,
-    _promised_duration,
     _warn_if_truncated,
+    promised_duration,
     video_stream,
 )
 
@@ -341,11 +341,11 @@ class FrameStream:
         audio ending well before the video."""
         sampler = self.sampler
         duration = sampler.duration or 0.0
-        _warn_if_truncated(Path(self.source), "video", duration, _promised_duration(vstream, container))
+        _warn_if_truncated(Path(self.source), "video", duration, promised_duration(vstream, container))
         if astream is None or sampler.rate is None:
             return
         _warn_if_truncated(Path(self.source), "audio", sampler.audio_decoded / sampler.rate,
-                           _promised_duration(astream, container))  # fmt: skip
+                           promised_duration(astream, container))  # fmt: skip
         aligned = sampler.audio.end / sampler.rate
         if aligned < duration - TRUNCATION_TOLERANCE_S:
             _LOG.warning(

@@ -129,7 +129,7 @@ def _stream_duration(stream) -> float | None:
     return value if np.isfinite(value) and value >= 0 else None
 
 
-def _promised_duration(stream, container) -> float | None:
+def promised_duration(stream, container) -> float | None:
     """The duration the header announces for a stream (else the container, which is that of
     its longest stream), in seconds."""
     own = _stream_duration(stream)
@@ -284,7 +284,7 @@ def _sample_frames(
         duration = prev_time + _frame_duration(prev, stream, gaps)
         if duration > max_duration:  # the last frame's own duration
             raise too_long(path, duration, max_duration, "its last frame's duration")
-        _warn_if_truncated(path, "video", duration, _promised_duration(stream, container))
+        _warn_if_truncated(path, "video", duration, promised_duration(stream, container))
         while index / fps < duration - _TIME_EPS or index == 0:
             prev_rgb = prev_rgb if prev_rgb is not None else upright(prev)
             frames.append(prev_rgb)
@@ -328,7 +328,7 @@ def read_audio(path: str | Path, until: float | None = None) -> tuple[np.ndarray
             if not chunks:
                 raise MediaError(f"{path}: audio stream cannot be decoded ({err})") from err
             _LOG.warning("%s: audio decoding stopped early (%s)", path, err)
-        promised = _promised_duration(stream, container)
+        promised = promised_duration(stream, container)
     if resampler is None or not chunks:
         return np.zeros((0, 1), dtype=np.float32), int(stream.rate or SILENT_SAMPLE_RATE), start or 0.0
     samples = np.concatenate(chunks, axis=1).T.astype(np.float32)  # (N, C)

@@ -31,7 +31,7 @@ from avis.inference.predictor import VideoPredictor
 from avis.inference.report import OUTPUT_FILES, OVERLAY_FILE, write_overlay, write_tables
 from avis.inference.summary import TrackSummary
 from avis.inference.timeline import instance_color
-from avis.io.video import video_stream
+from avis.io.video import promised_duration, video_stream
 from avis.precision import default_precision, supported_precisions
 from avis.serve.jobs import Job, JobError, MemoryBudget, Report
 
@@ -67,22 +67,14 @@ def probe_upload(path: Path, name: str, max_duration_s: float) -> Probe:
                 f"{name}: this video has no audio track; audio-visual segmentation needs the "
                 "soundtrack to tell which objects make sound"
             )
-        duration = _duration(container)
+        # the video's own length: the container's is its longest stream's (a long soundtrack)
+        duration = promised_duration(video_stream(container, name), container)
     if duration is not None and duration > max_duration_s:
         raise JobError(
             f"{name}: the video is {duration:.0f} s long; this server accepts videos up to "
             f"{max_duration_s:.0f} s (cut it shorter, e.g. with ffmpeg -t {max_duration_s:.0f})"
         )
     return Probe(duration, True)
-
-
-def _duration(container: av.container.InputContainer) -> float | None:
-    if container.duration is not None and container.duration > 0:
-        return container.duration / av.time_base
-    stream = video_stream(container, "")
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    return None
 
 
 class _CountingFrames:
