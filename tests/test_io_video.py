@@ -146,6 +146,20 @@ def test_audio_shorter_and_longer_than_video(tmp_path: Path) -> None:
     assert video.num_frames == 2 and video.audio.shape[0] == 2 * 16000  # trimmed to T seconds
 
 
+def test_a_short_soundtrack_is_warned_only_where_sampled_frames_need_it(tmp_path: Path, caplog) -> None:
+    """At fps 0.25 a 4-s video gives one frame, which needs its first second of sound only:
+    the sound kept is 1 s long, and that is no soundtrack ending before the video."""
+    full = make_video(tmp_path / "full.mp4", 4.0, audio=_tone(4.0, 16000)[:, None])
+    short = make_video(tmp_path / "short.mp4", 4.0, audio=_tone(1.5, 16000)[:, None])
+    with caplog.at_level(logging.WARNING, logger="avis.io.video"):
+        video = read_video(full, fps=0.25)
+    assert video.num_frames == 1 and video.audio.shape[0] == 16000
+    assert "ends before the video" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="avis.io.video"):
+        read_video(short)  # 4 frames need 4 s of sound
+    assert "the audio (1.5" in caplog.text and "ends before the video (4.00 s)" in caplog.text
+
+
 def test_audio_alignment_and_late_start(tmp_path: Path) -> None:
     rate = 16000
     burst = np.concatenate([np.zeros(rate), _tone(1.0, rate)])[:, None]  # onset at 1.0 s

@@ -415,12 +415,16 @@ def read_video(
         aligned = align_audio(samples, sample_rate, audio_start, t0, audio_end)  # (N, C)
         audio = aligned.mean(axis=1, dtype=np.float64).astype(np.float32)  # (N,) mono
         has_audio = True
-        if audio.shape[0] < (duration - TRUNCATION_TOLERANCE_S) * sample_rate:
+        # the sound the sampled frames need ends at audio_end (before the video's end when the
+        # sampling rate is below one frame per second): only a soundtrack that stops before
+        # that leaves a frame without sound
+        needed = min(duration, audio_end)
+        if audio.shape[0] < (needed - TRUNCATION_TOLERANCE_S) * sample_rate:
             _LOG.warning(
                 "%s: the audio (%.2f s) ends before the video (%.2f s): the rest is heard as silence",
                 path, audio.shape[0] / sample_rate, duration,
             )  # fmt: skip
-        elif audio.shape[0] < duration * sample_rate - 1:
+        elif audio.shape[0] < needed * sample_rate - 1:
             _LOG.info(
                 "%s: audio (%.2f s) is shorter than the video (%.2f s)",
                 path, audio.shape[0] / sample_rate, duration,
