@@ -61,6 +61,28 @@ def test_extracts_skips_and_overwrites(tmp_path: Path, capsys: pytest.CaptureFix
     assert np.load(feat_dir / "vid_b.npy").any()
 
 
+def test_a_long_soundtrack_is_read_only_as_far_as_the_frames_need(tmp_path: Path, monkeypatch) -> None:
+    """A 3-frame video with a 60-s WAV: the features are those of the whole file, and no more
+    than the first seconds were read (a header may promise hours)."""
+    from avis.io import audio_file
+
+    _split(tmp_path, {"vid_a": 3})
+    whole = _wav(tmp_path / "val" / "WAVAudios" / "vid_a.wav", 60.0, 0)
+    read = []
+    real_read_wav = audio_file.read_wav
+
+    def spy(path, seconds=None):
+        samples, rate = real_read_wav(path, seconds)
+        read.append(samples.shape[0] / rate)
+        return samples, rate
+
+    monkeypatch.setattr(audio_file, "read_wav", spy)
+    assert main(["extract-audio", "--root", str(tmp_path), "--split", "val"]) == 0
+    got = np.load(tmp_path / "val" / "FEATAudios" / "vid_a.npy")
+    np.testing.assert_array_equal(got, weight_free_features(whole, RATE, 3))
+    assert read == [5.0]  # 3 frames + 2 s of margin
+
+
 def test_missing_audio_and_media_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _split(tmp_path, {"vid_c": 2})
     assert main(["extract-audio", "--root", str(tmp_path), "--split", "val"]) == 1

@@ -80,6 +80,29 @@ def test_float_wav_and_other_containers_via_pyav(tmp_path: Path, int16_stereo: n
         np.testing.assert_allclose(samples, as_float, atol=1e-4)
 
 
+def test_the_first_seconds_only(tmp_path: Path) -> None:
+    """`seconds` reads the beginning of a long file only, WAV and compressed alike, and what it
+    reads equals the beginning of the whole file."""
+    rng = np.random.default_rng(1)
+    long = (rng.normal(0, 0.1, size=(30 * RATE, 1)) * 32767).astype(np.int16)  # 30 s mono
+    wav = _write_pcm(tmp_path / "long.wav", long, 2)
+    head, rate = load_audio(wav, seconds=2.0)
+    assert rate == RATE and head.shape == (2 * RATE, 1)
+    np.testing.assert_array_equal(head, long[: 2 * RATE])
+    assert load_audio(wav)[0].shape == long.shape  # without it: everything
+    with av.open(str(tmp_path / "long.flac"), "w") as container:
+        stream = container.add_stream("flac", rate=RATE, layout="mono")
+        frame = av.AudioFrame.from_ndarray(long.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = RATE, 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    head, _ = load_audio(tmp_path / "long.flac", seconds=2.0)
+    assert 2 * RATE <= head.shape[0] < 3 * RATE  # up to the compressed frame holding 2 s
+    whole, _ = load_audio(tmp_path / "long.flac")
+    assert whole.shape[0] == long.shape[0]
+    np.testing.assert_array_equal(head, whole[: head.shape[0]])
+
+
 def test_errors(tmp_path: Path) -> None:
     with pytest.raises(MediaError, match="nope.wav.*not found"):
         load_audio(tmp_path / "nope.wav")

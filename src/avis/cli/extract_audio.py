@@ -186,7 +186,8 @@ def handler(args: argparse.Namespace) -> int:
             else:
                 try:
                     source = find_source(video.name, split_dir / WAV_DIR, args.media_dir)
-                    samples, rate = load_audio(source)
+                    # the rows need num_frames seconds; 2 s more keep the resampler's edge away
+                    samples, rate = load_audio(source, seconds=video.num_frames + 2.0)
                     check_length(samples, rate, video.num_frames, str(source), args.short_audio)
                     save_npy_atomic(out, extractor(samples, rate, video.num_frames))
                     written += 1

@@ -34,9 +34,10 @@ _INT24_BYTES = 3
 _LOG = logging.getLogger(__name__)
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """PCM WAV -> ((N, C) integer samples, sample rate). Raises MediaError (or wave.Error
-    for formats the stdlib does not read, which `load_audio` hands to PyAV)."""
+def read_wav(path: str | Path, seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """PCM WAV -> ((N, C) integer samples, sample rate): the whole file, or its first `seconds`.
+    Raises MediaError (or wave.Error for formats the stdlib does not read, which `load_audio`
+    hands to PyAV)."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"{path}: file not found")
@@ -44,6 +45,8 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         with wave.open(str(path), "rb") as wav:
             channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
             promised = wav.getnframes()
+            if seconds is not None:  # only what is needed: the header may promise hours
+                promised = min(promised, int(np.ceil(seconds * rate)))
             raw = wav.readframes(promised)
     except (RuntimeError, struct.error, ValueError, OverflowError) as err:  # broken chunk sizes
         raise wave.Error(f"unreadable WAV chunks ({type(err).__name__}: {err})") from err
@@ -74,17 +77,22 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return samples.reshape(-1, channels), int(rate)
 
 
-def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Any audio or video file -> ((N, C) samples, sample rate); MediaError if it has no audio."""
+def load_audio(path: str | Path, seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Any audio or video file -> ((N, C) samples, sample rate); MediaError if it has no audio.
+
+    With `seconds`, about the first `seconds` of sound only (decoding stops there; a few
+    hundred ms more may come with the last compressed frame): a 10-frame video's features
+    need 10 s, whatever the length of its soundtrack.
+    """
     path = Path(path)
     if path.suffix.lower() == ".wav":
         try:
-            return read_wav(path)
+            return read_wav(path, seconds)
         except (wave.Error, EOFError):
             pass  # float / extensible WAV: PyAV reads it
     from avis.io.video import read_audio
 
-    decoded = read_audio(path)
+    decoded = read_audio(path, seconds=seconds)
     if decoded is None:
         raise MediaError(f"{path}: no audio stream")
     samples, rate, _ = decoded

@@ -293,13 +293,16 @@ def _sample_frames(
     return frames, times, duration, native_fps, float(t0)
 
 
-def read_audio(path: str | Path, until: float | None = None) -> tuple[np.ndarray, int, float] | None:
+def read_audio(
+    path: str | Path, until: float | None = None, *, seconds: float | None = None
+) -> tuple[np.ndarray, int, float] | None:
     """The first audio stream of any media file: (N, C) float32, sample rate, start time (s).
 
     None when the file has no audio stream. The start time is the first audio frame's
     presentation time on the container clock. With `until` (seconds on the container clock),
-    decoding stops at the first audio frame that starts after it (the samples past it are
-    not needed, and hours of compressed silence would otherwise fill the memory).
+    or `seconds` (after the first audio frame), decoding stops at the first audio frame that
+    starts after it (the samples past it are not needed, and hours of compressed silence
+    would otherwise fill the memory).
     """
     path = Path(path)
     container = _open(path)
@@ -318,6 +321,8 @@ def read_audio(path: str | Path, until: float | None = None) -> tuple[np.ndarray
                     rate = frame.sample_rate
                 if start is None and frame.time is not None:
                     start = float(frame.time)
+                    if seconds is not None:
+                        until = start + seconds if until is None else min(until, start + seconds)
                 if until is not None and frame.time is not None and frame.time > until:
                     stopped = True
                     break
