@@ -16,7 +16,10 @@ Limits: a live source has no duration, so instead of `read_video`'s `max_duratio
 timestamps may jump by at most `MAX_GAP_S` (one hour) between two frames (also the last
 frame's own duration), and the soundtrack may start at most that long after the first video
 frame: broken timestamps of a hostile file would otherwise make millions of copies of one
-frame or of silence.
+frame or of silence. The audio held (decoded, not yet consumed by a frame) is at most
+`MAX_AUDIO_AHEAD_S` (10 minutes): a short video with hours of sound after its end (whose end
+is known only at the end of the file) would otherwise be held whole; past that the sound is
+neither kept nor decoded, with a warning (a frame that comes later hears silence).
 
 Letters: H x W frame size, n audio samples.
 """
@@ -50,6 +53,7 @@ from avis.io.video import (
 )
 
 _LOG = logging.getLogger(__name__)
+MAX_AUDIO_AHEAD_S = 600.0  # most seconds of audio held ahead of the frames that consume it
 MAX_GAPS = 256  # recent frame gaps kept to estimate the last frame's duration
 
 
@@ -151,6 +155,8 @@ class _Sampler:
         self.aligned = False  # the audio offset to the first video frame has been applied
         self.skip = 0  # leading audio samples still to drop (audio that starts before the video)
         self.audio_decoded = 0  # mono samples decoded (before alignment)
+        self.early_size = 0  # samples in `early`
+        self.audio_full = False  # MAX_AUDIO_AHEAD_S reached: further audio is dropped
         self.duration: float | None = None  # of the video, known at its end
 
     # -------------------------------------------------------------- video
@@ -160,7 +166,7 @@ class _Sampler:
             self.t0 = raw
             for samples in self.early:
                 self._add_audio(samples)
-            self.early = []
+            self.early, self.early_size = [], 0
         t = raw - self.t0
         if self.prev is not None:
             self._check_gap(t - self.prev_time, f"from {self.prev_time:.2f} s to {t:.2f} s")
@@ -219,12 +225,36 @@ class _Sampler:
                 f"{self.audio_decoded / (self.rate or SILENT_SAMPLE_RATE):.2f} s, the first at "
                 f"{first / (self.rate or SILENT_SAMPLE_RATE):.2f} s"
             )
+        if self.audio_full:
+            return
         mono = chunk.T.astype(np.float32).mean(axis=1, dtype=np.float64).astype(np.float32)
         self.audio_decoded += mono.shape[0]
+        room = self._audio_room()
+        if mono.shape[0] > room:
+            mono = mono[: max(room, 0)]
+            self.audio_full = True
+            self.audio.ended = True  # frames stop waiting for sound that is not kept
+            _LOG.warning(
+                "%s: the soundtrack runs more than %.0f s ahead of the video (sound past the "
+                "video's end, or a file whose audio and video are not interleaved): the sound "
+                "after %.2f s is not kept", self.source, MAX_AUDIO_AHEAD_S,
+                self.audio_decoded / (self.rate or SILENT_SAMPLE_RATE),
+            )  # fmt: skip
         if self.t0 is None:
             self.early.append(mono)
+            self.early_size += mono.shape[0]
         else:
             self._add_audio(mono)
+
+    def _audio_room(self) -> int:
+        """Samples that may still be kept: up to MAX_AUDIO_AHEAD_S past the latest video frame
+        (before the first one: that much audio in all)."""
+        rate = self.rate or SILENT_SAMPLE_RATE
+        ahead = int(MAX_AUDIO_AHEAD_S * rate)
+        if self.t0 is None or not self.aligned:
+            return ahead - self.early_size
+        # the buffer's stream index counts samples from the first video frame
+        return int((self.prev_time * rate) + ahead) - self.audio.end + self.skip
 
     def _add_audio(self, mono: np.ndarray) -> None:
         assert self.t0 is not None and self.rate is not None
@@ -318,6 +348,8 @@ class FrameStream:
             decoded_video = 0
             try:
                 for packet in container.demux(*streams):
+                    if sampler.audio_full and astream is not None and packet.stream.index == astream.index:
+                        continue  # no more sound is kept: not decoded either
                     for frame in packet.decode():
                         if isinstance(frame, av.VideoFrame):
                             sampler.video_frame(frame, decoded_video, native)
@@ -342,7 +374,7 @@ class FrameStream:
         sampler = self.sampler
         duration = sampler.duration or 0.0
         _warn_if_truncated(Path(self.source), "video", duration, promised_duration(vstream, container))
-        if astream is None or sampler.rate is None:
+        if astream is None or sampler.rate is None or sampler.audio_full:
             return
         _warn_if_truncated(Path(self.source), "audio", sampler.audio_decoded / sampler.rate,
                            promised_duration(astream, container))  # fmt: skip
