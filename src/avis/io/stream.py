@@ -53,7 +53,7 @@ from avis.io.video import (
 )
 
 _LOG = logging.getLogger(__name__)
-MAX_AUDIO_AHEAD_S = 600.0  # most seconds of audio held ahead of the frames that consume it
+MAX_AUDIO_AHEAD_S = 600.0  # most seconds of sound kept past the latest video frame
 MAX_GAPS = 256  # recent frame gaps kept to estimate the last frame's duration
 
 
