@@ -14,6 +14,7 @@ from avis.io.video import read_video
 from test_io_video import _tone, make_video
 
 RATE = 16000
+RATE_44K = 44100  # not the 16 kHz avis assumes before any sound is decoded
 
 
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
@@ -50,3 +51,32 @@ def test_an_ordinary_file_is_not_cut(tmp_path: Path, caplog) -> None:
         items = list(stream_frames(path))
     assert len(items) == 4 and all(item.audio.shape[0] == RATE for item in items)
     assert "ahead of the video" not in caplog.text
+
+
+def test_frames_waiting_for_a_late_soundtrack_are_bounded(tmp_path: Path, monkeypatch, caplog) -> None:
+    """A 12-s video whose sound starts at 8 s, and room for 3 waiting frames: the frames before
+    the sound are passed on with silence (as offline, which pads the late start with zeros)
+    instead of all waiting, and every frame's sound equals the offline one."""
+    path = make_video(tmp_path / "late.mp4", 12.0, audio=_tone(4.0, RATE_44K)[:, None], sample_rate=RATE_44K, audio_start=8.0)
+    offline = read_video(path)
+    monkeypatch.setattr(stream_module, "MAX_WAITING_BYTES", 3 * offline.frames[0].nbytes)
+    waiting = []
+    real_ready = stream_module._Sampler.ready
+
+    def spy(sampler, video_ended):
+        waiting.append(len(sampler.pending))
+        yield from real_ready(sampler, video_ended)
+
+    monkeypatch.setattr(stream_module._Sampler, "ready", spy)
+    with caplog.at_level(logging.WARNING, logger="avis.io.stream"):
+        items = list(stream_frames(path))
+    assert len(items) == offline.num_frames == 12
+    for item in items:
+        start = int(round(item.time * RATE_44K))
+        expected = offline.audio[start : start + RATE_44K]
+        got = np.zeros_like(expected)
+        got[: item.audio.shape[0]] = item.audio  # a frame passed on early has no samples
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert max(waiting) <= 4  # the cap (3), plus the frame sampled before the check
+    assert {item.sample_rate for item in items} == {RATE_44K}  # the early ones too (header rate)
+    assert "frames wait for their sound" in caplog.text

@@ -19,7 +19,10 @@ frame: broken timestamps of a hostile file would otherwise make millions of copi
 frame or of silence. The audio held (decoded, not yet consumed by a frame) is at most
 `MAX_AUDIO_AHEAD_S` (10 minutes): a short video with hours of sound after its end (whose end
 is known only at the end of the file) would otherwise be held whole; past that the sound is
-neither kept nor decoded, with a warning (a frame that comes later hears silence).
+neither kept nor decoded, with a warning (a frame that comes later hears silence). Likewise
+the sampled frames waiting for their sound are at most `MAX_WAITING_BYTES` (1 GiB): past that
+the oldest are passed on with the sound there is, with a warning (a soundtrack that starts late
+gives them silence, as `read_video` does; a file that is not interleaved loses sound).
 
 Letters: H x W frame size, n audio samples.
 """
@@ -54,6 +57,7 @@ from avis.io.video import (
 
 _LOG = logging.getLogger(__name__)
 MAX_AUDIO_AHEAD_S = 600.0  # most seconds of sound kept past the latest video frame
+MAX_WAITING_BYTES = float(2**30)  # most bytes of sampled frames held waiting for their sound
 MAX_GAPS = 256  # recent frame gaps kept to estimate the last frame's duration
 
 
@@ -157,6 +161,8 @@ class _Sampler:
         self.audio_decoded = 0  # mono samples decoded (before alignment)
         self.early_size = 0  # samples in `early`
         self.audio_full = False  # MAX_AUDIO_AHEAD_S reached: further audio is dropped
+        self.warned_waiting = False  # MAX_WAITING_BYTES of frames waited for their sound
+        self.header_rate: int | None = None  # the audio stream's rate in its header (until decoded)
         self.duration: float | None = None  # of the video, known at its end
 
     # -------------------------------------------------------------- video
@@ -278,13 +284,15 @@ class _Sampler:
     # -------------------------------------------------------------- output
     def ready(self, video_ended: bool) -> Iterator[StreamFrame]:
         """The pending frames whose audio window is complete (all of them once both ended)."""
-        rate = self.rate or SILENT_SAMPLE_RATE
+        rate = self.rate or self.header_rate or SILENT_SAMPLE_RATE
         window = int(round(AUDIO_WINDOW_S * rate))
         while self.pending:
             index, rgb = self.pending[0]
             start = int(round(index / self.fps * rate))
             if self.audio.end < start + window and not self.audio.ended and self.has_audio:
-                return
+                if len(self.pending) * rgb.nbytes <= MAX_WAITING_BYTES:
+                    return
+                self._warn_waiting()  # released with the sound there is (none, usually)
             if not self.has_audio:
                 samples = np.zeros(window, np.float32)
             else:
@@ -295,6 +303,16 @@ class _Sampler:
             if self.realtime:
                 self._pace(index)
             yield StreamFrame(index, index / self.fps, rgb, samples, rate, self.has_audio)
+
+    def _warn_waiting(self) -> None:
+        if not self.warned_waiting:
+            self.warned_waiting = True
+            _LOG.warning(
+                "%s: more than %.0f MB of frames wait for their sound (a soundtrack that starts "
+                "late, or a file whose audio and video are not interleaved): the oldest are "
+                "passed on with the sound there is so far (silence before the soundtrack starts)",
+                self.source, MAX_WAITING_BYTES / 2**20,
+            )  # fmt: skip
 
     def _pace(self, index: int) -> None:
         """Wait until frame `index` and its audio second would have arrived live."""
@@ -333,6 +351,8 @@ class FrameStream:
             vstream = video_stream(container, self.source)
             vstream.thread_type = "AUTO"
             astream = container.streams.audio[0] if container.streams.audio else None
+            if astream is not None and astream.rate:  # frames passed on before any sound is decoded
+                self.sampler.header_rate = int(astream.rate)
             native = float(vstream.average_rate) if vstream.average_rate else None
             self.info.native_fps = native
             sampler = self.sampler
