@@ -59,7 +59,7 @@ def probe_upload(path: Path, name: str, max_duration_s: float) -> Probe:
         ) from None
     with container:
         try:  # a cover picture of an audio file is no video
-            video_stream(container, name)
+            stream = video_stream(container, name)
         except MediaError:
             raise JobError(f"{name}: this file has no video stream (is it an audio file?)") from None
         if not container.streams.audio:
@@ -68,7 +68,7 @@ def probe_upload(path: Path, name: str, max_duration_s: float) -> Probe:
                 "soundtrack to tell which objects make sound"
             )
         # the video's own length: the container's is its longest stream's (a long soundtrack)
-        duration = promised_duration(video_stream(container, name), container)
+        duration = promised_duration(stream, container)
     if duration is not None and duration > max_duration_s:
         raise JobError(
             f"{name}: the video is {duration:.0f} s long; this server accepts videos up to "
