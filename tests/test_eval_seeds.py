@@ -3,6 +3,7 @@ cross-seed evaluation (`avis.engine.seeds`, `avis eval-seeds`) on tiny splits wi
 shipped tiny checkpoint."""
 
 import json
+from dataclasses import replace
 import logging
 import math
 
@@ -43,8 +44,14 @@ def report(tmp_path_factory):
 def test_split_json_carries_the_generator_version(tmp_path):
     generate_dataset(tmp_path, seed=1, counts={"test": 1}, config=TINY, workers=1)
     obj = json.loads((tmp_path / "test.json").read_text())
-    assert obj["info"][VERSION_KEY] == SYNTH_VERSION == 1
-    assert synth_version(obj) == SYNTH_VERSION
+    assert obj["info"][VERSION_KEY] == TINY.version == 1  # mono scenes: version 1's files
+    assert synth_version(obj) == 1
+    stereo = replace(TINY, stereo=True)
+    generate_dataset(tmp_path / "v2", seed=1, counts={"test": 1}, config=stereo, workers=1)
+    obj = json.loads((tmp_path / "v2" / "test.json").read_text())
+    assert synth_version(obj) == stereo.version == SYNTH_VERSION == 2
+    assert seeds.split_name(1, "stereo", stereo, 1).startswith("synth-v2-stereo-")
+    assert seeds.split_name(1, "easy", TINY, 1).startswith("synth-v1-easy-")
 
 
 def test_files_without_a_version_are_version_1_and_bad_versions_are_refused():
@@ -154,7 +161,7 @@ def test_summary_arithmetic(tmp_path):
     assert summary["nosplit"]["mAP"]["mean"] == 43.0 and summary["nosplit"]["mAP"]["spread"] == 6.0
     assert summary["split"]["mAP"]["mean"] == 53.0 and summary["split"]["mAP"]["spread"] == 6.0
     as_json = json.loads(json.dumps(rep.to_json(), allow_nan=False))
-    assert as_json["avis_synth_version"] == SYNTH_VERSION and len(as_json["seeds"]) == 2
+    assert as_json["avis_synth_version"] == TINY.version == 1 and len(as_json["seeds"]) == 2
 
 
 # ---------------------------------------------------------------- evaluation

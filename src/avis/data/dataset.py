@@ -33,7 +33,7 @@ from avis.data.batch import ClipBatch, ClipTargets
 from avis.data.paste import TwinPaste
 from avis.data.sampling import ClipSampler
 from avis.data.split import AVISegSplit
-from avis.data.transforms import ClipTransform
+from avis.data.transforms import ClipAugParams, ClipTransform, apply_clip_transform, spatial_view
 
 SIZE_DIVISIBILITY = 32
 
@@ -108,10 +108,14 @@ class ClipDataset(Dataset):
             if src is not None:  # the copy is a new track of the same class
                 labels.append(labels[src])
                 ids.append(max(ids) + 1)
-        frames_t, masks_t = self.transform(frames, masks, times, rng)
+        params = self.transform.sample(frames.shape[1], frames.shape[2], np.asarray(times), rng)
+        frames_t, masks_t = apply_clip_transform(frames, masks, params)
         valid = masks_t.flatten(2).any(-1)  # (N, T): non-null and still visible after the crop
         keep = torch.ones(len(ids), dtype=torch.bool) if self.keep_empty_tracks else valid.any(1)
         audio = self.split.load_audio(video)[times]
+        if self.split.spatial_shape is not None:  # where the sound is, seen as the clip is
+            spatial = clip_spatial(self.split.load_spatial(video)[times], params, video.width)
+            audio = np.concatenate([audio, spatial.reshape(len(times), -1)], axis=1)
         return ClipSample(
             frames=frames_t,
             audio=torch.from_numpy(audio),
@@ -122,6 +126,17 @@ class ClipDataset(Dataset):
             video_id=video.id,
             frame_indices=torch.from_numpy(times),
         )
+
+
+def clip_spatial(spatial: np.ndarray, params: ClipAugParams, width: int) -> np.ndarray:
+    """Spatial-audio maps (T, B, P) of a clip's frames seen through its crop and flip."""
+    if params.crop_size is None or params.crop_offsets is None:
+        return spatial_view(spatial, 0.0, 1.0, params.flip)
+    cw = params.crop_size[1]
+    return np.stack([
+        spatial_view(spatial[k], x0 / width, (x0 + cw) / width, params.flip)
+        for k, (_, x0) in enumerate(params.crop_offsets)
+    ])  # fmt: skip
 
 
 def padded_size(sizes: list[tuple[int, int]], divisibility: int = SIZE_DIVISIBILITY) -> tuple[int, int]:
@@ -163,7 +178,7 @@ def load_video(split: AVISegSplit, video: VideoRecord | int) -> VideoSample:
     record = split.video(video) if isinstance(video, int) else video
     return VideoSample(
         frames=split.load_frames(record),
-        audio=split.load_audio(record),
+        audio=split.load_audio_input(record),
         video_id=record.id,
         name=record.name,
         height=record.height,

@@ -39,6 +39,7 @@ AUDIO_POLICIES: tuple[str, ...] = ("pad", "trim", "error")
 FRAMES_DIR = "JPEGImages"
 WAV_DIR = "WAVAudios"
 FEAT_DIR = "FEATAudios"
+SPATIAL_DIR = "FEATSpatial"  # (T, bands, positions) maps of where the sound is (avis.audio.spatial)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -54,6 +55,7 @@ class AVISegSplit:
     audio_lengths: dict[int, int]  # video id -> T_a rows in its feature file
     audio_dim: int  # D
     audio_policy: AudioPolicy = "pad"
+    spatial_shape: tuple[int, int] | None = None  # (bands, positions) of FEATSpatial, when loaded
 
     def __post_init__(self) -> None:
         self._by_id = {v.id: v for v in self.videos}
@@ -89,6 +91,32 @@ class AVISegSplit:
 
     def feature_path(self, video: VideoRecord) -> Path:
         return self.split_dir / FEAT_DIR / f"{video.name}.npy"
+
+    def spatial_path(self, video: VideoRecord) -> Path:
+        return self.split_dir / SPATIAL_DIR / f"{video.name}.npy"
+
+    def load_spatial(self, video: VideoRecord) -> np.ndarray:
+        """(T, B, P) float32 maps of where the sound is (avis.audio.spatial), rows matched to
+        the frames like the audio features (zero rows past the file's end)."""
+        if self.spatial_shape is None:
+            raise ValueError(f"split '{self.split}' was loaded without spatial audio (load_split(..., spatial_audio=True))")
+        path = self.spatial_path(video)
+        maps = load_npy(path, f"spatial audio of video {video.id}").astype(np.float32, copy=False)
+        if maps.ndim != 3 or maps.shape[1:] != self.spatial_shape:
+            raise DataError(f"{path}: expected shape (T, {self.spatial_shape[0]}, {self.spatial_shape[1]}), found {maps.shape}")
+        _check_finite(maps.reshape(len(maps), -1), path, f"video {video.id} ('{video.name}')")
+        rows = maps[: video.length]
+        if len(rows) < video.length:
+            rows = np.concatenate([rows, np.zeros((video.length - len(rows), *self.spatial_shape), np.float32)])
+        return np.ascontiguousarray(rows)
+
+    def load_audio_input(self, video: VideoRecord) -> np.ndarray:
+        """(T, D [+ B*P]) what a model reads per frame: the audio features, followed by the
+        flattened spatial map when the split was loaded with spatial audio."""
+        audio = self.load_audio(video)
+        if self.spatial_shape is None:
+            return audio
+        return np.concatenate([audio, self.load_spatial(video).reshape(len(audio), -1)], axis=1)
 
     def load_frames(self, video: VideoRecord, indices: list[int] | np.ndarray | None = None) -> np.ndarray:
         """(t, H, W, 3) uint8 RGB frames (all frames when indices is None)."""
@@ -134,6 +162,20 @@ def _read_feature_header(path: Path, where: str) -> tuple[int, int]:
     return int(arr.shape[0]), int(arr.shape[1])
 
 
+def _read_spatial_header(path: Path, where: str, audio_rows: int) -> tuple[int, int]:
+    if not path.is_file():
+        raise DataError(
+            f"{path}: spatial audio map of {where} not found (this model reads where the sound is; "
+            "stereo synthetic sets (--preset stereo) have them)"
+        )
+    arr = load_npy(path, f"spatial audio of {where}", mmap_mode="r")
+    if arr.ndim != 3 or min(arr.shape) < 1 or not np.issubdtype(arr.dtype, np.floating):
+        raise DataError(f"{path}: spatial audio of {where} must be floating point (T, bands, positions), found {arr.dtype} {arr.shape}")
+    if arr.shape[0] != audio_rows:
+        raise DataError(f"{path}: {arr.shape[0]} rows of spatial audio for {where}, its audio features have {audio_rows}")
+    return int(arr.shape[1]), int(arr.shape[2])
+
+
 def _check_finite(feats: np.ndarray, path: Path, where: str) -> None:
     """NaN or infinite features make the model drop the video's instances without an error."""
     finite = np.isfinite(feats)
@@ -160,8 +202,12 @@ def load_split(
     *,
     audio_policy: AudioPolicy = "pad",
     check_files: bool = True,
+    spatial_audio: bool = False,
 ) -> AVISegSplit:
-    """Read and validate `<root>/<split>.json` and the files it refers to."""
+    """Read and validate `<root>/<split>.json` and the files it refers to.
+
+    spatial_audio: also the maps of where the sound is, `<split>/FEATSpatial/<video>.npy`
+    (T_a, bands, positions), for models that read them (avis.audio.spatial)."""
     if audio_policy not in AUDIO_POLICIES:
         raise ValueError(f"audio_policy must be one of {AUDIO_POLICIES}, got {audio_policy!r}")
     root = Path(root)
@@ -173,6 +219,7 @@ def load_split(
     tracks: dict[int, list[TrackRecord]] = {}
     audio_lengths: dict[int, int] = {}
     dims: dict[int, int] = {}  # feature size D -> first video id with it
+    spatial_shapes: dict[tuple[int, int], int] = {}  # (bands, positions) -> first video id
     for video in ann.videos:
         where = f"video {video.id} ('{video.name}')"
         if check_files:
@@ -181,6 +228,8 @@ def load_split(
                     raise DataError(f"{split_dir / FRAMES_DIR / name}: frame {t} of {where} (file_names[{t}]) not found on disk")
         n_rows, dim = _read_feature_header(split_dir / FEAT_DIR / f"{video.name}.npy", where)
         dims.setdefault(dim, video.id)
+        if spatial_audio:
+            spatial_shapes.setdefault(_read_spatial_header(split_dir / SPATIAL_DIR / f"{video.name}.npy", where, n_rows), video.id)
         video_tracks = by_video[video.id]
         if n_rows != video.length:
             msg = f"{split_dir / FEAT_DIR / video.name}.npy: {where} has {video.length} frames but {n_rows} audio feature rows"
@@ -198,8 +247,12 @@ def load_split(
     if len(dims) > 1:
         raise DataError(f"{split_dir / FEAT_DIR}: audio features differ in size D: {sorted(dims)} (e.g. videos {sorted(dims.values())})")
     audio_dim = next(iter(dims)) if dims else 0
+    if len(spatial_shapes) > 1:
+        raise DataError(f"{split_dir / SPATIAL_DIR}: spatial audio maps differ in shape: {sorted(spatial_shapes)}")
+    spatial_shape = next(iter(spatial_shapes), None)  # None: not asked for (or no videos)
     categories = sorted(ann.categories, key=lambda c: c.id)
     return AVISegSplit(
         root=root, split=split, videos=videos, tracks=tracks, categories=categories,
         audio_lengths=audio_lengths, audio_dim=audio_dim, audio_policy=audio_policy,
+        spatial_shape=spatial_shape,
     )  # fmt: skip

@@ -7,6 +7,8 @@ Order: crop (optional) -> resize (short side from a list, capped by max_size) ->
 - resize: frames bilinear (antialiased when shrinking), masks nearest with pixel-centre
   alignment (`nearest-exact`), so frames and masks stay aligned.
 - flip: horizontal, the same for the whole clip.
+- spatial-audio maps (where the sound is, over horizontal positions): `spatial_view` resamples
+  their positions to a crop's range and mirrors them for a flip.
 
 Letters: T frames, N instances, H x W input size, h x w output size.
 """
@@ -98,3 +100,21 @@ def apply_clip_transform(frames: np.ndarray, masks: np.ndarray, params: ClipAugP
     if params.flip:
         video, target = video.flip(-1), target.flip(-1)
     return video.contiguous(), target.bool().contiguous()
+
+
+def spatial_view(spatial: np.ndarray, x0: float, x1: float, flip: bool) -> np.ndarray:
+    """The map (..., P) seen through a horizontal crop and a flip of the picture.
+
+    x0, x1: the crop's left and right edge as fractions of the frame width (0, 1 = none).
+    Position bins are resampled (linear) to the crop's range, then mirrored for a flip.
+    """
+    bins = spatial.shape[-1]
+    if (x0, x1) != (0.0, 1.0):
+        centres = (np.arange(bins) + 0.5) / bins  # of the output bins, in the crop
+        source = (x0 + centres * (x1 - x0)) * bins - 0.5  # fractional input bin
+        source = np.clip(source, 0.0, bins - 1.0)
+        lo = np.floor(source).astype(np.int64)
+        hi = np.minimum(lo + 1, bins - 1)
+        w = (source - lo).astype(spatial.dtype)
+        spatial = spatial[..., lo] * (1 - w) + spatial[..., hi] * w
+    return np.ascontiguousarray(spatial[..., ::-1] if flip else spatial)

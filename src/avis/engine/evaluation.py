@@ -75,7 +75,7 @@ class SplitEvaluator:
 
         if audio not in AUDIO_MODES:
             raise DataError(f"audio mode must be one of {AUDIO_MODES}, got {audio!r}")
-        self.data = load_split(root, split)
+        self.data = load_split(root, split, spatial_audio=model_config.spatial_audio)
         self.videos = sorted(self.data.videos, key=lambda v: v.id)
         if max_videos > 0:
             self.videos = self.videos[:max_videos]
@@ -102,7 +102,7 @@ class SplitEvaluator:
             model, self.model_config, info, device=device, streaming=False,
             split_components=self.split_components, precision=self.precision,
         )  # fmt: skip
-        audios = [self.data.load_audio(v) for v in self.videos]
+        audios = [self.data.load_audio_input(v) for v in self.videos]
         perm = derangement(len(self.videos))
         records: list[dict] = []
         for index, video in enumerate(_maybe_progress(self.videos, self.progress)):

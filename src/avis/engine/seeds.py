@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from avis.data.synth.config import DEFAULT_SEED, SYNTH_VERSION, SynthConfig
+from avis.data.synth.config import DEFAULT_SEED, SynthConfig
 from avis.errors import AvisError
 
 LOG = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ MIN_SIZE, MAX_SIZE = 32, 4096  # frame side, px (as `avis synth`)
 def split_name(seed: int, preset: str, config: SynthConfig, num_videos: int) -> str:
     """Folder name: version, preset, size, seed, count and a digest of the whole config."""
     digest = hashlib.sha1(json.dumps(_jsonable(config), sort_keys=True).encode()).hexdigest()[:8]
-    return f"synth-v{SYNTH_VERSION}-{preset}-{config.size}px-{digest}-seed{seed}-n{num_videos}"
+    return f"synth-v{config.version}-{preset}-{config.size}px-{digest}-seed{seed}-n{num_videos}"
 
 
 def _jsonable(config: SynthConfig) -> dict:
@@ -73,7 +73,7 @@ def cached_split_matches(root: Path, seed: int, config: SynthConfig, num_videos:
         return False
     info = obj.get("info", {})
     return (
-        version == SYNTH_VERSION
+        version == config.version
         and info.get("seed") == seed
         and info.get("config") == _jsonable(config)
         and len(obj.get("videos", [])) == num_videos
@@ -208,7 +208,7 @@ class SeedsReport:
             return obj
 
         return clean({
-            "weights": self.weights, "preset": self.preset, "avis_synth_version": SYNTH_VERSION,
+            "weights": self.weights, "preset": self.preset, "avis_synth_version": self.config.version,
             "size": self.config.size, "split": SPLIT, "settings": SETTINGS,
             "seeds": [
                 {"seed": r.seed, "num_videos": r.num_videos, "num_twin_videos": r.num_twin_videos,
@@ -262,7 +262,7 @@ def evaluate_split(
     with torch.no_grad(), _bar(label, len(evaluator.videos), progress) as advance:
         for video in evaluator.videos:
             frames = evaluator.data.load_frames(video)  # (T, H, W, 3)
-            audio = evaluator.data.load_audio(video).astype(np.float32)  # (T, D)
+            audio = evaluator.data.load_audio_input(video).astype(np.float32)  # (T, D [+ B*P])
             prediction = predictor.predict((frames, audio))
             for name, split in SETTINGS.items():
                 pred = components.split_components(prediction, options) if split else prediction

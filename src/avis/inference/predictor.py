@@ -254,7 +254,7 @@ class VideoPredictor:
         return predict_split(
             predict_fn, root, split, out_dir,
             num_classes=self.config.num_classes, audio_dim=self.config.audio_dim,
-            audio_features=self.info.audio_features,
+            audio_features=self.info.audio_features, spatial_audio=self.config.spatial_audio,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ internals
@@ -278,7 +278,7 @@ class VideoPredictor:
             frames = video.frames
             audio = frame_audio_features(video, self.extractor)
             name, features, duration = name or str(source), self.extractor.name, video.duration
-        expected = (frames.shape[0], self.config.audio_dim)
+        expected = (frames.shape[0], self.config.input_audio_dim)
         if audio.shape != expected:
             raise MediaError(f"{name or 'audio'}: expected audio features {expected}, got {audio.shape}")
         return frames, torch.from_numpy(audio), name or "frames", features, duration

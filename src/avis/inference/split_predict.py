@@ -83,16 +83,18 @@ def predict_split(
     audio_dim: int | None = None,
     audio_features: str | None = None,
     progress: bool = True,
+    spatial_audio: bool = False,
 ) -> Path | None:
     """Predict every video of `<root>/<split>` and write `<out_dir>/results.json`.
 
     num_classes / audio_dim: what the model expects, checked against the split before any
     video runs; audio_features: the extractor the model was trained with, compared (warning)
-    with the split's `FEATAudios/extractor.json` when there is one. Returns the results path on rank 0, None on other ranks.
+    with the split's `FEATAudios/extractor.json` when there is one; spatial_audio: the model
+    reads where the sound is (the split's FEATSpatial maps follow each frame's features). Returns the results path on rank 0, None on other ranks.
     """
     from avis.data.split import load_split
 
-    data = load_split(root, split)
+    data = load_split(root, split, spatial_audio=spatial_audio)
     where = f"{Path(root) / split}.json"
     if num_classes is not None and data.num_classes != num_classes:
         raise DataError(
@@ -112,7 +114,7 @@ def predict_split(
         records: list[dict] = []
         for video in _progress(videos, f"predict {split} (rank {ctx.rank})", progress and ctx.rank == 0):
             frames = data.load_frames(video)  # (T, H, W, 3)
-            audio = data.load_audio(video)  # (T, D)
+            audio = data.load_audio_input(video)  # (T, D [+ B*P])
             records += predict_fn(frames, audio).records(video.id, category_ids)
         log.info("rank %d: %d videos, %d records", ctx.rank, len(videos), len(records))
         merged = gather_records(records, ctx)

@@ -23,9 +23,11 @@ from avis.models.config import AVISMConfig
 from avis.models.frame_decoder import FrameDecoder, FrameDecoderOutput, PilotQueries
 from avis.models.outputs import AVISMOutput, FrameOutput, VideoOutput
 from avis.models.pixel_decoder import MSDeformAttnPixelDecoder
+from avis.models.spatial_audio import SpatialAudioTerm
 from avis.models.video_module import VideoModule, VideoModuleOutput, video_masks
 
 FEATURE_NAMES = ("res2", "res3", "res4", "res5")  # backbone maps, stride ascending
+MASK_STRIDE = 4  # input pixels per mask-feature column
 
 
 @dataclass
@@ -57,10 +59,15 @@ class AVISM(nn.Module):
         size_divisibility: int,
         last_layer_num: int,
         instance_embed: tuple[int, int] | None = None,
+        spatial_audio: SpatialAudioTerm | None = None,
     ) -> None:
         """``instance_embed`` = (mask_dim, E): an avis option, a 1x1 conv from the mask features
         to E-dim per-pixel instance embeddings for the discriminative loss (training only; see
-        avis.losses.embedding). None = the official model."""
+        avis.losses.embedding). None = the official model.
+
+        ``spatial_audio``: an avis option, the mask-feature term of where the sound comes from
+        (avis.models.spatial_audio). Each frame's audio vector then ends with the flattened
+        (bands x positions) map: audio (.., D + B*P)."""
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
@@ -69,6 +76,7 @@ class AVISM(nn.Module):
         self.size_divisibility = size_divisibility
         self.last_layer_num = last_layer_num
         self.instance_embed = None if instance_embed is None else nn.Conv2d(*instance_embed, 1)
+        self.spatial_audio = spatial_audio
         # not in the state dict, like the official non-persistent buffers
         self.register_buffer(
             "pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), persistent=False
@@ -130,18 +138,33 @@ class AVISM(nn.Module):
             )
         if len(image_sizes) != frames.shape[0]:
             raise ValueError(f"got {len(image_sizes)} image sizes for {frames.shape[0]} clips")
-        return self.forward_features(self.backbone_features(frames, image_sizes), audio, pilots)
+        widths = [w for _, w in image_sizes]
+        return self.forward_features(self.backbone_features(frames, image_sizes), audio, pilots, widths)
 
     def forward_features(
-        self, features: Mapping[str, Tensor], audio: Tensor, pilots: PilotQueries | None = None
+        self,
+        features: Mapping[str, Tensor],
+        audio: Tensor,
+        pilots: PilotQueries | None = None,
+        image_widths: Sequence[int] | None = None,
     ) -> AVISMOutput:
-        """Everything after the backbone: features res2..res5 (B*T, C_k, h_k, w_k), audio (B, T, D)."""
+        """Everything after the backbone: features res2..res5 (B*T, C_k, h_k, w_k), audio (B, T, D);
+        image_widths (B,): the clips' unpadded widths (needed by ``spatial_audio`` models)."""
+        audio, spatial = self.split_audio(audio)
         b, t, _ = audio.shape
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
+        frame_mask_features = pix.mask_features
+        cols = None
+        if spatial is not None:
+            if image_widths is None:
+                raise ValueError("this model reads where the sound is: pass image_widths")
+            widths = [w for w in image_widths for _ in range(t)]
+            cols = self.spatial_columns(spatial.flatten(0, 1), widths, pix.mask_features.shape[-1])
+            frame_mask_features = frame_mask_features + self.spatial_audio(cols, "frame")
         layers = self.last_layer_num if self.training else 1
         frame = self.frame_decoder(
             pix.multi_scale_features,
-            pix.mask_features,
+            frame_mask_features,
             audio.flatten(0, 1),
             num_frame_query_layers=layers,
             pilots=pilots,
@@ -150,10 +173,12 @@ class AVISM(nn.Module):
         mask_features = self.video_module.mask_features(
             pix.stride4_features, audio.flatten(0, 1)
         )  # (B*T, Cm, Hm, Wm)
+        if cols is not None:
+            mask_features = mask_features + self.spatial_audio(cols, "video")
         pixel_embed = None
         if self.instance_embed is not None:
             pixel_embed = torch.stack(
-                [self.instance_embed(pix.mask_features), self.instance_embed(mask_features)]
+                [self.instance_embed(frame_mask_features), self.instance_embed(mask_features)]
             )  # (2, B*T, E, Hm, Wm)
             pixel_embed = pixel_embed.view(2, b, t, *pixel_embed.shape[2:])
         mask_features = mask_features.view(b, t, *mask_features.shape[1:])
@@ -191,27 +216,59 @@ class AVISM(nn.Module):
     ) -> ChunkEncoding:
         """One chunk of a video: frames (t, 3, Hp, Wp) 0..255, audio (t, D), unpadded (h, w)."""
         features = self.backbone_features(frames.unsqueeze(0), [image_size])
-        return self.encode_chunk_features(features, audio, with_queries)
+        return self.encode_chunk_features(features, audio, with_queries, image_size[1])
 
     def encode_chunk_features(
-        self, features: Mapping[str, Tensor], audio: Tensor, with_queries: bool = True
+        self,
+        features: Mapping[str, Tensor],
+        audio: Tensor,
+        with_queries: bool = True,
+        image_width: int | None = None,
     ) -> ChunkEncoding:
-        """Like ``encode_chunk`` from backbone maps res2..res5 (t, C_k, h_k, w_k), audio (t, D).
+        """Like ``encode_chunk`` from backbone maps res2..res5 (t, C_k, h_k, w_k), audio (t, D);
+        image_width: the unpadded width (needed by ``spatial_audio`` models).
 
         Without queries only the pixel decoder runs (what the mask pass of inference needs).
         """
+        audio, spatial = self.split_audio(audio)
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
+        frame_mask_features = pix.mask_features
+        mask_features = self.video_module.mask_features(pix.stride4_features, audio)
+        if spatial is not None:
+            if image_width is None:
+                raise ValueError("this model reads where the sound is: pass image_width")
+            cols = self.spatial_columns(spatial, [image_width] * len(spatial), mask_features.shape[-1])
+            frame_mask_features = frame_mask_features + self.spatial_audio(cols, "frame")
+            mask_features = mask_features + self.spatial_audio(cols, "video")
         frame = None
         if with_queries:
             frame = self.frame_decoder(
-                pix.multi_scale_features, pix.mask_features, audio, 1, all_layer_masks=False
+                pix.multi_scale_features, frame_mask_features, audio, 1, all_layer_masks=False
             )  # inference: full-size masks of the last prediction only (frame.pred_masks Dl = 1)
         return ChunkEncoding(
-            mask_features=self.video_module.mask_features(pix.stride4_features, audio),
+            mask_features=mask_features,
             frame_queries=None if frame is None else self._handed_over(frame)[-1],
             frame=frame,
             stride4_features=pix.stride4_features,
         )
+
+    def split_audio(self, audio: Tensor) -> tuple[Tensor, Tensor | None]:
+        """audio (..., D [+ B*P]) -> the per-frame features (..., D) and, for ``spatial_audio``
+        models, the flattened maps of where the sound is (..., B*P)."""
+        if self.spatial_audio is None:
+            return audio, None
+        extra = self.spatial_audio.dim
+        if audio.shape[-1] <= extra:
+            raise ValueError(
+                f"this model reads where the sound is: each frame's audio must end with the "
+                f"{extra} values of its spatial map (avis.audio.spatial), got {audio.shape[-1]} values"
+            )
+        return audio[..., :-extra], audio[..., -extra:]
+
+    def spatial_columns(self, spatial: Tensor, widths: Sequence[int], grid_width: int) -> Tensor:
+        """(N, B*P) maps at the mask grid's columns -> (N, B, Wm) (``spatial_audio`` models)."""
+        assert self.spatial_audio is not None
+        return self.spatial_audio.columns(spatial, widths, grid_width, MASK_STRIDE)
 
     def _handed_over(self, frame: FrameDecoderOutput) -> Tensor:
         """The frame queries the video module reads: (Lf, N, fQ, C); with ``position_cues``
@@ -223,7 +280,7 @@ class AVISM(nn.Module):
 
     def decode_video(self, frame_queries: Tensor, audio: Tensor) -> VideoModuleOutput:
         """The video module once over a whole video: frame_queries (T, fQ, C), audio (T, D)."""
-        return self.video_module(frame_queries.unsqueeze(0), audio.unsqueeze(0))
+        return self.video_module(frame_queries.unsqueeze(0), self.split_audio(audio)[0].unsqueeze(0))
 
 
 def build_avism(cfg: AVISMConfig) -> AVISM:
@@ -296,6 +353,14 @@ def build_avism_with_backbone(
         position_cues=cfg.position_cues,
         peak_prior=cfg.peak_prior,
     )
+    spatial = None
+    if cfg.spatial_audio_bands > 0 or cfg.spatial_audio_bins > 0:
+        if cfg.spatial_audio_bands < 1 or cfg.spatial_audio_bins < 2:
+            raise ValueError(
+                "spatial_audio_bands >= 1 and spatial_audio_bins >= 2 together, or both 0; got "
+                f"{cfg.spatial_audio_bands} and {cfg.spatial_audio_bins}"
+            )
+        spatial = SpatialAudioTerm(cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim)
     return AVISM(
         backbone,
         pixel_decoder,
@@ -306,4 +371,5 @@ def build_avism_with_backbone(
         size_divisibility=cfg.size_divisibility,
         last_layer_num=cfg.last_layer_num,
         instance_embed=(cfg.mask_dim, cfg.instance_embed_dim) if cfg.instance_embed_dim > 0 else None,
+        spatial_audio=spatial,
     )

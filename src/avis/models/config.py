@@ -78,6 +78,10 @@ class AVISMConfig:
     query_selection: bool = False  # avis option: frame queries start from the frame's best tokens
     instance_embed_dim: int = 0  # avis option: > 0 adds a per-pixel instance-embedding head (training)
     mask_pilots: bool = False  # avis option: training-only mask-pilot queries (frame decoder)
+    # avis option: (bands, positions) > 0 adds where the sound is to the mask features
+    # (avis.models.spatial_audio); each frame's audio then ends with that flattened map
+    spatial_audio_bands: int = 0
+    spatial_audio_bins: int = 0
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)
@@ -90,6 +94,17 @@ class AVISMConfig:
     split_components: bool = False  # avis option: one track per separate blob (inference/components.py)
     split_min_blob_fraction: float = 0.2  # blobs smaller than this x the frame's largest are specks
     split_min_frame_share: float = 0.25  # k tracks if >= this share of frames have >= k blobs
+
+    @property
+    def spatial_audio(self) -> bool:
+        """Whether the model reads where the sound is (avis.models.spatial_audio)."""
+        return self.spatial_audio_bands > 0
+
+    @property
+    def input_audio_dim(self) -> int:
+        """Values per frame of the model's audio input: D, plus bands x positions of the
+        flattened spatial map for ``spatial_audio`` models."""
+        return self.audio_dim + self.spatial_audio_bands * self.spatial_audio_bins
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

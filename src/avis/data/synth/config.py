@@ -12,7 +12,10 @@ REFERENCE_SIZE = 128
 # Raise it whenever the files made for a given (seed, config) change; results measured on one
 # version are not comparable with another. Files without the key are version 1 (the generator
 # every result up to issue 19 was measured on, docs/synthetic-benchmark.md).
-SYNTH_VERSION = 1
+# Version 2 = a stereo scene (`stereo=True`): every instance is its own source, panned to its
+# horizontal position, twins at their own pitch; configs without it still make version 1.
+SYNTH_VERSION = 2
+V2_FIELDS = ("stereo", "twin_detune")  # knobs of version 2, absent from version 1's JSON
 VERSION_KEY = "avis_synth_version"
 DEFAULT_SEED = 0  # `avis synth`'s seed: the data set the shipped checkpoint was trained on
 
@@ -52,12 +55,27 @@ class SynthConfig:
     gain: tuple[float, float] = (0.4, 1.0)  # per-segment gain of a source
     freq_jitter: float = 0.03  # relative jitter of a class's frequencies per video
     noise_level: float = 0.004  # std of the background noise (full scale 1)
+    # version 2: stereo soundtracks, one source per instance at the instance's horizontal
+    # position (level and time differences); the second of two twins is detuned by a factor
+    # 1 +- u, u in twin_detune (two guitars playing different notes)
+    stereo: bool = False
+    twin_detune: tuple[float, float] = (0.12, 0.25)
 
     def scale(self) -> float:
         return self.size / REFERENCE_SIZE
 
+    @property
+    def version(self) -> int:
+        """The generator version of the files this config makes (see SYNTH_VERSION)."""
+        return 2 if self.stereo else 1
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The knobs as written into the split JSON (version 1 configs without version 2's)."""
+        out = asdict(self)
+        if not self.stereo:
+            for key in V2_FIELDS:
+                out.pop(key)
+        return out
 
 
 PRESETS: dict[str, SynthConfig] = {
@@ -68,6 +86,8 @@ PRESETS: dict[str, SynthConfig] = {
         enter_leave_prob=0.35, noise_level=0.02, gain=(0.2, 1.0), freq_jitter=0.06,
     ),  # fmt: skip
 }
+PRESETS["stereo"] = replace(PRESETS["easy"], stereo=True)  # benchmark version 2
+PRESETS["hard_stereo"] = replace(PRESETS["hard"], stereo=True)
 
 
 def preset(name: str, **overrides) -> SynthConfig:

@@ -20,6 +20,7 @@ RAMP_SECONDS = 0.01
 PEAK_LIMIT = 0.95
 CLICK_SECONDS = 0.004  # decay constant scale of the broadband bursts of a pulse train
 TABLE_SIZE = 8192  # wavetable length (phase resolution 2 pi / 8192)
+ITD_SECONDS = 0.0006  # largest interaural time difference (a source at the far left or right)
 
 
 def _phase(freq: np.ndarray, sr: int) -> np.ndarray:
@@ -101,9 +102,14 @@ FREQ_KEYS = ("freq", "low", "high")
 RATE_KEYS = ("rate",)
 
 
-def class_signal(cls: SynthClass, n: int, sr: int, rng: np.random.Generator, freq_jitter: float) -> np.ndarray:
-    """(N,) the class's signature with per-video jitter, at RMS SOURCE_RMS."""
-    scale = 1.0 + rng.uniform(-freq_jitter, freq_jitter)
+def class_signal(
+    cls: SynthClass, n: int, sr: int, rng: np.random.Generator, freq_jitter: float, detune: float = 1.0
+) -> np.ndarray:
+    """(N,) the class's signature with per-video jitter, at RMS SOURCE_RMS.
+
+    detune: a further factor on its frequencies (a twin's own pitch in stereo scenes).
+    """
+    scale = (1.0 + rng.uniform(-freq_jitter, freq_jitter)) * detune
     params = {k: v * scale if k in FREQ_KEYS else v for k, v in cls.params.items()}
     params = {k: v * (1.0 + rng.uniform(-freq_jitter, freq_jitter)) if k in RATE_KEYS else v for k, v in params.items()}
     signal = SOUND_KINDS[cls.sound](n, sr, params, rng)
@@ -131,5 +137,44 @@ def mix(signals: list[np.ndarray], gains: list[np.ndarray], sr: int, noise_level
     return out.astype(np.float32)
 
 
+def pan_gains(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Constant-power pan of horizontal positions x (N,) in [-1, 1] (left to right).
+
+    Returns the (left, right) gains (N,) each, 1 at the centre: a source at x gives the
+    channels' power ratio R^2 / L^2 = tan^2((x + 1) pi / 4), so x = (2 / pi) arcsin(p) with
+    p = (R^2 - L^2) / (R^2 + L^2): `avis.audio.spatial` reads positions back that way.
+    """
+    theta = (np.clip(x, -1.0, 1.0) + 1.0) * (np.pi / 4)
+    return np.sqrt(2.0) * np.cos(theta), np.sqrt(2.0) * np.sin(theta)
+
+
+def place_source(signal: np.ndarray, x: np.ndarray, sr: int) -> np.ndarray:
+    """(N, 2) stereo image of a mono source (N,) at horizontal positions x (N,) in [-1, 1].
+
+    Level: constant-power pan (`pan_gains`). Time: the far ear hears the sound up to
+    ITD_SECONDS later (ITD = ITD_SECONDS * sin(x pi / 2), a fractional delay read by linear
+    interpolation), as a source at that azimuth would make it.
+    """
+    left_gain, right_gain = pan_gains(x)
+    delay = ITD_SECONDS * np.sin(np.clip(x, -1.0, 1.0) * (np.pi / 2)) * sr  # (N,) samples, > 0: right first
+    index = np.arange(len(signal), dtype=np.float64)
+    left = np.interp(index - np.maximum(delay, 0.0), index, signal, left=0.0)
+    right = np.interp(index - np.maximum(-delay, 0.0), index, signal, left=0.0)
+    return np.stack([left * left_gain, right * right_gain], axis=1).astype(np.float32)
+
+
+def mix_stereo(sources: list[np.ndarray], gains: list[np.ndarray], sr: int, noise_level: float, rng: np.random.Generator, length: int) -> np.ndarray:
+    """(N, 2) float32 soundtrack: sum of gated stereo sources (N, 2) + independent noise per
+    channel (a diffuse background), peak-limited."""
+    out = rng.standard_normal((length * sr, 2), dtype=np.float32) * np.float32(noise_level)
+    for source, gain in zip(sources, gains):
+        out += source * gain_envelope(gain, sr)[:, None]
+    peak = float(np.abs(out).max())
+    if peak > PEAK_LIMIT:
+        out *= PEAK_LIMIT / peak
+    return out.astype(np.float32)
+
+
 def to_pcm16(waveform: np.ndarray) -> bytes:
+    """16-bit little-endian PCM of (N,) mono or (N, C) samples (interleaved)."""
     return (np.clip(waveform, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()

@@ -24,7 +24,7 @@ from avis.errors import AvisError, DataError
 
 GENERATOR_NAME = "avis synthetic audio-visual benchmark"  # info.description of every split JSON
 SPLITS = ("train", "val", "test", "demo")
-SPLIT_SUBDIRS = frozenset({"JPEGImages", "WAVAudios", "FEATAudios", "MP4"})
+SPLIT_SUBDIRS = frozenset({"JPEGImages", "WAVAudios", "FEATAudios", "FEATSpatial", "MP4"})
 MAX_LISTED = 5
 
 

@@ -2,8 +2,9 @@
 
     <out>/{train,val,test}.json
     <out>/<split>/JPEGImages/<video>/<t:05d>.jpg
-    <out>/<split>/WAVAudios/<video>.wav          16 kHz mono 16-bit
+    <out>/<split>/WAVAudios/<video>.wav          16 kHz 16-bit, mono (v1) or stereo (v2)
     <out>/<split>/FEATAudios/<video>.npy         (T, 128) float32, weight-free log-mel features
+    <out>/<split>/FEATSpatial/<video>.npy        (T, 32, 16) float32, where the sound is (v2 only)
     <out>/<split>/MP4/<video>.mp4                only with mp4_fps (H.264 + AAC)
 
 Each video is a pure function of (seed, split, index, config): its generator is seeded by
@@ -30,14 +31,14 @@ import numpy as np
 from PIL import Image
 
 from avis.data.masks import area_and_bbox
-from avis.data.split import FEAT_DIR, FRAMES_DIR, WAV_DIR
+from avis.data.split import FEAT_DIR, FRAMES_DIR, SPATIAL_DIR, WAV_DIR
 from avis.data.synth import target
 from avis.data.synth.classes import SYNTH_CLASSES
-from avis.data.synth.config import SYNTH_VERSION, VERSION_KEY, SynthConfig
+from avis.data.synth.config import VERSION_KEY, SynthConfig
 from avis.data.synth.media import write_mp4, write_wav
 from avis.data.synth.render import render_frame, scene_parts, visible_polygons
-from avis.data.synth.scene import Scene, sample_scene
-from avis.data.synth.sound import class_signal, mix, to_pcm16
+from avis.data.synth.scene import Scene, SceneObject, sample_scene
+from avis.data.synth.sound import class_signal, mix, mix_stereo, place_source, to_pcm16
 from avis.io.atomic import write_text_atomic
 from avis.runtime import scoped_environ
 
@@ -47,6 +48,7 @@ MP4_DIR = "MP4"
 CHUNKSIZE = 4
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 GENERATOR_NAME = target.GENERATOR_NAME
+PAN_STEP = 0.05  # seconds between the object positions a stereo source follows
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,45 @@ def _track_entries(scene: Scene, parts: list[list[list[np.ndarray]]], cfg: Synth
 
 
 def soundtrack(scene: Scene, cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
-    """(T * sample_rate,) float32 mix of the sounding classes and background noise."""
+    """(T * sample_rate,) float32 mix of the sounding classes and background noise; for a
+    stereo config (version 2) `stereo_soundtrack`'s (T * sample_rate, 2)."""
+    if cfg.stereo:
+        return stereo_soundtrack(scene, cfg, rng)
     sr, n = cfg.sample_rate, scene.length * cfg.sample_rate
     signals = [class_signal(SYNTH_CLASSES[c], n, sr, rng, cfg.freq_jitter) for c in scene.sounding_classes]
     gains = [scene.gains[c] for c in scene.sounding_classes]
     return mix(signals, gains, sr, cfg.noise_level, rng, scene.length)
 
 
+def horizontal_track(obj: SceneObject, length: int, sr: int) -> np.ndarray:
+    """(T * sr,) the object's centre x per sample, in [-1, 1] across the frame (clipped
+    outside it), from positions every PAN_STEP seconds."""
+    times = np.arange(0.0, length + PAN_STEP, PAN_STEP)
+    xs = np.array([obj.center(float(t))[0] for t in times]) / obj.frame_size * 2.0 - 1.0
+    return np.interp(np.arange(length * sr) / sr, times, np.clip(xs, -1.0, 1.0))
+
+
+def stereo_soundtrack(scene: Scene, cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
+    """(T * sample_rate, 2) float32 (left, right): every instance of a sounding class is its
+    own source, gated by its class's schedule and placed at its horizontal position
+    (`place_source`); the second of two twins is detuned by 1 +- u, u in cfg.twin_detune."""
+    sr, n = cfg.sample_rate, scene.length * cfg.sample_rate
+    sources, gains = [], []
+    for c in scene.sounding_classes:
+        detune = 1.0
+        for obj in (o for o in scene.objects if o.class_index == c):
+            signal = class_signal(SYNTH_CLASSES[c], n, sr, rng, cfg.freq_jitter, detune)
+            sources.append(place_source(signal, horizontal_track(obj, scene.length, sr), sr))
+            gains.append(scene.gains[c])
+            step = 1.0 + rng.uniform(*cfg.twin_detune)
+            detune = step if rng.random() < 0.5 else 1.0 / step
+    return mix_stereo(sources, gains, sr, cfg.noise_level, rng, scene.length)
+
+
 def make_video(job: VideoJob) -> VideoResult:
     """Write one video's frames, WAV, features (and mp4); return its annotation entries."""
     from avis.audio.features import weight_free_features
+    from avis.audio.spatial import spatial_features
 
     cfg = job.config
     scene_seq, sound_seq = np.random.SeedSequence(list(job.entropy)).spawn(2)
@@ -117,11 +148,14 @@ def make_video(job: VideoJob) -> VideoResult:
     for t in range(length):
         frame = render_frame(scene, parts[t], cfg.supersample)
         Image.fromarray(frame).save(frame_dir / f"{t:05d}.jpg", quality=cfg.jpeg_quality)
-    waveform = soundtrack(scene, cfg, np.random.default_rng(sound_seq))
-    pcm = np.frombuffer(to_pcm16(waveform), dtype="<i2")  # features of exactly what the WAV holds
+    waveform = soundtrack(scene, cfg, np.random.default_rng(sound_seq))  # (N,) or (N, 2)
+    pcm = np.frombuffer(to_pcm16(waveform), dtype="<i2").reshape(waveform.shape)  # what the WAV holds
     if job.write_wav:
         write_wav(split_dir / WAV_DIR / f"{job.name}.wav", waveform, cfg.sample_rate)
     np.save(split_dir / FEAT_DIR / f"{job.name}.npy", weight_free_features(pcm, cfg.sample_rate, length))
+    if cfg.stereo:
+        spatial = spatial_features(pcm, cfg.sample_rate, length)
+        np.save(split_dir / SPATIAL_DIR / f"{job.name}.npy", spatial)
     if job.mp4_fps:
         times = (k / job.mp4_fps for k in range(length * job.mp4_fps))
         frames = (render_frame(scene, scene_parts(scene, t), cfg.supersample) for t in times)
@@ -144,7 +178,7 @@ def split_json(results: list[VideoResult], cfg: SynthConfig, seed: int, split: s
             annotations.append({"id": len(annotations) + 1, "video_id": vid, "iscrowd": 0, "height": cfg.size, "width": cfg.size, **track})
     categories = [{"id": i + 1, "name": c.name} for i, c in enumerate(SYNTH_CLASSES[: cfg.num_classes])]
     info = {
-        "description": GENERATOR_NAME, VERSION_KEY: SYNTH_VERSION,
+        "description": GENERATOR_NAME, VERSION_KEY: cfg.version,
         "seed": seed, "split": split, "config": cfg.to_dict(),
     }  # fmt: skip
     return {"info": info, "videos": videos, "annotations": annotations, "categories": categories}
@@ -152,7 +186,7 @@ def split_json(results: list[VideoResult], cfg: SynthConfig, seed: int, split: s
 
 def _jobs(out: Path, split: str, count: int, seed: int, cfg: SynthConfig, mp4_fps: int | None, wav: bool = True) -> list[VideoJob]:
     split_dir = out / split
-    for sub in (FRAMES_DIR, WAV_DIR, FEAT_DIR) + ((MP4_DIR,) if mp4_fps else ()):
+    for sub in (FRAMES_DIR, WAV_DIR, FEAT_DIR) + ((SPATIAL_DIR,) if cfg.stereo else ()) + ((MP4_DIR,) if mp4_fps else ()):
         (split_dir / sub).mkdir(parents=True, exist_ok=True)
     return [VideoJob(str(split_dir), f"{split}_{i:04d}", (seed, SPLIT_CODES[split], i), cfg, mp4_fps, wav) for i in range(count)]
 

@@ -1,0 +1,228 @@
+"""Where the sound comes from: stereo synthetic scenes (benchmark v2), the spatial-audio map,
+its view through crops and flips, and the model's mask-feature term."""
+
+from __future__ import annotations
+
+import json
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from avis.audio.spatial import SPATIAL_BANDS, SPATIAL_BINS, band_edges, spatial_features
+from avis.data import ClipDataset, ClipSampler, ClipTransform, load_split
+from avis.data.synth import SynthConfig, generate_dataset, preset
+from avis.data.synth.scene import sample_scene
+from avis.data.synth.sound import pan_gains, place_source
+from avis.data.synth.writer import stereo_soundtrack
+from avis.data.transforms import spatial_view
+from avis.errors import DataError
+from avis.models.spatial_audio import SpatialAudioTerm
+
+SR = 16000
+TINY_V2 = SynthConfig(size=48, min_frames=4, max_frames=6, stereo=True)
+
+
+def _tone(freq: float, seconds: int) -> np.ndarray:
+    return (0.1 * np.sin(2 * np.pi * freq * np.arange(seconds * SR) / SR)).astype(np.float32)
+
+
+def _band_of(freq: float) -> int:
+    return int(np.searchsorted(band_edges(SR), freq, side="right") - 1)
+
+
+def _position_of_bin(j: int) -> float:
+    return -1 + (2 * j + 1) / SPATIAL_BINS
+
+
+@pytest.mark.parametrize("x", [-1.0, -0.55, 0.0, 0.3, 0.8, 1.0])
+def test_a_placed_tone_is_read_back_at_its_position_and_band(x):
+    stereo = place_source(_tone(1000.0, 2), np.full(2 * SR, x), SR)
+    maps = spatial_features(stereo, SR, 2)
+    assert maps.shape == (2, SPATIAL_BANDS, SPATIAL_BINS)
+    for second in maps:
+        band, j = np.unravel_index(second.argmax(), second.shape)
+        assert band == _band_of(1000.0)
+        assert abs(_position_of_bin(int(j)) - x) <= 1 / SPATIAL_BINS + 1e-6  # the nearest bin
+
+
+def test_two_sources_at_two_places_and_pitches_are_two_peaks():
+    left = place_source(_tone(700.0, 1), np.full(SR, -0.6), SR)
+    right = place_source(_tone(1400.0, 1), np.full(SR, 0.5), SR)
+    maps = spatial_features(left + right, SR, 1)[0]
+    for freq, x in ((700.0, -0.6), (1400.0, 0.5)):
+        row = maps[_band_of(freq)]
+        assert abs(_position_of_bin(int(row.argmax())) - x) <= 1 / SPATIAL_BINS + 1e-6
+    assert maps[_band_of(700.0)].max() > 10 * maps[_band_of(3000.0)].max()
+
+
+def test_mono_sound_is_at_the_centre_and_silence_is_zero():
+    mono = _tone(500.0, 2)
+    mono[SR:] = 0.0  # the second second is silent
+    maps = spatial_features(mono, SR, 3)  # the third second has no audio at all
+    row = maps[0, _band_of(500.0)]
+    assert set(np.flatnonzero(row > 0.5 * row.max())) <= {SPATIAL_BINS // 2 - 1, SPATIAL_BINS // 2}
+    assert not maps[1].any() and not maps[2].any()
+    as_int = spatial_features((mono * 32767).astype(np.int16), SR, 1)
+    np.testing.assert_allclose(as_int[0], maps[0], atol=1e-3)
+    with pytest.raises(ValueError, match="expected a waveform"):
+        spatial_features(np.zeros((SR, 3)), SR, 1)
+
+
+def test_pan_law_keeps_power_and_the_far_ear_hears_later():
+    x = np.linspace(-1, 1, 9)
+    left, right = pan_gains(x)
+    np.testing.assert_allclose(left**2 + right**2, 2.0)
+    np.testing.assert_allclose(pan_gains(np.zeros(1)), [[1.0], [1.0]])
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(SR).astype(np.float32)
+    stereo = place_source(noise, np.full(SR, 1.0), SR)  # far right: the left ear lags
+    lags = np.arange(-20, 21)
+    corr = [np.dot(stereo[40:-40, 0], np.roll(stereo[:, 1], lag)[40:-40]) for lag in lags]
+    assert 0 < lags[int(np.argmax(corr))] <= 12  # ~0.6 ms at 16 kHz
+
+
+def test_spatial_view_mirrors_for_a_flip_and_stretches_a_crop():
+    maps = np.zeros((2, 3, 8), np.float32)
+    maps[:, :, 6] = 1.0  # sound at position bin 6 of 8 (centre at 0.8125 of the width)
+    np.testing.assert_array_equal(spatial_view(maps, 0.0, 1.0, True)[..., 1], 1.0)
+    right_half = spatial_view(maps, 0.5, 1.0, False)  # at 0.625 of the crop: bins 4.5
+    np.testing.assert_allclose(right_half[0, 0, 4:6], 0.75)
+    assert right_half[0, 0, :3].max() == 0 and right_half[0, 0, 7] == 0
+    left_half = spatial_view(maps, 0.0, 0.5, False)  # the sound is outside the crop
+    assert left_half[0, 0].max() < 0.5
+    both = spatial_view(maps, 0.5, 1.0, True)
+    np.testing.assert_allclose(both, right_half[..., ::-1])
+
+
+@pytest.fixture(scope="module")
+def stereo_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth_v2")
+    generate_dataset(root, seed=3, counts={"train": 4, "val": 2}, config=TINY_V2, workers=1)
+    return root
+
+
+def test_stereo_set_is_version_2_with_stereo_wavs_and_maps(stereo_set, tmp_path):
+    info = json.loads((stereo_set / "train.json").read_text())["info"]
+    assert info["avis_synth_version"] == 2 and info["config"]["stereo"] is True
+    with wave.open(str(stereo_set / "train" / "WAVAudios" / "train_0000.wav")) as wav:
+        assert wav.getnchannels() == 2
+    feats = np.load(stereo_set / "train" / "FEATAudios" / "train_0000.npy")
+    maps = np.load(stereo_set / "train" / "FEATSpatial" / "train_0000.npy")
+    assert feats.shape[1] == 128 and maps.shape == (len(feats), SPATIAL_BANDS, SPATIAL_BINS)
+    generate_dataset(tmp_path, seed=3, counts={"train": 1}, config=SynthConfig(size=48, min_frames=4, max_frames=6), workers=1)
+    info_v1 = json.loads((tmp_path / "train.json").read_text())["info"]
+    assert info_v1["avis_synth_version"] == 1 and "stereo" not in info_v1["config"]
+    assert not (tmp_path / "train" / "FEATSpatial").exists()
+    assert preset("stereo").version == 2 and preset("easy").version == 1
+
+
+def test_twins_are_two_sources_at_their_own_places():
+    cfg = preset("stereo", size=128)
+    for seed in range(300):  # one sounding class, two instances far apart, sounding at once
+        scene = sample_scene(np.random.default_rng(seed), 6, cfg)
+        c = scene.sounding_classes[0]
+        twins = [o for o in scene.objects if o.class_index == c]
+        xs = [float(o.center(0.0)[0]) / cfg.size * 2 - 1 for o in twins]
+        if len(scene.sounding_classes) == 1 and len(twins) == 2 and scene.sounding[c][0] and abs(xs[0] - xs[1]) > 0.6:
+            break
+    else:
+        pytest.fail("no scene with far-apart twins sounding in the first second")
+    maps = spatial_features(stereo_soundtrack(scene, cfg, np.random.default_rng(0)), SR, scene.length)
+    profile = maps[0].sum(axis=0)  # the first second's sound over position
+    for x in xs:  # a peak near each twin
+        j = int(np.clip(round((x + 1) * SPATIAL_BINS / 2 - 0.5), 0, SPATIAL_BINS - 1))
+        assert profile[max(j - 1, 0) : j + 2].max() > 2 * np.median(profile)
+
+
+def test_a_detuned_twin_sounds_at_its_own_pitch():
+    from avis.data.synth import SYNTH_CLASSES
+    from avis.data.synth.sound import class_signal
+
+    beeper = next(c for c in SYNTH_CLASSES if c.sound == "tone")
+    for detune in (1.0, 1.2, 1 / 1.15):
+        signal = class_signal(beeper, SR, SR, np.random.default_rng(0), 0.0, detune)
+        peak = np.fft.rfftfreq(SR, 1 / SR)[np.abs(np.fft.rfft(signal)).argmax()]
+        assert peak == pytest.approx(beeper.params["freq"] * detune, abs=1.0)
+
+
+def test_clip_dataset_appends_the_map_and_mirrors_it_with_the_frames(stereo_set):
+    split = load_split(stereo_set, "train", spatial_audio=True)
+    assert split.spatial_shape == (SPATIAL_BANDS, SPATIAL_BINS)
+    sampler = ClipSampler(num_frames=2, frame_range=3)
+    plain = ClipDataset(split, sampler, ClipTransform(short_sides=(48,)), seed=0)[0]
+    flipped = ClipDataset(split, sampler, ClipTransform(short_sides=(48,), flip_prob=1.0), seed=0)[0]
+    d = 128
+    assert plain.audio.shape == (2, d + SPATIAL_BANDS * SPATIAL_BINS)
+    torch.testing.assert_close(plain.audio[:, :d], flipped.audio[:, :d])
+    maps = plain.audio[:, d:].view(2, SPATIAL_BANDS, SPATIAL_BINS)
+    torch.testing.assert_close(flipped.audio[:, d:].view(2, SPATIAL_BANDS, SPATIAL_BINS), maps.flip(-1))
+    torch.testing.assert_close(flipped.frames, plain.frames.flip(-1))
+    video = split.videos[0]
+    np.testing.assert_array_equal(split.load_audio_input(video)[:, d:].reshape(-1, SPATIAL_BANDS, SPATIAL_BINS), split.load_spatial(video))
+    assert load_split(stereo_set, "train").spatial_shape is None
+
+
+def test_missing_or_mismatched_maps_are_data_errors(stereo_set, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(stereo_set, root)
+    (root / "val" / "FEATSpatial" / "val_0000.npy").unlink()
+    with pytest.raises(DataError, match="spatial audio map of video .* not found"):
+        load_split(root, "val", spatial_audio=True)
+    load_split(root, "val")  # a model without the term does not need them
+    np.save(root / "val" / "FEATSpatial" / "val_0000.npy", np.zeros((1, SPATIAL_BANDS, SPATIAL_BINS), np.float32))
+    with pytest.raises(DataError, match="rows of spatial audio"):
+        load_split(root, "val", spatial_audio=True)
+
+
+def test_term_columns_follow_the_picture_not_the_padding():
+    term = SpatialAudioTerm(bands=2, bins=4, mask_dim=3)
+    maps = torch.zeros(2, 2, 4)
+    maps[:, 1, 3] = 1.0  # band 1 sounds at the right quarter
+    cols = term.columns(maps.flatten(1), [64, 32], grid_width=16)  # frame 2: half the padded width
+    assert cols.shape == (2, 2, 16)
+    assert cols[0, 1].argmax() >= 12 and cols[0, 0].abs().sum() == 0
+    assert cols[1, 1, 6:8].min() > 0.5 and cols[1, 1, 8:].abs().sum() == 0  # padding: nothing
+    assert torch.count_nonzero(term(cols, "frame")) == 0  # zero-initialised
+    with torch.no_grad():
+        term.frame_proj.weight.fill_(1.0)
+    added = term(cols, "frame")
+    assert added.shape == (2, 3, 1, 16)
+    torch.testing.assert_close(added[:, 0, 0], cols.sum(1))
+
+
+def test_model_with_the_term_starts_as_the_model_without_and_checks_its_input():
+    from avis.models.avism import build_avism
+    from avis.models.config import get_preset
+
+    small = dict(num_classes=3, test_short_side=64)
+    base_cfg = get_preset("avism_tiny", **small)
+    cfg = get_preset("avism_tiny", spatial_audio_bands=4, spatial_audio_bins=8, **small)
+    assert cfg.input_audio_dim == cfg.audio_dim + 32 and cfg.spatial_audio and not base_cfg.spatial_audio
+    torch.manual_seed(0)
+    base = build_avism(base_cfg).eval()
+    torch.manual_seed(0)
+    model = build_avism(cfg).eval()
+    assert set(model.state_dict()) - set(base.state_dict()) == {
+        f"spatial_audio.{p}_proj.{w}" for p in ("frame", "video") for w in ("weight", "bias")
+    }
+    frames = torch.rand(1, 2, 3, 64, 64) * 255
+    audio = torch.randn(1, 2, cfg.audio_dim)
+    maps = torch.rand(1, 2, 32)
+    with torch.no_grad():
+        want = base(frames, audio, [(64, 48)]).video.pred_masks
+        got = model(frames, torch.cat([audio, maps], -1), [(64, 48)]).video.pred_masks
+        torch.testing.assert_close(got, want)
+        model.spatial_audio.video_proj.weight.normal_()
+        moved = model(frames, torch.cat([audio, maps], -1), [(64, 48)]).video.pred_masks
+        assert not torch.allclose(moved, want)
+        chunk = model.encode_chunk(frames[0], torch.cat([audio, maps], -1)[0], (64, 48))
+        full = model.forward_features(model.backbone_features(frames, [(64, 48)]), torch.cat([audio, maps], -1), image_widths=[48])
+        torch.testing.assert_close(chunk.frame_queries, full.frame.frame_queries[-1])
+        with pytest.raises(ValueError, match="must end with the 32 values"):
+            model(frames, audio[..., :20], [(64, 48)])
+    with pytest.raises(ValueError, match="spatial_audio_bands >= 1"):
+        build_avism(get_preset("avism_tiny", spatial_audio_bands=4, spatial_audio_bins=1, **small))
