@@ -3,9 +3,9 @@ cross-seed evaluation (`avis.engine.seeds`, `avis eval-seeds`) on tiny splits wi
 shipped tiny checkpoint."""
 
 import json
-from dataclasses import replace
 import logging
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest

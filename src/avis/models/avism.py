@@ -154,13 +154,13 @@ class AVISM(nn.Module):
         b, t, _ = audio.shape
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         frame_mask_features = pix.mask_features
-        cols = None
+        video_term = None
         if spatial is not None:
             if image_widths is None:
                 raise ValueError("this model reads where the sound is: pass image_widths")
             widths = [w for w in image_widths for _ in range(t)]
-            cols = self.spatial_columns(spatial.flatten(0, 1), widths, pix.mask_features.shape[-1])
-            frame_mask_features = frame_mask_features + self.spatial_audio(cols, "frame")
+            frame_term, video_term = self.spatial_terms(spatial.flatten(0, 1), widths, pix.mask_features.shape[-1])
+            frame_mask_features = frame_mask_features + frame_term
         layers = self.last_layer_num if self.training else 1
         frame = self.frame_decoder(
             pix.multi_scale_features,
@@ -173,8 +173,8 @@ class AVISM(nn.Module):
         mask_features = self.video_module.mask_features(
             pix.stride4_features, audio.flatten(0, 1)
         )  # (B*T, Cm, Hm, Wm)
-        if cols is not None:
-            mask_features = mask_features + self.spatial_audio(cols, "video")
+        if video_term is not None:
+            mask_features = mask_features + video_term
         pixel_embed = None
         if self.instance_embed is not None:
             pixel_embed = torch.stack(
@@ -237,9 +237,9 @@ class AVISM(nn.Module):
         if spatial is not None:
             if image_width is None:
                 raise ValueError("this model reads where the sound is: pass image_width")
-            cols = self.spatial_columns(spatial, [image_width] * len(spatial), mask_features.shape[-1])
-            frame_mask_features = frame_mask_features + self.spatial_audio(cols, "frame")
-            mask_features = mask_features + self.spatial_audio(cols, "video")
+            frame_term, video_term = self.spatial_terms(spatial, [image_width] * len(spatial), mask_features.shape[-1])
+            frame_mask_features = frame_mask_features + frame_term
+            mask_features = mask_features + video_term
         frame = None
         if with_queries:
             frame = self.frame_decoder(
@@ -265,10 +265,13 @@ class AVISM(nn.Module):
             )
         return audio[..., :-extra], audio[..., -extra:]
 
-    def spatial_columns(self, spatial: Tensor, widths: Sequence[int], grid_width: int) -> Tensor:
-        """(N, B*P) maps at the mask grid's columns -> (N, B, Wm) (``spatial_audio`` models)."""
-        assert self.spatial_audio is not None
-        return self.spatial_audio.columns(spatial, widths, grid_width, MASK_STRIDE)
+    def spatial_terms(self, spatial: Tensor, widths: Sequence[int], grid_width: int) -> tuple[Tensor, Tensor]:
+        """Flattened maps (N, B*P) of frames `widths` (N,) pixels wide -> the terms (N, Cm, 1, Wm)
+        added to the frame decoder's and the video module's mask features (``spatial_audio``)."""
+        term = self.spatial_audio
+        assert term is not None, "only spatial_audio models have the term"
+        cols = term.columns(spatial, widths, grid_width, MASK_STRIDE)
+        return term(cols, "frame"), term(cols, "video")
 
     def _handed_over(self, frame: FrameDecoderOutput) -> Tensor:
         """The frame queries the video module reads: (Lf, N, fQ, C); with ``position_cues``
