@@ -105,9 +105,15 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from avis.cli.predict import load_predictor
+    from avis.errors import AvisError
     from avis.inference.online import OnlineOptions, OnlinePredictor
 
     predictor = load_predictor(args)
+    if predictor.config.spatial_audio:
+        raise AvisError(
+            f"{args.weights}: this model reads where the sound is (spatial_audio); the online mode "
+            "does not make those maps from a live stream yet: use `avis predict` on the file"
+        )
     options = OnlineOptions(latency=latency_frames(args.latency, args.fps), window=args.window)
     online = OnlinePredictor(predictor, options, fps=args.fps)
     folder = Path(args.out) / output_name(args.online)

@@ -335,8 +335,9 @@ class OnlinePredictor:
             self.frame_shape = frame.shape
         elif frame.shape != self.frame_shape:
             raise MediaError(f"frame {self.num_frames}: size {frame.shape[:2]} differs from the stream's {self.frame_shape[:2]}")
-        if audio.shape != (self.predictor.config.audio_dim,):
-            raise MediaError(f"frame {self.num_frames}: expected audio features ({self.predictor.config.audio_dim},), got {audio.shape}")
+        want = self.predictor.config.input_audio_dim  # D, + the flattened spatial map (spatial_audio models)
+        if audio.shape != (want,):
+            raise MediaError(f"frame {self.num_frames}: expected audio features ({want},), got {audio.shape}")
         audio_t = torch.from_numpy(audio)[None]
         with self._precision():
             encode, self.input_size, self.padded = self.predictor.encoder(frame[None], audio_t)

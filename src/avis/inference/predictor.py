@@ -257,6 +257,17 @@ class VideoPredictor:
             audio_features=self.info.audio_features, spatial_audio=self.config.spatial_audio,
         )  # fmt: skip
 
+    def audio_input(self, video) -> np.ndarray:
+        """(T, D [+ B*P]) what the model reads per frame of a decoded video (avis.io.video):
+        the extractor's features, then for ``spatial_audio`` models the flattened map of
+        where the sound is (decode with ``keep_stereo=True``: a mono track is heard at the centre)."""
+        from avis.io.video import frame_audio_features, frame_spatial_features
+
+        features = frame_audio_features(video, self.extractor)
+        if not self.config.spatial_audio:
+            return features
+        return np.concatenate([features, frame_spatial_features(video)], axis=1)
+
     # ------------------------------------------------------------------ internals
     def _inputs(self, source, fps, allow_silent, name):
         if isinstance(source, tuple):
@@ -272,11 +283,11 @@ class VideoPredictor:
             if audio.dtype.kind == "f" and not np.isfinite(audio).all():
                 raise MediaError(f"{name or 'audio'}: the audio features hold NaN or infinite values")
         else:
-            from avis.io.video import frame_audio_features, read_video
+            from avis.io.video import read_video
 
-            video = read_video(source, fps=fps, allow_silent=allow_silent)
+            video = read_video(source, fps=fps, allow_silent=allow_silent, keep_stereo=self.config.spatial_audio)
             frames = video.frames
-            audio = frame_audio_features(video, self.extractor)
+            audio = self.audio_input(video)
             name, features, duration = name or str(source), self.extractor.name, video.duration
         expected = (frames.shape[0], self.config.input_audio_dim)
         if audio.shape != expected:

@@ -160,15 +160,15 @@ def _written(outputs: VideoOutputs) -> list[str]:
 
 
 def _predict_one(predictor, video: Path, folder: Path, fps, allow_silent, overlay, console) -> VideoOutputs:
-    from avis.io.video import frame_audio_features, read_video
+    from avis.io.video import read_video
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task(escape(f"{video.name}: decode"), total=1)
-        decoded = read_video(video, fps=fps, allow_silent=allow_silent)
+        decoded = read_video(video, fps=fps, allow_silent=allow_silent, keep_stereo=predictor.config.spatial_audio)
         bar.update(task, completed=1)
         task = bar.add_task(f"audio features ({predictor.extractor.name})", total=1)
-        features = frame_audio_features(decoded, predictor.extractor)
+        features = predictor.audio_input(decoded)
         bar.update(task, completed=1)
         task = bar.add_task(f"model ({decoded.num_frames} frames)", total=1)
         prediction = predictor.predict((decoded.frames, features), fps=fps, name=str(video))

@@ -58,6 +58,7 @@ TRUNCATION_TOLERANCE_S = 0.5  # decoded this much less than the header promises:
 MAX_DURATION_S = 24 * 3600.0  # longest video read (seconds of video, by its timestamps)
 MAX_GAP_S = 3600.0  # online: longest jump of the timestamps (a live source has no duration)
 _TIME_EPS = 1e-6  # seconds; absorbs float noise in presentation times
+SPATIAL_RATE = 16000  # Hz: the sample rate spatial-audio maps are made at
 
 _LOG = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class DecodedVideo:
     has_audio: bool  # False: `audio` is synthetic silence (allow_silent=True)
     native_fps: float | None  # the stream's average frame rate, if known
     start_time: float = 0.0  # presentation time of the first video frame on the container clock
+    stereo: np.ndarray | None = None  # (N, 2) float32 (left, right), kept on request (keep_stereo)
 
     @property
     def num_frames(self) -> int:
@@ -382,8 +384,12 @@ def read_video(
     allow_silent: bool = False,
     frame_memory_mb: float = DEFAULT_FRAME_MEMORY_MB,
     max_duration: float = MAX_DURATION_S,
+    keep_stereo: bool = False,
 ) -> DecodedVideo:
     """Decode a video: frames sampled at `fps` (frame i at i / fps s) and the mono soundtrack.
+
+    keep_stereo: also keep the first two channels as `stereo` (for models that read where the
+    sound is; a one-channel soundtrack gives None: it carries no place).
 
     Frames beyond `frame_memory_mb` of RAM go to a temporary file (`frames` is then a
     read-only np.memmap; the file is deleted when the last reference goes).
@@ -401,6 +407,7 @@ def read_video(
     num_frames = len(frames)
     audio_end = (num_frames - 1) / fps + AUDIO_WINDOW_S
     decoded = read_audio(path, until=t0 + max(audio_end, duration))
+    stereo = None
     if decoded is None:
         if not allow_silent:
             raise MediaError(
@@ -419,6 +426,8 @@ def read_video(
             )  # fmt: skip
         aligned = align_audio(samples, sample_rate, audio_start, t0, audio_end)  # (N, C)
         audio = aligned.mean(axis=1, dtype=np.float64).astype(np.float32)  # (N,) mono
+        if keep_stereo and aligned.shape[1] >= 2:
+            stereo = np.ascontiguousarray(aligned[:, :2], dtype=np.float32)  # front left, right
         has_audio = True
         # the sound the sampled frames need ends at audio_end (before the video's end when the
         # sampling rate is below one frame per second): only a soundtrack that stops before
@@ -446,7 +455,27 @@ def read_video(
         has_audio=has_audio,
         native_fps=native_fps,
         start_time=t0,
+        stereo=stereo,
     )
+
+
+def frame_spatial_features(video: DecodedVideo) -> np.ndarray:
+    """(T, B*P) flattened maps of where each sampled frame's sound is (avis.audio.spatial),
+    from the 1-second window [t_i, t_i + 1 s) resampled to 16 kHz; a soundtrack without a
+    kept second channel (`read_video(keep_stereo=True)`) is heard at the centre."""
+    from avis.audio.resample import resample
+    from avis.audio.spatial import spatial_features
+
+    rate = video.sample_rate
+    sound = video.stereo if video.stereo is not None else video.audio
+    window = int(round(AUDIO_WINDOW_S * rate))
+    rows = []
+    for time in video.timestamps:
+        start = int(round(time * rate))
+        chunk = sound[start : start + window]
+        chunk = resample(chunk, rate, SPATIAL_RATE) if len(chunk) and rate != SPATIAL_RATE else chunk
+        rows.append(spatial_features(chunk, SPATIAL_RATE, 1)[0].reshape(-1))
+    return np.stack(rows).astype(np.float32)
 
 
 def frame_audio_features(video: DecodedVideo, extractor: AudioFeatureExtractor) -> np.ndarray:

@@ -203,7 +203,7 @@ class PredictRunner:
             job.result["warnings"] = [w.replace(str(job.upload), job.name) for w in warnings]
 
     def _run(self, job: Job, report: Report) -> None:
-        from avis.io.video import frame_audio_features, read_video
+        from avis.io.video import read_video
 
         settings = job.settings
         predictor = self.bank.predictor(
@@ -219,7 +219,7 @@ class PredictRunner:
         step("decode", "decoding frames (1 per second) and sound")
         decoded = read_video(  # max_duration: also timestamps the header does not announce
             job.upload, fps=FPS, frame_memory_mb=self.bank.budget.frame_memory_mb,
-            max_duration=self.max_duration_s,
+            max_duration=self.max_duration_s, keep_stereo=predictor.config.spatial_audio,
         )
         if decoded.duration > self.max_duration_s:  # containers that do not state a duration
             raise JobError(
@@ -228,7 +228,7 @@ class PredictRunner:
             )
         done += STEPS["decode"]
         step("audio", f"audio features ({predictor.extractor.name})")
-        features = frame_audio_features(decoded, predictor.extractor)  # (T, D)
+        features = predictor.audio_input(decoded)  # (T, D [+ B*P])
         done += STEPS["audio"]
         total = decoded.num_frames
 
