@@ -272,3 +272,20 @@ def test_predictor_feeds_a_spatial_model_from_a_video_file_and_online_mode_refus
     monkeypatch.setattr("avis.cli.predict.load_predictor", lambda args: predictor)
     with pytest.raises(AvisError, match="reads where the sound is"):
         predict_online.handle(argparse.Namespace(weights=tmp_path / "w.pth"))
+
+
+def test_extract_audio_spatial_writes_the_maps_the_generator_made(stereo_set, tmp_path, capsys):
+    import shutil
+
+    from avis.cli.main import main
+
+    root = tmp_path / "copy"
+    shutil.copytree(stereo_set, root)
+    shutil.rmtree(root / "val" / "FEATSpatial")
+    assert main(["extract-audio", "--root", str(root), "--split", "val", "--spatial"]) == 0
+    for path in sorted((stereo_set / "val" / "FEATSpatial").glob("*.npy")):
+        np.testing.assert_allclose(np.load(root / "val" / "FEATSpatial" / path.name), np.load(path), atol=1e-4)
+    assert "2 written" in capsys.readouterr().out
+    assert main(["extract-audio", "--root", str(root), "--split", "val", "--spatial"]) == 0
+    assert "0 written, 2 skipped" in capsys.readouterr().out
+    load_split(root, "val", spatial_audio=True)

@@ -66,7 +66,7 @@ def main() -> None:
     torch.set_num_threads(2)
     p = VideoPredictor.from_checkpoint(ckpt, split_components=False)
     p.config = dataclasses.replace(p.config, test_short_side=side, test_max_size=2 * side)
-    data = load_split(root, "test")
+    data = load_split(root, "test", spatial_audio=p.config.spatial_audio)
     counts: collections.Counter = collections.Counter()
     for video in sorted(data.videos, key=lambda v: v.id):
         tracks = data.tracks[video.id]
@@ -75,7 +75,7 @@ def main() -> None:
         if not pairs:
             continue
         frames = data.load_frames(video)
-        audio = data.load_audio(video).astype(np.float32)
+        audio = data.load_audio_input(video).astype(np.float32)
         h, w = frames.shape[1:3]
         scores, labels, masks = p.predict_arrays(frames, audio)
         for c in pairs:

@@ -48,7 +48,7 @@ def run_video(predictor: VideoPredictor, data, video):
     """-> video tracks (scores, labels, masks), frame-slot masks (T, fQ, H, W) bool and the
     frame decoder's class probabilities (T, fQ, K + 1)."""
     frames = data.load_frames(video)
-    audio = data.load_audio(video).astype(np.float32)
+    audio = data.load_audio_input(video).astype(np.float32)
     scores, labels, masks = predictor.predict_arrays(frames, audio)
     t_len, h, w = frames.shape[:3]
     with torch.no_grad():
@@ -133,9 +133,9 @@ def main() -> None:
     predictor = VideoPredictor.from_checkpoint(ckpt, split_components=False)
     if sys.argv[3] == "--all":
         split = sys.argv[4] if len(sys.argv) > 4 else "test"
-        summary(predictor, load_split(root, split), int(sys.argv[5]) if len(sys.argv) > 5 else 10**9)
+        summary(predictor, load_split(root, split, spatial_audio=predictor.config.spatial_audio), int(sys.argv[5]) if len(sys.argv) > 5 else 10**9)
         return
-    data = load_split(root, "test")
+    data = load_split(root, "test", spatial_audio=predictor.config.spatial_audio)
     video_id, cat = int(sys.argv[3]), int(sys.argv[4])
     video = next(v for v in data.videos if v.id == video_id)
     a, b = (decode_track(t) for t in data.tracks[video_id] if t.category_id == cat)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+SAMPLE_RATE = 16000  # maps are made at this rate (other rates are resampled per window)
 SPATIAL_BANDS = 32
 SPATIAL_BINS = 16
 FFT_SIZE = 512  # 32 ms at 16 kHz
@@ -89,3 +90,22 @@ def spatial_features(
     share = np.where(total > 0, grid / np.maximum(total, EPS), 0.0)
     return np.log1p(share * (bands * bins)).astype(np.float32)
 
+
+def window_maps(waveform: np.ndarray, sample_rate: int, starts: np.ndarray) -> np.ndarray:
+    """(T, B, P) maps of the 1-second windows [starts[i], starts[i] + 1 s) of a soundtrack at
+    any rate: (N,) mono or (N, C) samples, the first two channels read as left and right;
+    each window is resampled to 16 kHz on its own (bounded memory for long soundtracks)."""
+    from avis.audio.resample import resample
+
+    x = np.asarray(waveform)
+    x = x[:, :2] if x.ndim == 2 else x
+    if np.issubdtype(x.dtype, np.integer):
+        x = x / float(np.iinfo(x.dtype).max)
+    window = int(round(sample_rate))
+    maps = []
+    for start in np.asarray(starts, dtype=np.float64):
+        chunk = x[int(round(start * sample_rate)) :][:window]
+        if len(chunk) and sample_rate != SAMPLE_RATE:
+            chunk = resample(chunk, sample_rate, SAMPLE_RATE)
+        maps.append(spatial_features(chunk, SAMPLE_RATE, 1)[0])
+    return np.stack(maps) if maps else np.zeros((0, SPATIAL_BANDS, SPATIAL_BINS), np.float32)

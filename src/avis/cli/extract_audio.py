@@ -3,7 +3,9 @@
 For each video of `<root>/<split>.json` (name = first path component of file_names[0]) the
 soundtrack `<root>/<split>/WAVAudios/<video>.wav` (or, with --media-dir, the file
 `<media-dir>/<video>.*`, any format PyAV reads) becomes a float32 (T, 128) array, T = the
-video's number of frames (`length`): row i describes audio second [i, i+1).
+video's number of frames (`length`): row i describes audio second [i, i+1). With --spatial
+also `FEATSpatial/<video>.npy`, (T, 32, 16) maps of where each second's sound is (from the
+first two channels; a mono soundtrack is heard at the centre).
 
 Existing files are skipped unless --overwrite; each file is written atomically. The extractor
 name is recorded in FEATAudios/extractor.json, and a run with a different extractor refuses to
@@ -30,6 +32,7 @@ from avis.errors import DataError, MediaError
 from avis.io.atomic import write_text_atomic
 
 FEAT_DIR = "FEATAudios"
+SPATIAL_DIR = "FEATSpatial"
 WAV_DIR = "WAVAudios"
 MARKER_FILE = "extractor.json"
 MAX_LISTED_FAILURES = 10
@@ -70,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--media-dir", type=Path, help="folder of <video>.<ext> files used when a WAV is missing"
     )
     parser.add_argument("--overwrite", action="store_true", help="recompute existing files")
+    parser.add_argument(
+        "--spatial",
+        action="store_true",
+        help="also write FEATSpatial/<video>.npy: (T, 32, 16) maps of where the sound is, from "
+        "the soundtrack's first two channels (for models with spatial audio; docs/audio.md)",
+    )
     parser.add_argument(
         "--short-audio", choices=SHORT_AUDIO_POLICIES, default="pad",
         help="a soundtrack shorter than the video: pad with silence and warn, or fail that video",
@@ -160,9 +169,11 @@ def handler(args: argparse.Namespace) -> int:
         raise DataError(f"{args.root}: --root must be the data set folder (holding {args.split}.json)")
     videos = read_split_videos(args.root / f"{check_split_name(args.split)}.json")
     check_output_dir(args.root / args.split / FEAT_DIR, option=FEAT_DIR)
+    import numpy as np
     from rich.progress import Progress
 
     from avis.audio.features import build_extractor
+    from avis.audio.spatial import window_maps
     from avis.io.audio_file import load_audio
     from avis.io.npy import save_npy_atomic
     from avis.runtime import torch_device
@@ -181,7 +192,8 @@ def handler(args: argparse.Namespace) -> int:
         task = progress.add_task(f"{args.split}: {extractor.name} features", total=len(videos))
         for video in videos:
             out = feat_dir / f"{video.name}.npy"
-            if out.is_file() and not args.overwrite:
+            outputs = [out] + ([split_dir / SPATIAL_DIR / f"{video.name}.npy"] if args.spatial else [])
+            if all(path.is_file() for path in outputs) and not args.overwrite:
                 skipped += 1
             else:
                 try:
@@ -189,7 +201,11 @@ def handler(args: argparse.Namespace) -> int:
                     # the rows need num_frames seconds; 2 s more keep the resampler's edge away
                     samples, rate = load_audio(source, seconds=video.num_frames + 2.0)
                     check_length(samples, rate, video.num_frames, str(source), args.short_audio)
-                    save_npy_atomic(out, extractor(samples, rate, video.num_frames))
+                    if args.overwrite or not out.is_file():
+                        save_npy_atomic(out, extractor(samples, rate, video.num_frames))
+                    if args.spatial:
+                        outputs[1].parent.mkdir(exist_ok=True)
+                        save_npy_atomic(outputs[1], window_maps(samples, rate, np.arange(video.num_frames)))
                     written += 1
                 except (MediaError, DataError) as err:
                     failures.append(str(err))

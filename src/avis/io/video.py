@@ -58,7 +58,6 @@ TRUNCATION_TOLERANCE_S = 0.5  # decoded this much less than the header promises:
 MAX_DURATION_S = 24 * 3600.0  # longest video read (seconds of video, by its timestamps)
 MAX_GAP_S = 3600.0  # online: longest jump of the timestamps (a live source has no duration)
 _TIME_EPS = 1e-6  # seconds; absorbs float noise in presentation times
-SPATIAL_RATE = 16000  # Hz: the sample rate spatial-audio maps are made at
 
 _LOG = logging.getLogger(__name__)
 
@@ -461,21 +460,12 @@ def read_video(
 
 def frame_spatial_features(video: DecodedVideo) -> np.ndarray:
     """(T, B*P) flattened maps of where each sampled frame's sound is (avis.audio.spatial),
-    from the 1-second window [t_i, t_i + 1 s) resampled to 16 kHz; a soundtrack without a
-    kept second channel (`read_video(keep_stereo=True)`) is heard at the centre."""
-    from avis.audio.resample import resample
-    from avis.audio.spatial import spatial_features
+    from its 1-second window [t_i, t_i + 1 s); a soundtrack without a kept second channel
+    (`read_video(keep_stereo=True)`) is heard at the centre."""
+    from avis.audio.spatial import window_maps
 
-    rate = video.sample_rate
     sound = video.stereo if video.stereo is not None else video.audio
-    window = int(round(AUDIO_WINDOW_S * rate))
-    rows = []
-    for time in video.timestamps:
-        start = int(round(time * rate))
-        chunk = sound[start : start + window]
-        chunk = resample(chunk, rate, SPATIAL_RATE) if len(chunk) and rate != SPATIAL_RATE else chunk
-        rows.append(spatial_features(chunk, SPATIAL_RATE, 1)[0].reshape(-1))
-    return np.stack(rows).astype(np.float32)
+    return window_maps(sound, video.sample_rate, video.timestamps).reshape(video.num_frames, -1)
 
 
 def frame_audio_features(video: DecodedVideo, extractor: AudioFeatureExtractor) -> np.ndarray:
