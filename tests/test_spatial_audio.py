@@ -289,3 +289,19 @@ def test_extract_audio_spatial_writes_the_maps_the_generator_made(stereo_set, tm
     assert main(["extract-audio", "--root", str(root), "--split", "val", "--spatial"]) == 0
     assert "0 written, 2 skipped" in capsys.readouterr().out
     load_split(root, "val", spatial_audio=True)
+
+
+def test_split_evaluator_feeds_the_maps_to_a_spatial_model(stereo_set):
+    from avis.engine.evaluation import SplitEvaluator
+    from avis.models.avism import build_avism
+    from avis.models.config import get_preset
+
+    cfg = get_preset("avism_tiny", num_classes=8, test_short_side=48, spatial_audio_bands=SPATIAL_BANDS, spatial_audio_bins=SPATIAL_BINS)
+    torch.manual_seed(0)
+    model = build_avism(cfg).eval()
+    evaluator = SplitEvaluator(stereo_set, "val", cfg, [f"c{i}" for i in range(8)], protocols=("fixed",))
+    assert evaluator.data.spatial_shape == (SPATIAL_BANDS, SPATIAL_BINS)
+    records = evaluator.predict_records(model)
+    assert all(r["video_id"] in {v.id for v in evaluator.videos} for r in records)
+    metrics = evaluator.score(records)
+    assert set(metrics) == {"FSLA", "HOTA", "mAP"}
