@@ -194,20 +194,22 @@ def test_term_columns_follow_the_picture_not_the_padding():
     torch.testing.assert_close(added[:, 0, 0], cols.sum(1))
 
 
-def test_model_with_the_term_starts_as_the_model_without_and_checks_its_input():
+@pytest.mark.parametrize("keys", [False, True])
+def test_model_with_the_term_starts_as_the_model_without_and_checks_its_input(keys):
     from avis.models.avism import build_avism
     from avis.models.config import get_preset
 
     small = dict(num_classes=3, test_short_side=64)
     base_cfg = get_preset("avism_tiny", **small)
-    cfg = get_preset("avism_tiny", spatial_audio_bands=4, spatial_audio_bins=8, **small)
+    cfg = get_preset("avism_tiny", spatial_audio_bands=4, spatial_audio_bins=8, spatial_audio_keys=keys, **small)
     assert cfg.input_audio_dim == cfg.audio_dim + 32 and cfg.spatial_audio and not base_cfg.spatial_audio
     torch.manual_seed(0)
     base = build_avism(base_cfg).eval()
     torch.manual_seed(0)
     model = build_avism(cfg).eval()
+    projections = ("frame", "video", "key") if keys else ("frame", "video")
     assert set(model.state_dict()) - set(base.state_dict()) == {
-        f"spatial_audio.{p}_proj.{w}" for p in ("frame", "video") for w in ("weight", "bias")
+        f"spatial_audio.{p}_proj.{w}" for p in projections for w in ("weight", "bias")
     }
     frames = torch.rand(1, 2, 3, 64, 64) * 255
     audio = torch.randn(1, 2, cfg.audio_dim)
@@ -219,6 +221,11 @@ def test_model_with_the_term_starts_as_the_model_without_and_checks_its_input():
         model.spatial_audio.video_proj.weight.normal_()
         moved = model(frames, torch.cat([audio, maps], -1), [(64, 48)]).video.pred_masks
         assert not torch.allclose(moved, want)
+        if keys:  # the key projection reaches the frame queries
+            before = model(frames, torch.cat([audio, maps], -1), [(64, 48)]).frame.frame_queries
+            model.spatial_audio.key_proj.weight.normal_()
+            after = model(frames, torch.cat([audio, maps], -1), [(64, 48)]).frame.frame_queries
+            assert not torch.allclose(before, after)
         chunk = model.encode_chunk(frames[0], torch.cat([audio, maps], -1)[0], (64, 48))
         full = model.forward_features(model.backbone_features(frames, [(64, 48)]), torch.cat([audio, maps], -1), image_widths=[48])
         torch.testing.assert_close(chunk.frame_queries, full.frame.frame_queries[-1])

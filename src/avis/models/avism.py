@@ -154,6 +154,7 @@ class AVISM(nn.Module):
         b, t, _ = audio.shape
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         frame_mask_features = pix.mask_features
+        multi_scale = pix.multi_scale_features
         video_term = None
         if spatial is not None:
             if image_widths is None:
@@ -161,9 +162,10 @@ class AVISM(nn.Module):
             widths = [w for w in image_widths for _ in range(t)]
             frame_term, video_term = self.spatial_terms(spatial.flatten(0, 1), widths, pix.mask_features.shape[-1])
             frame_mask_features = frame_mask_features + frame_term
+            multi_scale = self.spatial_keys(multi_scale, spatial.flatten(0, 1), widths, pix.mask_features.shape[-1])
         layers = self.last_layer_num if self.training else 1
         frame = self.frame_decoder(
-            pix.multi_scale_features,
+            multi_scale,
             frame_mask_features,
             audio.flatten(0, 1),
             num_frame_query_layers=layers,
@@ -233,17 +235,20 @@ class AVISM(nn.Module):
         audio, spatial = self.split_audio(audio)
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         frame_mask_features = pix.mask_features
+        multi_scale = pix.multi_scale_features
         mask_features = self.video_module.mask_features(pix.stride4_features, audio)
         if spatial is not None:
             if image_width is None:
                 raise ValueError("this model reads where the sound is: pass image_width")
-            frame_term, video_term = self.spatial_terms(spatial, [image_width] * len(spatial), mask_features.shape[-1])
+            widths = [image_width] * len(spatial)
+            frame_term, video_term = self.spatial_terms(spatial, widths, mask_features.shape[-1])
             frame_mask_features = frame_mask_features + frame_term
             mask_features = mask_features + video_term
+            multi_scale = self.spatial_keys(multi_scale, spatial, widths, mask_features.shape[-1])
         frame = None
         if with_queries:
             frame = self.frame_decoder(
-                pix.multi_scale_features, frame_mask_features, audio, 1, all_layer_masks=False
+                multi_scale, frame_mask_features, audio, 1, all_layer_masks=False
             )  # inference: full-size masks of the last prediction only (frame.pred_masks Dl = 1)
         return ChunkEncoding(
             mask_features=mask_features,
@@ -272,6 +277,21 @@ class AVISM(nn.Module):
         assert term is not None, "only spatial_audio models have the term"
         cols = term.columns(spatial, widths, grid_width, MASK_STRIDE)
         return term(cols, "frame"), term(cols, "video")
+
+    def spatial_keys(
+        self, maps: Sequence[Tensor], spatial: Tensor, widths: Sequence[int], grid_width: int
+    ) -> list[Tensor]:
+        """The multi-scale maps (N, C, h_l, w_l) the frame decoder attends to, plus the spatial
+        term's key projection at each level's columns (``spatial_audio_keys``; else unchanged)."""
+        term = self.spatial_audio
+        if term is None or term.key_proj is None:
+            return list(maps)
+        padded_width = grid_width * MASK_STRIDE
+        out = []
+        for x in maps:
+            cols = term.columns(spatial, widths, x.shape[-1], padded_width // x.shape[-1])
+            out.append(x + term(cols, "key"))
+        return out
 
     def _handed_over(self, frame: FrameDecoderOutput) -> Tensor:
         """The frame queries the video module reads: (Lf, N, fQ, C); with ``position_cues``
@@ -363,7 +383,8 @@ def build_avism_with_backbone(
                 "spatial_audio_bands >= 1 and spatial_audio_bins >= 2 together, or both 0; got "
                 f"{cfg.spatial_audio_bands} and {cfg.spatial_audio_bins}"
             )
-        spatial = SpatialAudioTerm(cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim)
+        key_dim = cfg.conv_dim if cfg.spatial_audio_keys else 0
+        spatial = SpatialAudioTerm(cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim, key_dim)
     return AVISM(
         backbone,
         pixel_decoder,

@@ -82,6 +82,7 @@ class AVISMConfig:
     # (avis.models.spatial_audio); each frame's audio then ends with that flattened map
     spatial_audio_bands: int = 0
     spatial_audio_bins: int = 0
+    spatial_audio_keys: bool = False  # ... and to the maps the frame decoder's queries attend to
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

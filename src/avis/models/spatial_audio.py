@@ -25,14 +25,20 @@ from torch import Tensor, nn
 
 
 class SpatialAudioTerm(nn.Module):
-    def __init__(self, bands: int, bins: int, mask_dim: int) -> None:
+    """key_dim > 0 (`spatial_audio_keys`): also a projection to the pixel decoder's C channels,
+    added to the multi-scale maps the frame decoder's queries attend to, so that a query's
+    content (and from it its mask embedding) can carry the bands sounding where its object is."""
+
+    def __init__(self, bands: int, bins: int, mask_dim: int, key_dim: int = 0) -> None:
         super().__init__()
         self.bands, self.bins = bands, bins
         self.frame_proj = nn.Linear(bands, mask_dim)
         self.video_proj = nn.Linear(bands, mask_dim)
-        for proj in (self.frame_proj, self.video_proj):
-            nn.init.zeros_(proj.weight)
-            nn.init.zeros_(proj.bias)
+        self.key_proj = nn.Linear(bands, key_dim) if key_dim > 0 else None
+        for proj in (self.frame_proj, self.video_proj, self.key_proj):
+            if proj is not None:
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
 
     @property
     def dim(self) -> int:
@@ -56,9 +62,11 @@ class SpatialAudioTerm(nn.Module):
         return cols * (u <= 1).unsqueeze(1).to(cols.dtype)
 
     def forward(self, cols: Tensor, which: str) -> Tensor:
-        """cols (N, B, Wm) from `columns` -> (N, Cm, 1, Wm), the term added to the frame
-        decoder's ("frame") or the video module's ("video") mask features."""
-        proj = self.frame_proj if which == "frame" else self.video_proj
+        """cols (N, B, W) from `columns` -> (N, C, 1, W), the term added to the frame decoder's
+        ("frame") or the video module's ("video") mask features, or to an attended map ("key")."""
+        proj = {"frame": self.frame_proj, "video": self.video_proj, "key": self.key_proj}[which]
+        if proj is None:
+            raise ValueError("this spatial-audio term has no key projection (spatial_audio_keys)")
         return proj(cols.transpose(1, 2)).transpose(1, 2).unsqueeze(2)
 
 
