@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from avis.models.config import AVISMConfig
 from avis.models.frame_decoder import FrameDecoder, FrameDecoderOutput, PilotQueries
 from avis.models.outputs import AVISMOutput, FrameOutput, VideoOutput
-from avis.models.pixel_decoder import MSDeformAttnPixelDecoder
+from avis.models.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderOutput
 from avis.models.spatial_audio import SpatialAudioTerm
 from avis.models.video_module import VideoModule, VideoModuleOutput, video_masks
 
@@ -153,16 +153,9 @@ class AVISM(nn.Module):
         audio, spatial = self.split_audio(audio)
         b, t, _ = audio.shape
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
-        frame_mask_features = pix.mask_features
-        multi_scale = pix.multi_scale_features
-        video_term = None
-        if spatial is not None:
-            if image_widths is None:
-                raise ValueError("this model reads where the sound is: pass image_widths")
-            widths = [w for w in image_widths for _ in range(t)]
-            frame_term, video_term = self.spatial_terms(spatial.flatten(0, 1), widths, pix.mask_features.shape[-1])
-            frame_mask_features = frame_mask_features + frame_term
-            multi_scale = self.spatial_keys(multi_scale, spatial.flatten(0, 1), widths, pix.mask_features.shape[-1])
+        widths = None if image_widths is None else [w for w in image_widths for _ in range(t)]
+        flat = None if spatial is None else spatial.flatten(0, 1)
+        multi_scale, frame_mask_features, video_term = self._with_spatial(pix, flat, widths)
         layers = self.last_layer_num if self.training else 1
         frame = self.frame_decoder(
             multi_scale,
@@ -234,17 +227,11 @@ class AVISM(nn.Module):
         """
         audio, spatial = self.split_audio(audio)
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
-        frame_mask_features = pix.mask_features
-        multi_scale = pix.multi_scale_features
+        widths = None if image_width is None else [image_width] * len(audio)
+        multi_scale, frame_mask_features, video_term = self._with_spatial(pix, spatial, widths)
         mask_features = self.video_module.mask_features(pix.stride4_features, audio)
-        if spatial is not None:
-            if image_width is None:
-                raise ValueError("this model reads where the sound is: pass image_width")
-            widths = [image_width] * len(spatial)
-            frame_term, video_term = self.spatial_terms(spatial, widths, mask_features.shape[-1])
-            frame_mask_features = frame_mask_features + frame_term
+        if video_term is not None:
             mask_features = mask_features + video_term
-            multi_scale = self.spatial_keys(multi_scale, spatial, widths, mask_features.shape[-1])
         frame = None
         if with_queries:
             frame = self.frame_decoder(
@@ -269,6 +256,21 @@ class AVISM(nn.Module):
                 f"{extra} values of its spatial map (avis.audio.spatial), got {audio.shape[-1]} values"
             )
         return audio[..., :-extra], audio[..., -extra:]
+
+    def _with_spatial(
+        self, pix: PixelDecoderOutput, spatial: Tensor | None, widths: Sequence[int] | None
+    ) -> tuple[list[Tensor], Tensor, Tensor | None]:
+        """What the decoders read, with where the sound is for ``spatial_audio`` models:
+        spatial (N, B*P) maps of frames `widths` (N,) pixels wide -> the multi-scale maps, the
+        frame decoder's mask features and the term for the video module's (None without)."""
+        if spatial is None:
+            return list(pix.multi_scale_features), pix.mask_features, None
+        if widths is None:
+            raise ValueError("this model reads where the sound is: pass the pictures' widths")
+        grid_width = pix.mask_features.shape[-1]
+        frame_term, video_term = self.spatial_terms(spatial, widths, grid_width)
+        multi_scale = self.spatial_keys(pix.multi_scale_features, spatial, widths, grid_width)
+        return multi_scale, pix.mask_features + frame_term, video_term
 
     def spatial_terms(self, spatial: Tensor, widths: Sequence[int], grid_width: int) -> tuple[Tensor, Tensor]:
         """Flattened maps (N, B*P) of frames `widths` (N,) pixels wide -> the terms (N, Cm, 1, Wm)
