@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=types.positive_int, default=None, help="frame side in pixels (default 128)")
     parser.add_argument("--min-frames", type=types.positive_int, default=None, help="shortest video in frames (default 10)")
     parser.add_argument("--max-frames", type=types.positive_int, default=None, help="longest video in frames (default 60)")
-    parser.add_argument("--preset", default="easy", help="difficulty preset: easy (default) or hard")
+    parser.add_argument("--preset", default="easy", help="preset: easy (default, benchmark v1), hard, stereo (benchmark v2: stereo, one source per instance) or hard_stereo")
     parser.add_argument("--mp4", action="store_true", help="also write <split>/MP4/<video>.mp4 with the soundtrack")
     parser.add_argument("--mp4-fps", type=types.positive_int, default=4, help="frame rate of the mp4 files (default %(default)s)")
     parser.add_argument("--no-wav", action="store_true", help="skip the WAV soundtracks (~32 kB per video second)")
