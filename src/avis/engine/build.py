@@ -49,10 +49,12 @@ def model_config(cfg: TrainConfig, num_classes: int | None = None, audio_dim: in
 
 def check_spatial_shape(split, model_cfg) -> None:
     """DataError unless the split's spatial-audio maps have the model's (bands, positions)."""
+    from avis.data.split import SPATIAL_DIR
+
     want = (model_cfg.spatial_audio_bands, model_cfg.spatial_audio_bins)
     if model_cfg.spatial_audio and split.videos and split.spatial_shape != want:
         raise DataError(
-            f"{split.split_dir / 'FEATSpatial'}: spatial audio maps of shape {split.spatial_shape}, "
+            f"{split.split_dir / SPATIAL_DIR}: spatial audio maps of shape {split.spatial_shape}, "
             f"the model reads {want} (bands, positions)"
         )
 
@@ -93,9 +95,9 @@ def build_train_dataset(cfg: TrainConfig):
     if not cfg.data.root:
         raise DataError("config: data.root is empty (give --data <AVISeg folder>)")
     policy = cast(AudioPolicy, cfg.data.audio_policy)  # load_split checks the value
-    spatial = model_config(cfg).spatial_audio
-    split = load_split(cfg.data.root, cfg.data.train_split, audio_policy=policy, spatial_audio=spatial)
-    check_spatial_shape(split, model_config(cfg))
+    model_cfg = model_config(cfg)
+    split = load_split(cfg.data.root, cfg.data.train_split, audio_policy=policy, spatial_audio=model_cfg.spatial_audio)
+    check_spatial_shape(split, model_cfg)
     sampler = ClipSampler(num_frames=cfg.data.clip_frames, frame_range=cfg.data.frame_range)
     transform = ClipTransform(
         short_sides=tuple(cfg.data.short_sides),

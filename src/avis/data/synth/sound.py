@@ -127,10 +127,13 @@ def gain_envelope(gains: np.ndarray, sr: int) -> np.ndarray:
 
 
 def mix(signals: list[np.ndarray], gains: list[np.ndarray], sr: int, noise_level: float, rng: np.random.Generator, length: int) -> np.ndarray:
-    """(N,) float32 soundtrack: sum of gated sources + background noise, peak-limited."""
-    out = rng.standard_normal(length * sr, dtype=np.float32) * np.float32(noise_level)
+    """Float32 soundtrack: sum of gated sources + background noise, peak-limited. Sources (N,)
+    give a mono (N,) track; stereo sources (N, 2) a stereo one with independent noise per
+    channel (a diffuse background)."""
+    channels = signals[0].shape[1:] if signals else ()
+    out = rng.standard_normal((length * sr, *channels), dtype=np.float32) * np.float32(noise_level)
     for signal, gain in zip(signals, gains):
-        out += signal * gain_envelope(gain, sr)
+        out += signal * gain_envelope(gain, sr).reshape(-1, *(1 for _ in channels))
     peak = float(np.abs(out).max())
     if peak > PEAK_LIMIT:
         out *= PEAK_LIMIT / peak
@@ -161,18 +164,6 @@ def place_source(signal: np.ndarray, x: np.ndarray, sr: int) -> np.ndarray:
     left = np.interp(index - np.maximum(delay, 0.0), index, signal, left=0.0)
     right = np.interp(index - np.maximum(-delay, 0.0), index, signal, left=0.0)
     return np.stack([left * left_gain, right * right_gain], axis=1).astype(np.float32)
-
-
-def mix_stereo(sources: list[np.ndarray], gains: list[np.ndarray], sr: int, noise_level: float, rng: np.random.Generator, length: int) -> np.ndarray:
-    """(N, 2) float32 soundtrack: sum of gated stereo sources (N, 2) + independent noise per
-    channel (a diffuse background), peak-limited."""
-    out = rng.standard_normal((length * sr, 2), dtype=np.float32) * np.float32(noise_level)
-    for source, gain in zip(sources, gains):
-        out += source * gain_envelope(gain, sr)[:, None]
-    peak = float(np.abs(out).max())
-    if peak > PEAK_LIMIT:
-        out *= PEAK_LIMIT / peak
-    return out.astype(np.float32)
 
 
 def to_pcm16(waveform: np.ndarray) -> bytes:

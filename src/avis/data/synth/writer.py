@@ -38,7 +38,7 @@ from avis.data.synth.config import VERSION_KEY, SynthConfig
 from avis.data.synth.media import write_mp4, write_wav
 from avis.data.synth.render import render_frame, scene_parts, visible_polygons
 from avis.data.synth.scene import Scene, SceneObject, sample_scene
-from avis.data.synth.sound import class_signal, mix, mix_stereo, place_source, to_pcm16
+from avis.data.synth.sound import class_signal, mix, place_source, to_pcm16
 from avis.io.atomic import write_text_atomic
 from avis.runtime import scoped_environ
 
@@ -128,7 +128,7 @@ def stereo_soundtrack(scene: Scene, cfg: SynthConfig, rng: np.random.Generator) 
             gains.append(scene.gains[c])
             step = 1.0 + rng.uniform(*cfg.twin_detune)
             detune = step if rng.random() < 0.5 else 1.0 / step
-    return mix_stereo(sources, gains, sr, cfg.noise_level, rng, scene.length)
+    return mix(sources, gains, sr, cfg.noise_level, rng, scene.length)
 
 
 def make_video(job: VideoJob) -> VideoResult:
