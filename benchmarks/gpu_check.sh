@@ -34,7 +34,7 @@ fi
 export AVIS_SHARED_DIR=${AVIS_SHARED_DIR:-$PWD/.gpu_shared}
 JSON=$OUT/gpu.json
 SYNTH=/tmp/avis_synth
-DEVICE=cuda SMOKE="" SYNTH_ARGS="" RECIPE_ARGS="" TRAIN_ITERS=30 EVAL_ARGS="" GOLDEN_ARGS=""
+DEVICE=cuda SMOKE="" SYNTH_ARGS="" RECIPE_ARGS="" TRAIN_ITERS=${TRAIN_ITERS:-30} EVAL_ARGS="" GOLDEN_ARGS=""
 COMPILE="--compile-modes reduce-overhead"
 if [ "${CPU_SMOKE:-0}" = 1 ]; then
   DEVICE=cpu SMOKE=--cpu-smoke SYNTH=/tmp/avis_synth_smoke RECIPE_MINUTES=0.2 TRAIN_ITERS=3
@@ -60,7 +60,7 @@ PY
 
 if wants golden; then
 step "1. golden parity on CUDA, --precision fp32"
-AVIS_TEST_DEVICE=$DEVICE timeout 180 python3 -m pytest tests/test_golden_parity.py -q -p no:cacheprovider $GOLDEN_ARGS \
+AVIS_TEST_DEVICE=$DEVICE timeout 120 python3 -m pytest tests/test_golden_parity.py -q -p no:cacheprovider $GOLDEN_ARGS \
   > "$OUT/golden.log" 2>&1; echo "golden rc=$?" | tee -a "$OUT/golden.log"; tail -3 "$OUT/golden.log"
 fi
 
