@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from avis.audio.spatial import SPATIAL_BANDS, SPATIAL_BINS, band_edges, spatial_features
+from avis.audio.spatial import (
+    SPATIAL_BANDS,
+    SPATIAL_BINS,
+    band_edges,
+    spatial_features,
+    window_maps,
+)
 from avis.data import ClipDataset, ClipSampler, ClipTransform, load_split
 from avis.data.synth import SynthConfig, generate_dataset, preset
 from avis.data.synth.scene import sample_scene
@@ -259,11 +265,7 @@ def test_a_stereo_video_file_gives_the_maps_its_soundtrack_made(stereo_mp4):
             assert np.corrcoef(got.sum(0), want.sum(0))[0, 1] > 0.8
 
 
-def test_predictor_feeds_a_spatial_model_from_a_video_file_and_online_mode_refuses_it(stereo_mp4, tmp_path, monkeypatch):
-    import argparse
-
-    from avis.cli import predict_online
-    from avis.errors import AvisError
+def _spatial_predictor(**kwargs):
     from avis.inference.predictor import VideoPredictor
     from avis.inference.shipped import ModelInfo
     from avis.models.avism import build_avism
@@ -272,13 +274,61 @@ def test_predictor_feeds_a_spatial_model_from_a_video_file_and_online_mode_refus
     cfg = get_preset("avism_tiny", num_classes=8, test_short_side=64, spatial_audio_bands=SPATIAL_BANDS, spatial_audio_bins=SPATIAL_BINS)
     torch.manual_seed(0)
     model = build_avism(cfg).eval()
+    with torch.no_grad():  # the term starts at zero: give it weight, so that the maps matter
+        for name, param in model.named_parameters():
+            if "spatial" in name:
+                param.copy_(torch.randn_like(param))
     info = ModelInfo("random", "avis", [f"c{i}" for i in range(8)], "weight_free")
-    predictor = VideoPredictor(model, cfg, info, threshold=0.0)
-    prediction = predictor.predict(stereo_mp4 / "val" / "MP4" / "val_0000.mp4")
+    return VideoPredictor(model, cfg, info, **kwargs)
+
+
+def test_predictor_feeds_a_spatial_model_from_a_video_file(stereo_mp4):
+    predictor = _spatial_predictor(threshold=0.0)
+    path = stereo_mp4 / "val" / "MP4" / "val_0000.mp4"
+    prediction = predictor.predict(path)
     assert prediction.masks().shape[1] == 5
-    monkeypatch.setattr("avis.cli.predict.load_predictor", lambda args: predictor)
-    with pytest.raises(AvisError, match="reads where the sound is"):
-        predict_online.handle(argparse.Namespace(weights=tmp_path / "w.pth"))
+    # the maps reach the model: heard at the centre instead, the output changes
+    from avis.io.video import frame_audio_features, read_video
+
+    video = read_video(path, keep_stereo=True)
+    features = frame_audio_features(video, predictor.extractor)
+    centred = np.concatenate([features, spatial_features(video.audio, video.sample_rate, 5).reshape(5, -1)], 1)
+    other = predictor.predict((video.frames, centred))
+    assert not np.array_equal(prediction.scores, other.scores) or not np.array_equal(prediction.masks(), other.masks())
+
+
+def test_stream_keeps_the_stereo_windows_read_video_keeps(stereo_mp4):
+    from avis.io.stream import stream_frames
+    from avis.io.video import frame_spatial_features, read_video
+
+    path = stereo_mp4 / "val" / "MP4" / "val_0000.mp4"
+    offline = read_video(path, keep_stereo=True)
+    items = list(stream_frames(path, keep_stereo=True))
+    assert len(items) == offline.num_frames
+    maps = np.stack([window_maps(item.stereo, item.sample_rate, np.zeros(1))[0] for item in items])
+    assert np.array_equal(maps.reshape(len(items), -1), frame_spatial_features(offline))  # bit for bit
+    plain = list(stream_frames(path))
+    assert all(a.stereo is None and np.array_equal(a.audio, b.audio) for a, b in zip(plain, items))
+
+
+def test_online_mode_runs_a_spatial_model_as_the_offline_path(stereo_mp4, tmp_path):
+    """Window = latency + 1 = the video length: the online masks equal the offline ones, so the
+    stream's maps are the ones `avis predict` makes."""
+    from avis.cli.predict_online import run_online
+    from avis.inference.online import OnlineOptions, OnlinePredictor
+    from avis.inference.online_records import assemble, read_records
+
+    path = stereo_mp4 / "val" / "MP4" / "val_0000.mp4"
+    predictor = _spatial_predictor(threshold=0.0, split_components=False)
+    offline = predictor.predict(path)
+    assert offline.num_instances > 0
+    online = OnlinePredictor(predictor, OnlineOptions(latency=4, window=5))
+    run_online(online, str(path), tmp_path / "online", overlay=False)
+    records = list(read_records(tmp_path / "online" / "online.jsonl"))
+    assert len(records) == 5
+    prediction, _ = assemble(records, offline.masks().shape[2:], source="x", fps=1.0,
+                             class_names=predictor.class_names, audio_features="weight_free")  # fmt: skip
+    assert {m.tobytes() for m in prediction.masks()} == {m.tobytes() for m in offline.masks()}
 
 
 def test_extract_audio_spatial_writes_the_maps_the_generator_made(stereo_set, tmp_path, capsys):

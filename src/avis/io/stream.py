@@ -4,7 +4,9 @@
 both have arrived, with the sampling conventions of `avis.io.video.read_video` (frame i is
 the picture on screen at i / fps after the first video frame; its audio window is the
 samples [round(i / fps x rate), + round(1 s x rate)) of the mono soundtrack aligned to the
-first video frame), so the frames and audio windows equal the offline ones. Memory is
+first video frame), so the frames and audio windows equal the offline ones. With
+`keep_stereo` each frame also carries the window's first two channels (left, right), as
+`read_video(keep_stereo=True)` keeps them, for models that read where the sound is. Memory is
 bounded: the frames waiting for their audio and the audio not yet consumed.
 
 Sources: a path (a regular file or a named pipe), "-" (standard input) or a URL
@@ -69,6 +71,8 @@ class StreamFrame:
     audio: np.ndarray  # (n,) float32 mono: the frame's 1-second window (shorter at the end)
     sample_rate: int
     has_audio: bool  # False: silence stands in for a missing audio stream
+    # (n, 2) float32 (left, right) of the same window, with keep_stereo (a mono source: twice)
+    stereo: np.ndarray | None = None
 
 
 PIPE_HINT = "; a pipe needs a streamable container (mkv, webm, ts, flv, fragmented mp4), not a plain mp4"
@@ -100,9 +104,11 @@ def open_source(source: str | Path) -> av.container.InputContainer:
 
 
 class _AudioBuffer:
-    """Mono float32 samples aligned to the first video frame, with the consumed ones dropped."""
+    """float32 samples aligned to the first video frame, with the consumed ones dropped: rows
+    (n, k) of k columns, the mono mix (then left and right with keep_stereo)."""
 
-    def __init__(self) -> None:
+    def __init__(self, columns: int = 1) -> None:
+        self.columns = columns
         self.start = 0  # stream index of chunks[0][0]
         self.chunks: deque[np.ndarray] = deque()
         self.size = 0  # samples held
@@ -121,7 +127,7 @@ class _AudioBuffer:
         """Samples [start, stop) that exist (fewer at the end of the audio)."""
         stop = min(stop, self.end)
         if stop <= start or not self.chunks:
-            return np.zeros(0, np.float32)
+            return np.zeros((0, self.columns), np.float32)
         joined = np.concatenate(self.chunks) if len(self.chunks) > 1 else self.chunks[0]
         self.chunks = deque([joined])
         return joined[max(start - self.start, 0) : stop - self.start].copy()
@@ -139,8 +145,9 @@ class _AudioBuffer:
 class _Sampler:
     """Turns decoded frames and audio into StreamFrames (read_video's sampling, online)."""
 
-    def __init__(self, fps: float, realtime: bool, source: str) -> None:
+    def __init__(self, fps: float, realtime: bool, source: str, keep_stereo: bool = False) -> None:
         self.fps, self.realtime, self.source = fps, realtime, source
+        self.keep_stereo = keep_stereo
         self.index = 0
         self.t0: float | None = None
         self.prev: av.VideoFrame | None = None
@@ -149,7 +156,7 @@ class _Sampler:
         self.upright = UprightFrames(source)  # frames turned upright, one size
         self.gaps: deque[float] = deque(maxlen=MAX_GAPS)
         self.pending: deque[tuple[int, np.ndarray]] = deque()  # frames waiting for their audio
-        self.audio = _AudioBuffer()
+        self.audio = _AudioBuffer(3 if keep_stereo else 1)
         self.rate: int | None = None
         self.audio_start: float | None = None  # first audio frame time, container clock
         self.early: list[np.ndarray] = []  # audio decoded before the first video frame
@@ -213,15 +220,15 @@ class _Sampler:
         if self.audio_start is None and frame.time is not None:
             self.audio_start = float(frame.time)
         for out in self.resampler.resample(frame):
-            self._mono(out.to_ndarray())
+            self._add_chunk(out.to_ndarray())
 
     def end_audio(self) -> None:
         if self.resampler is not None:
             for out in self.resampler.resample(None):
-                self._mono(out.to_ndarray())
+                self._add_chunk(out.to_ndarray())
         self.audio.ended = True
 
-    def _mono(self, chunk: np.ndarray) -> None:  # (C, n) float32
+    def _add_chunk(self, chunk: np.ndarray) -> None:  # (C, n) float32
         if not np.isfinite(chunk).all():  # as read_video: NaN features would be silently wrong
             broken = ~np.isfinite(chunk)  # (C, n)
             first = self.audio_decoded + int(broken.any(axis=0).argmax())
@@ -234,10 +241,15 @@ class _Sampler:
         if self.audio_full:
             return
         mono = chunk.T.astype(np.float32).mean(axis=1, dtype=np.float64).astype(np.float32)
-        self.audio_decoded += mono.shape[0]
+        if self.keep_stereo:  # (n, 3): mono, left, right (a mono source heard at the centre)
+            sides = chunk[:2] if chunk.shape[0] >= 2 else chunk[[0, 0]]
+            rows = np.column_stack([mono, sides.T.astype(np.float32)])
+        else:
+            rows = mono[:, None]  # (n, 1)
+        self.audio_decoded += rows.shape[0]
         room = self._audio_room()
-        if mono.shape[0] > room:
-            mono = mono[: max(room, 0)]
+        if rows.shape[0] > room:
+            rows = rows[: max(room, 0)]
             self.audio_full = True
             self.audio.ended = True  # frames stop waiting for sound that is not kept
             _LOG.warning(
@@ -247,10 +259,10 @@ class _Sampler:
                 self.audio_decoded / (self.rate or SILENT_SAMPLE_RATE),
             )  # fmt: skip
         if self.t0 is None:
-            self.early.append(mono)
-            self.early_size += mono.shape[0]
+            self.early.append(rows)
+            self.early_size += rows.shape[0]
         else:
-            self._add_audio(mono)
+            self._add_audio(rows)
 
     def _audio_room(self) -> int:
         """Samples that may still be kept: up to MAX_AUDIO_AHEAD_S past the latest video frame
@@ -262,7 +274,7 @@ class _Sampler:
         # the buffer's stream index counts samples from the first video frame
         return int((self.prev_time * rate) + ahead) - self.audio.end + self.skip
 
-    def _add_audio(self, mono: np.ndarray) -> None:
+    def _add_audio(self, rows: np.ndarray) -> None:
         assert self.t0 is not None and self.rate is not None
         if not self.aligned:
             self.aligned = True
@@ -273,13 +285,13 @@ class _Sampler:
                     f"video frame, more than {MAX_GAP_S:.0f} s: broken timestamps"
                 )
             if shift > 0:  # the audio starts late: silence before it
-                self.audio.append(np.zeros(shift, np.float32))
+                self.audio.append(np.zeros((shift, self.audio.columns), np.float32))
             else:  # leading audio before the first video frame is dropped
                 self.skip = -shift
         if self.skip:
-            cut = min(self.skip, mono.shape[0])
-            mono, self.skip = mono[cut:], self.skip - cut
-        self.audio.append(mono)
+            cut = min(self.skip, rows.shape[0])
+            rows, self.skip = rows[cut:], self.skip - cut
+        self.audio.append(rows)
 
     # -------------------------------------------------------------- output
     def ready(self, video_ended: bool) -> Iterator[StreamFrame]:
@@ -294,15 +306,17 @@ class _Sampler:
                     return
                 self._warn_waiting()  # released with the sound there is (none, usually)
             if not self.has_audio:
-                samples = np.zeros(window, np.float32)
+                samples = np.zeros((window, self.audio.columns), np.float32)
             else:
-                samples = self.audio.window(start, start + window)
+                samples = self.audio.window(start, start + window)  # (n, k)
             self.pending.popleft()
             next_start = int(round((index + 1) / self.fps * rate))
             self.audio.drop_before(next_start)
             if self.realtime:
                 self._pace(index)
-            yield StreamFrame(index, index / self.fps, rgb, samples, rate, self.has_audio)
+            stereo = np.ascontiguousarray(samples[:, 1:3]) if self.keep_stereo else None
+            yield StreamFrame(index, index / self.fps, rgb, np.ascontiguousarray(samples[:, 0]), rate,
+                              self.has_audio, stereo)  # fmt: skip
 
     def _warn_waiting(self) -> None:
         if not self.warned_waiting:
@@ -338,11 +352,14 @@ class StreamInfo:
 class FrameStream:
     """Iterate to get StreamFrames; `info` describes the source (see `stream_frames`)."""
 
-    def __init__(self, source: str | Path, fps: float = 1.0, *, allow_silent: bool = False, realtime: bool = False) -> None:
+    def __init__(
+        self, source: str | Path, fps: float = 1.0, *, allow_silent: bool = False, realtime: bool = False,
+        keep_stereo: bool = False,
+    ) -> None:  # fmt: skip
         if not fps > 0:
             raise MediaError(f"{source}: sampling fps must be positive, got {fps}")
         self.source, self.fps, self.allow_silent = str(source), float(fps), allow_silent
-        self.sampler = _Sampler(self.fps, realtime, self.source)
+        self.sampler = _Sampler(self.fps, realtime, self.source, keep_stereo)
         self.info = StreamInfo(None, True)
 
     def __iter__(self) -> Iterator[StreamFrame]:
@@ -411,8 +428,12 @@ class FrameStream:
             yield item
 
 
-def stream_frames(source: str | Path, fps: float = 1.0, *, allow_silent: bool = False, realtime: bool = False) -> FrameStream:
+def stream_frames(
+    source: str | Path, fps: float = 1.0, *, allow_silent: bool = False, realtime: bool = False,
+    keep_stereo: bool = False,
+) -> FrameStream:  # fmt: skip
     """Frames with their audio window, as they arrive (module doc). `realtime` paces the
     output at the media's own speed (a frame is released when it and its second of audio
-    would have arrived live), to test whether a consumer keeps up."""
-    return FrameStream(source, fps, allow_silent=allow_silent, realtime=realtime)
+    would have arrived live), to test whether a consumer keeps up. `keep_stereo`: each frame
+    also carries its window's left and right channels (`StreamFrame.stereo`)."""
+    return FrameStream(source, fps, allow_silent=allow_silent, realtime=realtime, keep_stereo=keep_stereo)
