@@ -293,3 +293,16 @@ def test_frame_no_object_weight_reaches_the_criterion():
     assert float(criterion.class_weights[-1]) == pytest.approx(0.5)  # the recipe's video level
     plain = build_criterion(load_config("avism_tiny", None, []), 8)
     assert torch.equal(plain.frame_class_weights, plain.class_weights)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_config_files_load_and_build_their_model_config(path):
+    from avis.engine.build import model_config
+
+    preset = "avism_r50" if "r50" in path.name else "avism_tiny"
+    cfg = load_config(preset, path)
+    model_cfg = model_config(cfg, num_classes=3, audio_dim=128)
+    if "_v2" in path.name:  # the benchmark-v2 recipes read where the sound is
+        assert model_cfg.spatial_audio and model_cfg.spatial_audio_keys
+    if "gpu" in path.name:
+        assert cfg.precision == "bf16" and cfg.processes == 1
