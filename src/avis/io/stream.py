@@ -19,7 +19,8 @@ timestamps may jump by at most `MAX_GAP_S` (one hour) between two frames (also t
 frame's own duration), and the soundtrack may start at most that long after the first video
 frame: broken timestamps of a hostile file would otherwise make millions of copies of one
 frame or of silence. The audio held (decoded, not yet consumed by a frame) is at most
-`MAX_AUDIO_AHEAD_S` (10 minutes): a short video with hours of sound after its end (whose end
+`MAX_AUDIO_AHEAD_S` (10 minutes; with `keep_stereo` three columns, so three times the bytes:
+about 350 MB at 48 kHz): a short video with hours of sound after its end (whose end
 is known only at the end of the file) would otherwise be held whole; past that the sound is
 neither kept nor decoded, with a warning (a frame that comes later hears silence). Likewise
 the sampled frames waiting for their sound are at most `MAX_WAITING_BYTES` (1 GiB): past that
