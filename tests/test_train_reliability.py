@@ -237,7 +237,7 @@ def test_a_worker_dies_with_its_parent(tmp_path, watch, blocked):
             assert time.monotonic() < deadline and parent.poll() is None, "no child started"
             time.sleep(0.1)
         child = int(pid_file.read_text())
-        watchdogs = _watchdogs_of(child)
+        watchdogs = _watchdogs_of(child, expected=1 if watch == "poll" else 0)
         assert len(watchdogs) == (1 if watch == "poll" else 0), watchdogs
         parent.kill()
         parent.wait()
@@ -263,7 +263,7 @@ def test_the_watchdog_ends_with_its_worker(tmp_path):
         text=True,
     )
     assert child.stdout.readline().strip() == "poll"
-    watchdogs = _watchdogs_of(child.pid)
+    watchdogs = _watchdogs_of(child.pid, expected=1)
     assert len(watchdogs) == 1, watchdogs
     child.stdin.close()
     assert child.wait(timeout=60) == 0
@@ -273,8 +273,20 @@ def test_the_watchdog_ends_with_its_worker(tmp_path):
         time.sleep(0.1)
 
 
-def _watchdogs_of(pid: int) -> list[int]:
-    """Pids of the `avis.parent_watch` processes that watch process `pid`."""
+def _watchdogs_of(pid: int, expected: int = 0) -> list[int]:
+    """Pids of the `avis.parent_watch` processes that watch process `pid`. A process that has
+    just been started can show an empty /proc/<pid>/cmdline for a moment (its exec is still
+    being set up: seen on a loaded machine), so until `expected` are found, look again for a
+    while (a bound on a race, not a speed requirement)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = _find_watchdogs(pid)
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _find_watchdogs(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
