@@ -162,7 +162,6 @@ def _run_online(online, source, folder, fps, allow_silent, realtime, overlay, co
     from rich.console import Console
     from rich.markup import escape
 
-    from avis.audio.spatial import window_maps
     from avis.errors import AvisError, MediaError
     from avis.inference.online_records import frame_record
     from avis.inference.report import OUTPUT_FILES
@@ -170,9 +169,9 @@ def _run_online(online, source, folder, fps, allow_silent, realtime, overlay, co
     from avis.io.video import AUDIO_WINDOW_S, _FrameStore
 
     console = console or Console()
-    extractor = online.predictor.extractor
-    spatial = online.predictor.config.spatial_audio  # the model also reads where the sound is
-    stream = stream_frames(source, fps, allow_silent=allow_silent, realtime=realtime, keep_stereo=spatial)
+    predictor = online.predictor
+    stream = stream_frames(source, fps, allow_silent=allow_silent, realtime=realtime,
+                           keep_stereo=predictor.config.spatial_audio)  # fmt: skip
     frames = _FrameStore(0) if overlay else None  # on disk from the first frame: RAM stays flat
     audio_file = tempfile.TemporaryFile(prefix="avis_online_audio_") if overlay else None  # noqa: SIM115
     records = RecordWriter(folder / ONLINE_FILE)
@@ -205,11 +204,7 @@ def _run_online(online, source, folder, fps, allow_silent, realtime, overlay, co
                         for name in (ONLINE_FILE, *OUTPUT_FILES):  # an earlier run's (--force)
                             (folder / name).unlink(missing_ok=True)
                     image_size, rate, has_audio = item.frame.shape[:2], item.sample_rate, item.has_audio
-                    features = extractor(item.audio, item.sample_rate, 1)[0]  # (D,)
-                    if spatial:  # + (B*P,): as `avis predict` makes them (frame_spatial_features)
-                        assert item.stereo is not None
-                        where = window_maps(item.stereo, item.sample_rate, np.zeros(1)).reshape(-1)
-                        features = np.concatenate([features, where])
+                    features = predictor.window_audio_input(item.audio, item.stereo, item.sample_rate)
                     if frames is not None and audio_file is not None:
                         frames.append(item.frame)
                         step = int(round(item.sample_rate / fps))

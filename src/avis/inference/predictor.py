@@ -268,6 +268,19 @@ class VideoPredictor:
             return features
         return np.concatenate([features, frame_spatial_features(video)], axis=1)
 
+    def window_audio_input(self, audio: np.ndarray, stereo: np.ndarray | None, sample_rate: int) -> np.ndarray:
+        """(D [+ B*P],) what the model reads for one frame's 1-second window (the online mode;
+        `audio_input`'s per-frame row): audio (n,) mono, stereo (n, 2) left/right of the same
+        window, needed by ``spatial_audio`` models only."""
+        features = self.extractor(audio, sample_rate, 1)[0]
+        if not self.config.spatial_audio:
+            return features
+        from avis.audio.spatial import window_maps
+
+        if stereo is None:
+            raise ValueError("this model reads where the sound is: pass the window's stereo samples")
+        return np.concatenate([features, window_maps(stereo, sample_rate, np.zeros(1)).reshape(-1)])
+
     # ------------------------------------------------------------------ internals
     def _inputs(self, source, fps, allow_silent, name):
         if isinstance(source, tuple):
