@@ -63,6 +63,51 @@ def test_final_stage_trains_on_its_clips_from_final_from_on_in_the_same_order(tm
     )
 
 
+def test_final_stage_has_its_own_repeat_factors_and_resumes_exactly(tmp_path):
+    """`final_repeats` (`data.final_multi_instance_repeat`): the first stage keeps the plain
+    order, the final stage shows each video its number of times per pass, and a run killed in
+    the final stage resumes to the same weights."""
+    torch.set_num_threads(1)
+    repeats = [1, 3, 1, 1, 2, 1]  # 9 showings per pass over the 6 toy videos
+
+    def config():
+        cfg = toy_config(iterations=11, checkpoint_every=4)
+        cfg.data.final_from, cfg.data.final_short_sides = 2, [64]
+        return cfg
+
+    plain = Recorded()
+    toy_trainer(config(), tmp_path / "plain", SINGLE, plain, final_dataset=Recorded(0.5)).train()
+    first, final = Recorded(), Recorded(0.5)
+    straight = toy_trainer(
+        config(), tmp_path / "straight", SINGLE, first, final_dataset=final, final_repeats=repeats
+    )
+    straight.train()
+    per_step = config().batch_size
+    assert first.served == plain.served[: 2 * per_step]  # steps 0-1: the plain order
+    # steps 2-10 serve clip numbers 4-21; clips 9-17 are the final order's second whole pass
+    assert len(final.served) == 18 and len(set(final.served)) == 18  # each its own clip
+    shown = sorted(index % 6 for index in final.served[9 - 4 : 18 - 4])  # video = index % V
+    assert shown == [v for v, n in enumerate(repeats) for _ in range(n)]
+
+    killed = toy_trainer(
+        config(), tmp_path / "killed", SINGLE, Recorded(), final_dataset=Recorded(0.5),
+        final_repeats=repeats,
+    )  # fmt: skip
+    with pytest.raises(StopTraining):
+        killed.train(stop_after=6)
+    resumed_final = Recorded(0.5)
+    resumed = toy_trainer(
+        config(), tmp_path / "killed", SINGLE, Recorded(), final_dataset=resumed_final,
+        final_repeats=repeats,
+    )  # fmt: skip
+    assert resumed.resume() and resumed.iteration == 4
+    resumed.train()
+    assert resumed_final.served == final.served[2 * per_step :]  # steps 4-10, the same clips
+    expected, got = params_of(straight.module), params_of(resumed.module)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
 def test_final_stage_is_used_only_with_its_dataset():
     cfg = toy_config()
     cfg.data.final_from, cfg.data.final_short_sides = 3, [64]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -165,6 +166,7 @@ def toy_trainer(
     dataset: ToyClips | None = None,
     model_class: type[ToyAVISM] | None = None,
     final_dataset: ToyClips | None = None,  # clips of the final stage (`data.final_from`)
+    **trainer_kwargs: Any,  # further Trainer options (repeats, final_repeats)
 ) -> Trainer:
     torch.manual_seed(cfg.seed)
     model = (model_class or ToyAVISM)()
@@ -183,6 +185,7 @@ def toy_trainer(
         info,
         model_config={"toy": True},
         final_dataset=final_dataset,
+        **trainer_kwargs,
     )
 
 

@@ -139,8 +139,30 @@ def test_multi_instance_repeat_picks_videos_with_two_instances_of_a_class():
     )
     assert video_repeats(split, 1) is None
     assert video_repeats(split, 3) == [1, 3, 1]
+    # fractional factors: p showings of a twin video against q of every other one
+    assert video_repeats(split, 1.5) == [2, 3, 2]
+    assert video_repeats(split, 1.25) == [4, 5, 4]
     with pytest.raises(DataError):
         video_repeats(split, 0)
+    with pytest.raises(DataError, match="fraction"):
+        video_repeats(split, 1.01)  # would need a denominator of 100
+    with pytest.raises(DataError):
+        video_repeats(split, float("nan"))
+
+
+def test_final_multi_instance_repeat_needs_a_final_stage():
+    from avis.engine.config import load_config
+
+    with pytest.raises(DataError, match="final stage"):
+        load_config(
+            "avism_tiny", overrides=["data.final_from=0", "data.final_multi_instance_repeat=2"]
+        ).validate()
+    cfg = load_config(
+        "avism_tiny",
+        overrides=["data.multi_instance_repeat=1.5", "data.final_multi_instance_repeat=2"],
+    )
+    cfg.validate()
+    assert (cfg.data.multi_instance_repeat, cfg.data.final_multi_instance_repeat) == (1.5, 2.0)
 
 
 def test_param_groups_backbone_multiplier_and_no_decay():
@@ -295,7 +317,9 @@ def test_frame_no_object_weight_reaches_the_criterion():
     assert torch.equal(plain.frame_class_weights, plain.class_weights)
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_config_files_load_and_build_their_model_config(path):
     from avis.engine.build import model_config
 

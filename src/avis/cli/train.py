@@ -224,6 +224,11 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
             evaluate=evaluate,
             repeats=video_repeats(split, cfg.data.multi_instance_repeat),
             final_dataset=build_final_stage_dataset(cfg, dataset),
+            final_repeats=(
+                video_repeats(split, cfg.data.final_multi_instance_repeat)
+                if cfg.data.final_multi_instance_repeat
+                else "same"
+            ),
         )
         if (args.resume or resume_from is not None) and not trainer.resume(resume_from):
             LOG.info("no checkpoint in %s: starting from scratch", run_dir)

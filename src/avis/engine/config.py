@@ -41,8 +41,11 @@ class DataConfig:
     audio_features: str = ""  # extractor name stored in the model ("" = FEATAudios/extractor.json)
     eval_max_videos: int = 0  # 0 = every video of the eval split
     # repeat-factor sampling: a video in which some class has >= 2 instances is shown this
-    # many times per pass over the training split (1 = every video once)
-    multi_instance_repeat: int = 1
+    # many times as often as the others (1 = every video once per pass; fractions such as 1.5
+    # are p / q showings against q, avis.engine.build.video_repeats)
+    multi_instance_repeat: float = 1.0
+    # the same factor for the final stage (`final_from`) alone; 0 = `multi_instance_repeat`
+    final_multi_instance_repeat: float = 0.0
     # twin paste (avis.data.paste): the chance that a training clip gets a pasted copy of one of
     # its sounding instances as a new same-class track (0 = off)
     twin_paste_prob: float = 0.0
@@ -141,6 +144,8 @@ class TrainConfig:
             raise DataError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
         if self.processes < 1:
             raise DataError(f"config: processes must be >= 1, got {self.processes}")
+        if self.data.final_multi_instance_repeat and self.data.final_from <= 0:
+            raise DataError("config: data.final_multi_instance_repeat needs a final stage (data.final_from > 0)")
         if self.data.final_from < 0:
             raise DataError(f"config: data.final_from must be >= 0, got {self.data.final_from}")
         if self.data.final_from > 0 and not self.data.final_short_sides:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -89,9 +89,12 @@ class Trainer:
         find_unused_parameters: bool = False,
         repeats: list[int] | None = None,  # per-video repeat factors of the clip order
         final_dataset: Any | None = None,  # clips of the final stage (`data.final_from`)
+        # the final stage's factors ("same" = `repeats`, None = every video once per pass)
+        final_repeats: list[int] | None | Literal["same"] = "same",
     ) -> None:
         self.cfg, self.criterion, self.info = cfg, criterion, info
         self.repeats, self.final_dataset = repeats, final_dataset
+        self.final_repeats = repeats if isinstance(final_repeats, str) else final_repeats
         if (cfg.data.final_from > 0) != (final_dataset is not None):
             raise ValueError("data.final_from > 0 needs a final_dataset, and only then")
         self.train_dataset, self.collate = train_dataset, collate
@@ -343,7 +346,7 @@ class Trainer:
             accumulation=cfg.accumulation,
             info=self.info,
             num_workers=cfg.data.num_workers,
-            repeats=self.repeats,
+            repeats=self.final_repeats if dataset is self.final_dataset else self.repeats,
             pin_memory=self.info.device.type == "cuda",
         )
         return iter(loader)
