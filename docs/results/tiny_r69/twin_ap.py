@@ -47,12 +47,16 @@ def error_pixels(pred: np.ndarray, gt: np.ndarray, others: list[np.ndarray]) -> 
     gt_on, pred_on = gt.any(axis=(1, 2)), pred.any(axis=(1, 2))  # (T,)
     both = gt_on & pred_on
     on_other = wrong & pred & other
+    # frames with both where the track lies more on the other twin than on its own: a wrong twin
+    own_px, other_px = (pred & gt).sum(axis=(1, 2)), on_other.sum(axis=(1, 2))  # (T,)
+    wrong_twin = both & (other_px > own_px)
     return {
         "intersection": int((pred & gt).sum()),
         "gt empty": int(wrong[~gt_on].sum()),
         "pred empty": int(wrong[~pred_on & gt_on].sum()),
-        "both: on the other twin": int(on_other[both].sum()),
-        "both: other": int((wrong & ~(pred & other))[both].sum()),
+        "both: wrong-twin frames (all their wrong pixels)": int(wrong[wrong_twin].sum()),
+        "both: other frames, on the other twin": int(on_other[both & ~wrong_twin].sum()),
+        "both: other frames, the rest": int((wrong & ~(pred & other))[both & ~wrong_twin].sum()),
     }
 
 
