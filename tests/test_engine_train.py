@@ -163,6 +163,14 @@ def test_final_multi_instance_repeat_needs_a_final_stage():
     )
     cfg.validate()
     assert (cfg.data.multi_instance_repeat, cfg.data.final_multi_instance_repeat) == (1.5, 2.0)
+    # a bad factor is refused by the config check, naming its key, before any training starts
+    for override, key in (
+        ("data.final_multi_instance_repeat=0.5", "final_multi_instance_repeat"),
+        ("data.final_multi_instance_repeat=1.01", "final_multi_instance_repeat"),
+        ("data.multi_instance_repeat=0.5", "data.multi_instance_repeat"),
+    ):
+        with pytest.raises(DataError, match=key):
+            load_config("avism_tiny", overrides=[override]).validate()
 
 
 def test_param_groups_backbone_multiplier_and_no_decay():

@@ -225,7 +225,9 @@ def _train(args: argparse.Namespace, cfg, run_dir: Path, resume_from: Path | Non
             repeats=video_repeats(split, cfg.data.multi_instance_repeat),
             final_dataset=build_final_stage_dataset(cfg, dataset),
             final_repeats=(
-                video_repeats(split, cfg.data.final_multi_instance_repeat)
+                video_repeats(
+                    split, cfg.data.final_multi_instance_repeat, "data.final_multi_instance_repeat"
+                )
                 if cfg.data.final_multi_instance_repeat
                 else "same"
             ),

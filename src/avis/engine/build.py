@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import fields, replace
-from fractions import Fraction
 from typing import Any, cast
 
-from avis.engine.config import TrainConfig, coerce
+from avis.engine.config import TrainConfig, coerce, repeat_ratio
 from avis.errors import DataError
 from avis.losses import AVISMCriterion, LossWeights
 
@@ -132,23 +131,15 @@ def build_final_stage_dataset(cfg: TrainConfig, dataset):
     )  # fmt: skip
 
 
-MAX_REPEAT_DENOMINATOR = 8  # fractional repeat factors: p / q with q <= 8
-
-
-def video_repeats(split, multi_instance_repeat: float) -> list[int] | None:
+def video_repeats(
+    split, multi_instance_repeat: float, key: str = "data.multi_instance_repeat"
+) -> list[int] | None:
     """Per-video repeat factors of the training order (`data.multi_instance_repeat`, or the
     final stage's `data.final_multi_instance_repeat`): videos in which some class has two or
     more instance tracks are shown `multi_instance_repeat` times as often as the others; None
     when the factor is 1. A fractional factor p/q (1.5 = 3/2, denominators up to 8) becomes
     p showings of those videos and q of every other per pass."""
-    if not multi_instance_repeat >= 1:
-        raise DataError(f"config: data.multi_instance_repeat must be >= 1, got {multi_instance_repeat}")
-    ratio = Fraction(multi_instance_repeat).limit_denominator(MAX_REPEAT_DENOMINATOR)
-    if abs(float(ratio) - multi_instance_repeat) > 1e-6:
-        raise DataError(
-            f"config: data.multi_instance_repeat {multi_instance_repeat} is not a fraction "
-            f"with a denominator up to {MAX_REPEAT_DENOMINATOR} (1.5, 1.25, 2, ...)"
-        )
+    ratio = repeat_ratio(multi_instance_repeat, key)
     if ratio == 1:
         return None
     repeats = []

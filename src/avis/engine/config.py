@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +145,11 @@ class TrainConfig:
             raise DataError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
         if self.processes < 1:
             raise DataError(f"config: processes must be >= 1, got {self.processes}")
-        if self.data.final_multi_instance_repeat and self.data.final_from <= 0:
-            raise DataError("config: data.final_multi_instance_repeat needs a final stage (data.final_from > 0)")
+        repeat_ratio(self.data.multi_instance_repeat, "data.multi_instance_repeat")
+        if self.data.final_multi_instance_repeat:
+            repeat_ratio(self.data.final_multi_instance_repeat, "data.final_multi_instance_repeat")
+            if self.data.final_from <= 0:
+                raise DataError("config: data.final_multi_instance_repeat needs a final stage (data.final_from > 0)")
         if self.data.final_from < 0:
             raise DataError(f"config: data.final_from must be >= 0, got {self.data.final_from}")
         if self.data.final_from > 0 and not self.data.final_short_sides:
@@ -160,6 +164,22 @@ class TrainConfig:
             raise DataError(
                 f"config: loss.embed_scope must be one of {EMBED_SCOPES}, got {self.loss.embed_scope!r}"
             )
+
+
+MAX_REPEAT_DENOMINATOR = 8  # fractional repeat factors: p / q with q <= 8
+
+
+def repeat_ratio(value: float, key: str) -> Fraction:
+    """A repeat factor (>= 1) as the fraction p / q it stands for (1.5 -> 3/2, q <= 8)."""
+    if not value >= 1:  # NaN too
+        raise DataError(f"config: {key} must be >= 1, got {value}")
+    ratio = Fraction(value).limit_denominator(MAX_REPEAT_DENOMINATOR)
+    if abs(float(ratio) - value) > 1e-6:
+        raise DataError(
+            f"config: {key} {value} is not a fraction with a denominator up to "
+            f"{MAX_REPEAT_DENOMINATOR} (1.5, 1.25, 2, ...)"
+        )
+    return ratio
 
 
 def tiny_recipe() -> TrainConfig:
