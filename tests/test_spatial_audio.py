@@ -265,13 +265,14 @@ def test_a_stereo_video_file_gives_the_maps_its_soundtrack_made(stereo_mp4):
             assert np.corrcoef(got.sum(0), want.sum(0))[0, 1] > 0.8
 
 
-def _spatial_predictor(**kwargs):
+def _spatial_predictor(track: bool = False, **kwargs):
     from avis.inference.predictor import VideoPredictor
     from avis.inference.shipped import ModelInfo
     from avis.models.avism import build_avism
     from avis.models.config import get_preset
 
-    cfg = get_preset("avism_tiny", num_classes=8, test_short_side=64, spatial_audio_bands=SPATIAL_BANDS, spatial_audio_bins=SPATIAL_BINS)
+    cfg = get_preset("avism_tiny", num_classes=8, test_short_side=64, spatial_audio_bands=SPATIAL_BANDS, spatial_audio_bins=SPATIAL_BINS,
+                     per_frame_mask_embed=track, spatial_audio_track=track)  # fmt: skip
     torch.manual_seed(0)
     model = build_avism(cfg).eval()
     with torch.no_grad():  # the term starts at zero: give it weight, so that the maps matter
@@ -311,15 +312,17 @@ def test_stream_keeps_the_stereo_windows_read_video_keeps(stereo_mp4):
     assert all(a.stereo is None and np.array_equal(a.audio, b.audio) for a, b in zip(plain, items))
 
 
-def test_online_mode_runs_a_spatial_model_as_the_offline_path(stereo_mp4, tmp_path):
+@pytest.mark.parametrize("track", [False, True])
+def test_online_mode_runs_a_spatial_model_as_the_offline_path(stereo_mp4, tmp_path, track):
     """Window = latency + 1 = the video length: the online masks equal the offline ones, so the
-    stream's maps are the ones `avis predict` makes."""
+    stream's maps are the ones `avis predict` makes (and a window's track-level embedding is
+    the whole video's, for ``spatial_audio_track`` models)."""
     from avis.cli.predict_online import run_online
     from avis.inference.online import OnlineOptions, OnlinePredictor
     from avis.inference.online_records import assemble, read_records
 
     path = stereo_mp4 / "val" / "MP4" / "val_0000.mp4"
-    predictor = _spatial_predictor(threshold=0.0, split_components=False)
+    predictor = _spatial_predictor(track, threshold=0.0, split_components=False)
     offline = predictor.predict(path)
     assert offline.num_instances > 0
     online = OnlinePredictor(predictor, OnlineOptions(latency=4, window=5))
@@ -362,3 +365,76 @@ def test_split_evaluator_feeds_the_maps_to_a_spatial_model(stereo_set):
     assert all(r["video_id"] in {v.id for v in evaluator.videos} for r in records)
     metrics = evaluator.score(records)
     assert set(metrics) == {"FSLA", "HOTA", "mAP"}
+
+
+def test_track_spatial_reads_the_spatial_term_with_one_embedding_per_track():
+    """spatial_audio_track: logit_t = e_t . F_t + mean_s(e_s) . S_t, where the plain spatial
+    model reads e_t . (F_t + S_t); same parameters, so the two differ by (mean - e_t) . S_t."""
+    from avis.models.avism import build_avism
+    from avis.models.config import get_preset
+
+    common = dict(num_classes=3, test_short_side=64, spatial_audio_bands=4, spatial_audio_bins=8, per_frame_mask_embed=True)
+    cfg = get_preset("avism_tiny", **common)
+    plain = build_avism(cfg).eval()
+    track = build_avism(get_preset("avism_tiny", spatial_audio_track=True, **common)).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        plain.spatial_audio.video_proj.weight.normal_()
+    track.load_state_dict(plain.state_dict(), strict=True)  # no parameters of its own
+    terms = []
+    hook = track.spatial_audio.register_forward_hook(lambda m, args, out: terms.append(out) if args[1] == "video" else None)
+    frames = torch.rand(2, 3, 3, 64, 64) * 255
+    audio = torch.cat([torch.randn(2, 3, cfg.audio_dim), torch.rand(2, 3, 32)], -1)
+    sizes = [(64, 48), (64, 64)]
+    with torch.no_grad():
+        want, got = plain(frames, audio, sizes).video, track(frames, audio, sizes).video
+    hook.remove()
+    (term,) = terms  # (B*T, Cm, 1, Wm)
+    cm = want.pred_mask_embed.shape[-1]
+    assert got.pred_mask_embed.shape[-1] == 2 * cm  # (Lv, Lf, B, cQ, T, 2 Cm)
+    torch.testing.assert_close(got.pred_mask_embed[..., :cm], want.pred_mask_embed)
+    mean = want.pred_mask_embed.mean(-2, keepdim=True)
+    torch.testing.assert_close(got.pred_mask_embed[..., cm:], mean.expand_as(want.pred_mask_embed))
+    term = term.view(2, 3, *term.shape[1:])
+    shift = torch.einsum("...bqtc,btchw->...bqthw", mean - want.pred_mask_embed, term)
+    assert shift.abs().max() > 1e-3  # the frames' embeddings differ: the readings differ
+    torch.testing.assert_close(got.pred_masks, want.pred_masks + shift, rtol=1e-4, atol=1e-4)
+    # one frame: its embedding is the track's, the two models agree
+    with torch.no_grad():
+        one = [m(frames[:, :1], audio[:, :1], sizes).video.pred_masks for m in (plain, track)]
+    torch.testing.assert_close(one[1], one[0], rtol=1e-4, atol=1e-4)
+    # inference reads the same product: a chunk's features with the decoded video's embeddings
+    with torch.no_grad():
+        enc = track.encode_chunk(frames[0], audio[0], sizes[0])
+        video = track.decode_video(enc.frame_queries, audio[0])
+    assert enc.mask_features.shape[1] == 2 * cm
+    with torch.no_grad():
+        full = track(frames[:1], audio[:1], sizes[:1]).video
+    torch.testing.assert_close(video.pred_mask_embed[-1, 0, 0], full.pred_mask_embed[-1, 0, 0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(spatial_audio_track=True, per_frame_mask_embed=True), "needs spatial_audio_bands"),
+        (dict(spatial_audio_track=True, spatial_audio_bands=4, spatial_audio_bins=8), "per-frame mask embeddings"),
+        (dict(spatial_audio_track=True, spatial_audio_bands=4, spatial_audio_bins=8, per_frame_mask_embed=True, peak_prior=True), "peak prior"),
+    ],
+)
+def test_track_spatial_needs_its_parts(fields, message):
+    from avis.models.avism import build_avism
+    from avis.models.config import get_preset
+
+    with pytest.raises(ValueError, match=message):
+        build_avism(get_preset("avism_tiny", num_classes=3, **fields))
+
+
+def test_predictor_paths_agree_for_a_track_spatial_model(stereo_mp4):
+    """Whole-video and memory-bounded inference give the same instances for a track_spatial
+    model (the doubled mask features go through both, and through the spill)."""
+    path = stereo_mp4 / "val" / "MP4" / "val_0000.mp4"
+    standard = _spatial_predictor(True, threshold=0.0, split_components=False, streaming=False).predict(path)
+    streamed = _spatial_predictor(True, threshold=0.0, split_components=False, streaming=True).predict(path)
+    assert standard.num_instances > 0
+    np.testing.assert_allclose(standard.scores, streamed.scores, rtol=1e-5)
+    assert np.array_equal(standard.masks(), streamed.masks())

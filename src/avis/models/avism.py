@@ -13,7 +13,7 @@ Loss and post-processing live outside: see ``avis.losses`` and ``avis.inference`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import cast
 
 import torch
@@ -34,7 +34,7 @@ MASK_STRIDE = 4  # input pixels per mask-feature column
 class ChunkEncoding:
     """What inference keeps from one chunk of frames."""
 
-    mask_features: Tensor  # (t, Cm, Hm, Wm) the video module's mask features
+    mask_features: Tensor  # (t, Cm, Hm, Wm) the video module's mask features (2 Cm: track_spatial)
     frame_queries: Tensor | None  # (t, fQ, C) last-layer frame queries (None if not asked)
     frame: FrameDecoderOutput | None  # full frame-decoder output (None if not asked)
     stride4_features: Tensor  # (t, C_pix, Hm, Wm) pixel decoder's stride-4 map
@@ -60,6 +60,7 @@ class AVISM(nn.Module):
         last_layer_num: int,
         instance_embed: tuple[int, int] | None = None,
         spatial_audio: SpatialAudioTerm | None = None,
+        track_spatial: bool = False,
     ) -> None:
         """``instance_embed`` = (mask_dim, E): an avis option, a 1x1 conv from the mask features
         to E-dim per-pixel instance embeddings for the discriminative loss (training only; see
@@ -67,7 +68,18 @@ class AVISM(nn.Module):
 
         ``spatial_audio``: an avis option, the mask-feature term of where the sound comes from
         (avis.models.spatial_audio). Each frame's audio vector then ends with the flattened
-        (bands x positions) map: audio (.., D + B*P)."""
+        (bands x positions) map: audio (.., D + B*P).
+
+        ``track_spatial`` (an avis option, with ``spatial_audio`` and per-frame mask embeddings):
+        a track reads the video module's spatial term with one embedding for the whole video
+        (the mean of its per-frame ones) instead of frame t's. Which bands a track follows,
+        and so which of two look-alikes' sounds, then cannot change from frame to frame:
+
+            logit_t = e_t . F_t + mean_s(e_s) . S_t    (F_t mask features, S_t spatial term)
+
+        Exactly that product is the plain ``video_masks`` product of the concatenated
+        embeddings [e_t, mean_s e_s] (.., 2 Cm) and features [F_t, S_t] (N, 2 Cm, Hm, Wm),
+        which is how the model hands them to the loss and to every inference path."""
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
@@ -77,6 +89,11 @@ class AVISM(nn.Module):
         self.last_layer_num = last_layer_num
         self.instance_embed = None if instance_embed is None else nn.Conv2d(*instance_embed, 1)
         self.spatial_audio = spatial_audio
+        if track_spatial and (spatial_audio is None or not video_module.per_frame_mask_embed):
+            raise ValueError("track_spatial needs a spatial_audio term and per-frame mask embeddings")
+        if track_spatial and video_module.peak_prior is not None:
+            raise ValueError("track_spatial does not combine with the peak prior")
+        self.track_spatial = track_spatial
         # not in the state dict, like the official non-persistent buffers
         self.register_buffer(
             "pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), persistent=False
@@ -164,16 +181,14 @@ class AVISM(nn.Module):
             num_frame_query_layers=layers,
             pilots=pilots,
         )
-        video = self.video_module(self._handed_over(frame), audio)
-        mask_features = self.video_module.mask_features(
-            pix.stride4_features, audio.flatten(0, 1)
-        )  # (B*T, Cm, Hm, Wm)
-        if video_term is not None:
-            mask_features = mask_features + video_term
+        video = self.with_track_embed(self.video_module(self._handed_over(frame), audio))
+        base = self.video_module.mask_features(pix.stride4_features, audio.flatten(0, 1))
+        mask_features = self.video_mask_features(base, video_term)  # (B*T, Cm [x2], Hm, Wm)
         pixel_embed = None
         if self.instance_embed is not None:
+            summed = base if video_term is None else base + video_term
             pixel_embed = torch.stack(
-                [self.instance_embed(frame_mask_features), self.instance_embed(mask_features)]
+                [self.instance_embed(frame_mask_features), self.instance_embed(summed)]
             )  # (2, B*T, E, Hm, Wm)
             pixel_embed = pixel_embed.view(2, b, t, *pixel_embed.shape[2:])
         mask_features = mask_features.view(b, t, *mask_features.shape[1:])
@@ -229,9 +244,8 @@ class AVISM(nn.Module):
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         widths = None if image_width is None else [image_width] * len(audio)
         multi_scale, frame_mask_features, video_term = self._with_spatial(pix, spatial, widths)
-        mask_features = self.video_module.mask_features(pix.stride4_features, audio)
-        if video_term is not None:
-            mask_features = mask_features + video_term
+        base = self.video_module.mask_features(pix.stride4_features, audio)
+        mask_features = self.video_mask_features(base, video_term)  # (t, Cm [x2], Hm, Wm)
         frame = None
         if with_queries:
             frame = self.frame_decoder(
@@ -305,7 +319,27 @@ class AVISM(nn.Module):
 
     def decode_video(self, frame_queries: Tensor, audio: Tensor) -> VideoModuleOutput:
         """The video module once over a whole video: frame_queries (T, fQ, C), audio (T, D)."""
-        return self.video_module(frame_queries.unsqueeze(0), self.split_audio(audio)[0].unsqueeze(0))
+        video = self.video_module(frame_queries.unsqueeze(0), self.split_audio(audio)[0].unsqueeze(0))
+        return self.with_track_embed(video)
+
+    def video_mask_features(self, base: Tensor, video_term: Tensor | None) -> Tensor:
+        """The features the video masks are read from: base (N, Cm, Hm, Wm) plus the spatial
+        term (N, Cm, 1, Wm) when the model has one; ``track_spatial``: the two side by side,
+        (N, 2 Cm, Hm, Wm), to be read with ``with_track_embed``'s embeddings."""
+        if video_term is None:
+            return base
+        if not self.track_spatial:
+            return base + video_term
+        return torch.cat([base, video_term.expand(-1, -1, base.shape[-2], -1)], dim=1)
+
+    def with_track_embed(self, video: VideoModuleOutput) -> VideoModuleOutput:
+        """``track_spatial``: per-frame mask embeddings (.., cQ, T, Cm) -> (.., cQ, T, 2 Cm),
+        each frame's beside the track's mean over the T frames (unchanged without the option)."""
+        if not self.track_spatial:
+            return video
+        embed = video.pred_mask_embed
+        track = embed.mean(dim=-2, keepdim=True).expand_as(embed)
+        return replace(video, pred_mask_embed=torch.cat([embed, track], dim=-1))
 
 
 def build_avism(cfg: AVISMConfig) -> AVISM:
@@ -387,6 +421,8 @@ def build_avism_with_backbone(
             )
         key_dim = cfg.conv_dim if cfg.spatial_audio_keys else 0
         spatial = SpatialAudioTerm(cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim, key_dim)
+    elif cfg.spatial_audio_track:
+        raise ValueError("spatial_audio_track needs spatial_audio_bands and spatial_audio_bins")
     return AVISM(
         backbone,
         pixel_decoder,
@@ -398,4 +434,5 @@ def build_avism_with_backbone(
         last_layer_num=cfg.last_layer_num,
         instance_embed=(cfg.mask_dim, cfg.instance_embed_dim) if cfg.instance_embed_dim > 0 else None,
         spatial_audio=spatial,
+        track_spatial=cfg.spatial_audio_track,
     )

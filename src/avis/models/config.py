@@ -83,6 +83,8 @@ class AVISMConfig:
     spatial_audio_bands: int = 0
     spatial_audio_bins: int = 0
     spatial_audio_keys: bool = False  # ... and to the maps the frame decoder's queries attend to
+    # ... and the video masks read it with a track-level embedding (needs per_frame_mask_embed)
+    spatial_audio_track: bool = False
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)
