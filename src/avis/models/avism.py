@@ -407,6 +407,7 @@ def build_avism_with_backbone(
         per_frame_mask_embed=cfg.per_frame_mask_embed,
         recurrent_refine=cfg.recurrent_refine,
         refine_by_content=cfg.refine_by_content,
+        consensus_refine=cfg.consensus_refine,
         mask_quality=cfg.mask_quality,
         anchor_queries=cfg.anchor_queries,
         position_cues=cfg.position_cues,

@@ -70,6 +70,7 @@ class AVISMConfig:
     per_frame_mask_embed: bool = False  # avis option: video queries re-read each frame
     recurrent_refine: bool = False  # avis option: each frame's re-read starts from the previous one
     refine_by_content: bool = False  # avis option: the per-frame re-read ignores frame-query slots
+    consensus_refine: bool = False  # avis option: a second re-read from the mean of the first
     coord_freqs: int = 0  # avis option: > 0 adds embedded pixel coordinates to the pixel maps
     mask_quality: bool = False  # avis option: each video query predicts its track's mask IoU
     anchor_queries: bool = False  # avis option: query position embeddings from fixed anchor points

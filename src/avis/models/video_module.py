@@ -95,6 +95,7 @@ class VideoModule(nn.Module):
         per_frame_mask_embed: bool = False,
         recurrent_refine: bool = False,
         refine_by_content: bool = False,
+        consensus_refine: bool = False,
         mask_quality: bool = False,
         anchor_queries: bool = False,
         position_cues: bool = False,
@@ -107,6 +108,8 @@ class VideoModule(nn.Module):
             raise ValueError("recurrent_refine needs per_frame_mask_embed")
         if refine_by_content and not per_frame_mask_embed:
             raise ValueError("refine_by_content needs per_frame_mask_embed")
+        if consensus_refine and (not per_frame_mask_embed or recurrent_refine):
+            raise ValueError("consensus_refine needs per_frame_mask_embed and excludes recurrent_refine")
         self.num_heads = num_heads
         self.num_queries = num_queries
         self.num_frame_queries = num_frame_queries
@@ -149,6 +152,11 @@ class VideoModule(nn.Module):
             self.refine_carry = nn.Linear(hidden_dim, hidden_dim)
             nn.init.zeros_(self.refine_carry.weight)
             nn.init.zeros_(self.refine_carry.bias)
+        self.refine_consensus = None
+        if consensus_refine:  # not in the official model, see _refine_frames
+            self.refine_consensus = nn.Linear(hidden_dim, hidden_dim)
+            nn.init.zeros_(self.refine_consensus.weight)
+            nn.init.zeros_(self.refine_consensus.bias)
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
         if anchor_queries:  # not in the official model, see query_pos
@@ -424,18 +432,26 @@ class VideoModule(nn.Module):
         official model; no parameters) the keys are the tokens alone; on the synthetic
         benchmark that changed nothing (docs/results/tiny_r47): the re-read follows the
         content of the token that holds the class most confidently, not its slot.
+
+        With ``consensus_refine`` (an avis option, off in the official model) every frame is
+        read twice: the second time the query is the video query plus a learnt map of the
+        mean of what it read in all T frames (zero-initialised), so that each frame's read
+        can prefer the instance the track holds in most frames, in either direction of time.
         """
         pos = None if self.refine_by_content else self.fq_pos.weight.unsqueeze(1)  # (fQ, 1, C)
         query_pos = self.query_pos().unsqueeze(1)  # (cQ, 1, C)
         (cq, m, c), (fq, t) = queries.shape, (memory.shape[0], memory.shape[2])
         if not self.recurrent_refine:  # all frames at once: batch element (l*N + n)*T + t
-            out = self.frame_refine(
-                queries[:, :, None].expand(cq, m, t, c).reshape(cq, m * t, c),
-                memory.reshape(fq, m * t, c),
-                pos=pos,
-                query_pos=query_pos,
-            )
-            return out.view(cq, m, t, c)
+            keys = memory.reshape(fq, m * t, c)
+
+            def read(query: Tensor) -> Tensor:  # (cQ, M, C) -> (cQ, M, T, C)
+                flat = query[:, :, None].expand(cq, m, t, c).reshape(cq, m * t, c)
+                return self.frame_refine(flat, keys, pos=pos, query_pos=query_pos).view(cq, m, t, c)
+
+            out = read(queries)
+            if self.refine_consensus is not None:
+                out = read(queries + self.refine_consensus(out.mean(dim=2)))
+            return out
         outs = []
         held = queries.new_zeros(cq, m, c)  # what each query read in the previous frame
         for frame in range(t):
