@@ -76,6 +76,36 @@ def forward_and_loss(model, b: int = 2, t: int = 3):
     return out, AVISMCriterion(k, num_points=None)(out, small_clips(k, b))
 
 
+def assert_training_reaches(model, name: str) -> None:
+    """A training forward (B = 2 clips of T = 3 frames) and the loss's backward reach every
+    parameter of the model's submodule ``name`` (a SMALL model with per-frame embeddings)."""
+    out, result = forward_and_loss(model.train(), b=2, t=3)
+    assert out.video.pred_mask_embed.shape == (2, 2, 2, 3, 3, 16)  # (Lv, Lf, B, cQ, T, Cm)
+    result.total.backward()
+    for p in model.get_submodule(name).parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+BLOCK_OPTIONS = dict(run_chunk_size=2, top_k=4, score_threshold=0.0, mask_prob_threshold=0.5)
+
+
+def predictions_for_block_sizes(model, streaming: bool, t: int = 5):
+    """Predictions of a model on t random 32x40 frames with mask blocks of 1, 2 and t frames;
+    asserts they agree (how the frames are cut into mask blocks does not matter).
+    -> (frames, audio, [the three predictions])."""
+    frames = (torch.rand(t, 3, 32, 40) * 255).to(torch.uint8)
+    audio = torch.randn(t, model.video_module.av_proj.in_features)
+    results = [
+        predict_frames(model, frames, audio, (40, 50), InferenceOptions(interpolate_chunk_size=n, **BLOCK_OPTIONS), streaming)
+        for n in (1, 2, t)
+    ]
+    for other in results[1:]:
+        assert torch.equal(other.query_indices, results[0].query_indices)
+        torch.testing.assert_close(other.scores, results[0].scores)
+        assert (other.masks != results[0].masks).float().mean() <= 1e-3
+    return frames, audio, results
+
+
 def small_clips(num_classes: int, b: int = 2) -> list:
     """Two made-up clips (2 and 1 instances, labels < num_classes) on 32 px frames."""
     gen = torch.Generator().manual_seed(3)
@@ -109,20 +139,8 @@ def test_inference_uses_each_frames_embedding(streaming: bool):
         if p.dim() > 1:
             torch.nn.init.normal_(p, std=0.5)
     t = 5
-    frames = (torch.rand(t, 3, 32, 40) * 255).to(torch.uint8)
-    audio = torch.randn(t, model.video_module.av_proj.in_features)
-    opts = dict(run_chunk_size=2, top_k=4, score_threshold=0.0, mask_prob_threshold=0.5)
-
-    def options(interpolate_chunk_size: int) -> InferenceOptions:
-        return InferenceOptions(interpolate_chunk_size=interpolate_chunk_size, **opts)
-
-    results = [
-        predict_frames(model, frames, audio, (40, 50), options(n), streaming) for n in (1, 2, t)
-    ]
-    for other in results[1:]:  # how the frames are cut into mask blocks does not matter
-        assert torch.equal(other.query_indices, results[0].query_indices)
-        torch.testing.assert_close(other.scores, results[0].scores)
-        assert (other.masks != results[0].masks).float().mean() <= 1e-3
+    frames, audio, results = predictions_for_block_sizes(model, streaming, t)
+    opts = BLOCK_OPTIONS
     # by hand: frame f's mask uses the embedding of frame f
     trace = InferenceTrace()
     encode, size, padded = frames_encoder(model, frames, audio)

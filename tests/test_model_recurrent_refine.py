@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from avis.inference.video import InferenceOptions, predict_frames
 from avis.models.avism import build_avism
 from avis.models.config import get_preset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_model_per_frame_embed import SMALL, forward_and_loss  # noqa: E402
+from test_model_per_frame_embed import SMALL, assert_training_reaches, predictions_for_block_sizes  # noqa: E402
 
 
 def _model(recurrent: bool = True, **kw):
@@ -83,35 +82,13 @@ def test_each_frame_reads_its_own_tokens_and_what_came_before():
 
 
 def test_training_forward_loss_and_gradients_reach_the_carry():
-    model = _model().train()
+    model = _model()
     _wake(model)
-    out, result = forward_and_loss(model, b=2, t=3)
-    assert out.video.pred_mask_embed.shape == (2, 2, 2, 3, 3, 16)  # (Lv, Lf, B, cQ, T, Cm)
-    result.total.backward()
-    for p in model.video_module.refine_carry.parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    assert_training_reaches(model, "video_module.refine_carry")
 
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_inference_is_the_same_however_frames_are_cut_into_blocks(streaming: bool):
     model = _model().eval()
     _wake(model)
-    t = 5
-    frames = (torch.rand(t, 3, 32, 40) * 255).to(torch.uint8)
-    audio = torch.randn(t, model.video_module.av_proj.in_features)
-    opts = dict(run_chunk_size=2, top_k=4, score_threshold=0.0, mask_prob_threshold=0.5)
-    results = [
-        predict_frames(
-            model,
-            frames,
-            audio,
-            (40, 50),
-            InferenceOptions(interpolate_chunk_size=n, **opts),
-            streaming,
-        )
-        for n in (1, 2, t)
-    ]
-    for other in results[1:]:
-        assert torch.equal(other.query_indices, results[0].query_indices)
-        torch.testing.assert_close(other.scores, results[0].scores)
-        assert (other.masks != results[0].masks).float().mean() <= 1e-3
+    predictions_for_block_sizes(model, streaming)
