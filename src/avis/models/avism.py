@@ -90,9 +90,11 @@ class AVISM(nn.Module):
         self.instance_embed = None if instance_embed is None else nn.Conv2d(*instance_embed, 1)
         self.spatial_audio = spatial_audio
         if track_spatial and (spatial_audio is None or not video_module.per_frame_mask_embed):
-            raise ValueError("track_spatial needs a spatial_audio term and per-frame mask embeddings")
+            raise ValueError(
+                "spatial_audio_track needs a spatial_audio term and per-frame mask embeddings (per_frame_mask_embed)"
+            )
         if track_spatial and video_module.peak_prior is not None:
-            raise ValueError("track_spatial does not combine with the peak prior")
+            raise ValueError("spatial_audio_track does not combine with the peak prior (peak_prior)")
         self.track_spatial = track_spatial
         # not in the state dict, like the official non-persistent buffers
         self.register_buffer(
