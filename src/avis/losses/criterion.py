@@ -142,7 +142,7 @@ class AVISMCriterion:
         frame, video = outputs.frame, outputs.video
         num_clips = len(targets)
         num_frames = frame.pred_logits.shape[1] // num_clips
-        num_frame_layers = video.pred_fq_embed.shape[0]
+        num_frame_layers = video.pred_logits.shape[1]  # Lf
         device = frame.pred_logits.device
         videos = [
             prepare_video_targets(t.to(device), self.num_classes, self.official_quirks)
@@ -382,6 +382,8 @@ class AVISMCriterion:
         video_matches: list[Match],
     ) -> Tensor:
         """VITA's foreground similarity loss over (frame-query layer, clip) groups."""
+        if outputs.video.pred_fq_embed is None or outputs.video.pred_cq_embed is None:
+            raise ValueError("the similarity loss needs a model built with use_sim and sim_use_clip")
         fq_embed = outputs.video.pred_fq_embed  # (Lf, B, T, fQ, C)
         cq_embed = outputs.video.pred_cq_embed[-1]  # (Lf, B, cQ, C)
         num_layers, num_clips, num_frames = fq_embed.shape[:3]

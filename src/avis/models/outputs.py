@@ -32,8 +32,8 @@ class VideoOutput:
     pred_logits: Tensor  # (Lv, Lf, B, cQ, K+1); index -1 = last video-decoder layer
     pred_mask_embed: Tensor  # (Lv, Lf, B, cQ, C)
     pred_masks: Tensor  # (Lv, Lf, B, cQ, T, Hm, Wm) mask logits = embed . video mask features
-    pred_fq_embed: Tensor  # (Lf, B, T, fQ, C) sim_embed_frame(frame queries)
-    pred_cq_embed: Tensor  # (Lv, Lf, B, cQ, C) sim_embed_clip(video queries)
+    pred_fq_embed: Tensor | None  # (Lf, B, T, fQ, C) sim_embed_frame(frame queries); None without use_sim
+    pred_cq_embed: Tensor | None  # (Lv, Lf, B, cQ, C) sim_embed_clip(video queries); None without sim_use_clip
     pred_quality: Tensor | None = None  # (Lv, Lf, B, cQ) predicted mask-IoU logits (mask_quality)
 
 
