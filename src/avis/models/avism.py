@@ -91,7 +91,8 @@ class AVISM(nn.Module):
         self.spatial_audio = spatial_audio
         if track_spatial and (spatial_audio is None or not video_module.per_frame_mask_embed):
             raise ValueError(
-                "spatial_audio_track needs a spatial_audio term and per-frame mask embeddings (per_frame_mask_embed)"
+                "spatial_audio_track needs spatial_audio_bands/bins (a spatial_audio term) and "
+                "per-frame mask embeddings (per_frame_mask_embed)"
             )
         if track_spatial and video_module.peak_prior is not None:
             raise ValueError("spatial_audio_track does not combine with the peak prior (peak_prior)")
@@ -188,7 +189,8 @@ class AVISM(nn.Module):
         mask_features = self.video_mask_features(base, video_term)  # (B*T, Cm [x2], Hm, Wm)
         pixel_embed = None
         if self.instance_embed is not None:
-            summed = base if video_term is None else base + video_term
+            # the term added, as the plain spatial model reads it (track_spatial keeps it beside)
+            summed = base + video_term if self.track_spatial and video_term is not None else mask_features
             pixel_embed = torch.stack(
                 [self.instance_embed(frame_mask_features), self.instance_embed(summed)]
             )  # (2, B*T, E, Hm, Wm)
@@ -424,8 +426,6 @@ def build_avism_with_backbone(
             )
         key_dim = cfg.conv_dim if cfg.spatial_audio_keys else 0
         spatial = SpatialAudioTerm(cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim, key_dim)
-    elif cfg.spatial_audio_track:
-        raise ValueError("spatial_audio_track needs spatial_audio_bands and spatial_audio_bins")
     return AVISM(
         backbone,
         pixel_decoder,
