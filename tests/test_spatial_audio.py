@@ -265,14 +265,22 @@ def test_a_stereo_video_file_gives_the_maps_its_soundtrack_made(stereo_mp4):
             assert np.corrcoef(got.sum(0), want.sum(0))[0, 1] > 0.8
 
 
-def _spatial_predictor(track: bool = False, **kwargs):
+# the spatial model's variants the inference paths are checked with: plain, track-level, cues
+VARIANTS = {
+    "plain": {},
+    "track": dict(per_frame_mask_embed=True, spatial_audio_track=True),
+    "cues": dict(per_frame_mask_embed=True, spatial_audio_cues=True),
+}
+
+
+def _spatial_predictor(variant: str = "plain", **kwargs):
     from avis.inference.predictor import VideoPredictor
     from avis.inference.shipped import ModelInfo
     from avis.models.avism import build_avism
     from avis.models.config import get_preset
 
     cfg = get_preset("avism_tiny", num_classes=8, test_short_side=64, spatial_audio_bands=SPATIAL_BANDS, spatial_audio_bins=SPATIAL_BINS,
-                     per_frame_mask_embed=track, spatial_audio_track=track)  # fmt: skip
+                     **VARIANTS[variant])  # fmt: skip
     torch.manual_seed(0)
     model = build_avism(cfg).eval()
     with torch.no_grad():  # the term starts at zero: give it weight, so that the maps matter
@@ -312,8 +320,8 @@ def test_stream_keeps_the_stereo_windows_read_video_keeps(stereo_mp4):
     assert all(a.stereo is None and np.array_equal(a.audio, b.audio) for a, b in zip(plain, items))
 
 
-@pytest.mark.parametrize("track", [False, True])
-def test_online_mode_runs_a_spatial_model_as_the_offline_path(stereo_mp4, tmp_path, track):
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_online_mode_runs_a_spatial_model_as_the_offline_path(stereo_mp4, tmp_path, variant):
     """Window = latency + 1 = the video length: the online masks equal the offline ones, so the
     stream's maps are the ones `avis predict` makes (and a window's track-level embedding is
     the whole video's, for ``spatial_audio_track`` models)."""
@@ -322,7 +330,7 @@ def test_online_mode_runs_a_spatial_model_as_the_offline_path(stereo_mp4, tmp_pa
     from avis.inference.online_records import assemble, read_records
 
     path = stereo_mp4 / "val" / "MP4" / "val_0000.mp4"
-    predictor = _spatial_predictor(track, threshold=0.0, split_components=False)
+    predictor = _spatial_predictor(variant, threshold=0.0, split_components=False)
     offline = predictor.predict(path)
     assert offline.num_instances > 0
     online = OnlinePredictor(predictor, OnlineOptions(latency=4, window=5))
@@ -429,12 +437,14 @@ def test_track_spatial_needs_its_parts(fields, message):
         build_avism(get_preset("avism_tiny", num_classes=3, **fields))
 
 
-def test_predictor_paths_agree_for_a_track_spatial_model(stereo_mp4):
+@pytest.mark.parametrize("variant", ["track", "cues"])
+def test_predictor_paths_agree_for_the_spatial_variants(stereo_mp4, variant):
     """Whole-video and memory-bounded inference give the same instances for a track_spatial
-    model (the doubled mask features go through both, and through the spill)."""
+    model (the doubled mask features go through both, and through the spill) and for a model
+    whose frame queries carry their band profile (spatial_audio_cues)."""
     path = stereo_mp4 / "val" / "MP4" / "val_0000.mp4"
-    standard = _spatial_predictor(True, threshold=0.0, split_components=False, streaming=False).predict(path)
-    streamed = _spatial_predictor(True, threshold=0.0, split_components=False, streaming=True).predict(path)
+    standard = _spatial_predictor(variant, threshold=0.0, split_components=False, streaming=False).predict(path)
+    streamed = _spatial_predictor(variant, threshold=0.0, split_components=False, streaming=True).predict(path)
     assert standard.num_instances > 0
     np.testing.assert_allclose(standard.scores, streamed.scores, rtol=1e-5)
     assert np.array_equal(standard.masks(), streamed.masks())

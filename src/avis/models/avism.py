@@ -175,7 +175,7 @@ class AVISM(nn.Module):
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         widths = None if image_widths is None else [w for w in image_widths for _ in range(t)]
         flat = None if spatial is None else spatial.flatten(0, 1)
-        multi_scale, frame_mask_features, video_term = self._with_spatial(pix, flat, widths)
+        multi_scale, frame_mask_features, video_term, cols = self._with_spatial(pix, flat, widths)
         layers = self.last_layer_num if self.training else 1
         frame = self.frame_decoder(
             multi_scale,
@@ -184,7 +184,7 @@ class AVISM(nn.Module):
             num_frame_query_layers=layers,
             pilots=pilots,
         )
-        video = self.with_track_embed(self.video_module(self._handed_over(frame), audio))
+        video = self.with_track_embed(self.video_module(self._handed_over(frame, cols), audio))
         base = self.video_module.mask_features(pix.stride4_features, audio.flatten(0, 1))
         mask_features = self.video_mask_features(base, video_term)  # (B*T, Cm [x2], Hm, Wm)
         pixel_embed = None
@@ -247,7 +247,7 @@ class AVISM(nn.Module):
         audio, spatial = self.split_audio(audio)
         pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         widths = None if image_width is None else [image_width] * len(audio)
-        multi_scale, frame_mask_features, video_term = self._with_spatial(pix, spatial, widths)
+        multi_scale, frame_mask_features, video_term, cols = self._with_spatial(pix, spatial, widths)
         base = self.video_module.mask_features(pix.stride4_features, audio)
         mask_features = self.video_mask_features(base, video_term)  # (t, Cm [x2], Hm, Wm)
         frame = None
@@ -257,7 +257,7 @@ class AVISM(nn.Module):
             )  # inference: full-size masks of the last prediction only (frame.pred_masks Dl = 1)
         return ChunkEncoding(
             mask_features=mask_features,
-            frame_queries=None if frame is None else self._handed_over(frame)[-1],
+            frame_queries=None if frame is None else self._handed_over(frame, cols)[-1],
             frame=frame,
             stride4_features=pix.stride4_features,
         )
@@ -277,26 +277,30 @@ class AVISM(nn.Module):
 
     def _with_spatial(
         self, pix: PixelDecoderOutput, spatial: Tensor | None, widths: Sequence[int] | None
-    ) -> tuple[list[Tensor], Tensor, Tensor | None]:
+    ) -> tuple[list[Tensor], Tensor, Tensor | None, Tensor | None]:
         """What the decoders read, with where the sound is for ``spatial_audio`` models:
         spatial (N, B*P) maps of frames `widths` (N,) pixels wide -> the multi-scale maps, the
-        frame decoder's mask features and the term for the video module's (None without)."""
+        frame decoder's mask features, the term for the video module's and the map at each
+        mask-grid column (N, B, Wm) (both None without)."""
         if spatial is None:
-            return list(pix.multi_scale_features), pix.mask_features, None
+            return list(pix.multi_scale_features), pix.mask_features, None, None
         if widths is None:
             raise ValueError("this model reads where the sound is: pass the pictures' widths")
         grid_width = pix.mask_features.shape[-1]
-        frame_term, video_term = self.spatial_terms(spatial, widths, grid_width)
+        cols, frame_term, video_term = self.spatial_terms(spatial, widths, grid_width)
         multi_scale = self.spatial_keys(pix.multi_scale_features, spatial, widths, grid_width)
-        return multi_scale, pix.mask_features + frame_term, video_term
+        return multi_scale, pix.mask_features + frame_term, video_term, cols
 
-    def spatial_terms(self, spatial: Tensor, widths: Sequence[int], grid_width: int) -> tuple[Tensor, Tensor]:
-        """Flattened maps (N, B*P) of frames `widths` (N,) pixels wide -> the terms (N, Cm, 1, Wm)
-        added to the frame decoder's and the video module's mask features (``spatial_audio``)."""
+    def spatial_terms(
+        self, spatial: Tensor, widths: Sequence[int], grid_width: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Flattened maps (N, B*P) of frames `widths` (N,) pixels wide -> the map at each column
+        of the mask grid (N, B, Wm) and the terms (N, Cm, 1, Wm) added to the frame decoder's and
+        the video module's mask features (``spatial_audio``)."""
         term = self.spatial_audio
         assert term is not None, "only spatial_audio models have the term"
         cols = term.columns(spatial, widths, grid_width, MASK_STRIDE)
-        return term(cols, "frame"), term(cols, "video")
+        return cols, term(cols, "frame"), term(cols, "video")
 
     def spatial_keys(
         self, maps: Sequence[Tensor], spatial: Tensor, widths: Sequence[int], grid_width: int
@@ -313,13 +317,20 @@ class AVISM(nn.Module):
             out.append(x + term(cols, "key"))
         return out
 
-    def _handed_over(self, frame: FrameDecoderOutput) -> Tensor:
+    def _handed_over(self, frame: FrameDecoderOutput, cols: Tensor | None = None) -> Tensor:
         """The frame queries the video module reads: (Lf, N, fQ, C); with ``position_cues``
-        plus the embedding of where their masks lie (the masks of the same predictions)."""
+        plus the embedding of where their masks lie, with ``spatial_audio_cues`` plus that of
+        the bands sounding under them (cols (N, B, Wm): the spatial map at each mask-grid
+        column; the masks are those of the same predictions)."""
         queries = frame.frame_queries
-        if not self.video_module.position_cues:
-            return queries
-        return self.video_module.add_position_cues(queries, frame.pred_masks[-queries.shape[0] :])
+        masks = frame.pred_masks[-queries.shape[0] :]
+        if self.video_module.position_cues:
+            queries = self.video_module.add_position_cues(queries, masks)
+        if self.spatial_audio is not None and self.spatial_audio.cue_embed is not None:
+            if cols is None:
+                raise ValueError("this model's frame queries read where the sound is: pass the spatial maps")
+            queries = queries + self.spatial_audio.token_cues(cols, masks).to(queries.dtype)
+        return queries
 
     def decode_video(self, frame_queries: Tensor, audio: Tensor) -> VideoModuleOutput:
         """The video module once over a whole video: frame_queries (T, fQ, C), audio (T, D)."""
@@ -425,7 +436,12 @@ def build_avism_with_backbone(
                 f"{cfg.spatial_audio_bands} and {cfg.spatial_audio_bins}"
             )
         key_dim = cfg.conv_dim if cfg.spatial_audio_keys else 0
-        spatial = SpatialAudioTerm(cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim, key_dim)
+        cue_dim = cfg.frame_hidden_dim if cfg.spatial_audio_cues else 0
+        spatial = SpatialAudioTerm(
+            cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim, key_dim, cue_dim
+        )
+    elif cfg.spatial_audio_cues:
+        raise ValueError("spatial_audio_cues needs spatial_audio_bands and spatial_audio_bins")
     return AVISM(
         backbone,
         pixel_decoder,

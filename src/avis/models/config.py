@@ -86,6 +86,8 @@ class AVISMConfig:
     spatial_audio_keys: bool = False  # ... and to the maps the frame decoder's queries attend to
     # ... and the video masks read it with a track-level embedding (needs per_frame_mask_embed)
     spatial_audio_track: bool = False
+    # ... and each frame query is handed to the video module with the bands sounding under its mask
+    spatial_audio_cues: bool = False
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

@@ -13,7 +13,12 @@ different pitches and places (two guitars playing different notes) thereby diffe
 pixel features, in every frame. The two projections (frame decoder's and video module's
 mask features) start at zero, so training starts from the model without the term.
 
-Letters: N frames, B bands, P position bins, Cm mask channels, Hm x Wm mask grid.
+With ``cue_dim`` (`spatial_audio_cues`) the term also tells each frame query which bands
+sound under its own mask (`token_cues`), so that the video module can tell two look-alike
+tokens apart by their sound in every frame, with no pooling over time.
+
+Letters: N frames, B bands, P position bins, Cm mask channels, Hm x Wm mask grid, L layers of
+frame queries, fQ frame queries, C frame-query size.
 """
 
 from __future__ import annotations
@@ -23,20 +28,29 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from avis.models.layers import MLP
+
+CUE_LAYERS = 2  # MLP of a token's band profile (token_cues)
+
 
 class SpatialAudioTerm(nn.Module):
     """key_dim > 0 (`spatial_audio_keys`): also a projection to the pixel decoder's C channels,
     added to the multi-scale maps the frame decoder's queries attend to, so that a query's
-    content (and from it its mask embedding) can carry the bands sounding where its object is."""
+    content (and from it its mask embedding) can carry the bands sounding where its object is.
 
-    def __init__(self, bands: int, bins: int, mask_dim: int, key_dim: int = 0) -> None:
+    cue_dim > 0 (`spatial_audio_cues`): an MLP from a frame query's band profile under its mask
+    to cue_dim (the frame-query size), added to the query the video module reads (`token_cues`)."""
+
+    def __init__(self, bands: int, bins: int, mask_dim: int, key_dim: int = 0, cue_dim: int = 0) -> None:
         super().__init__()
         self.bands, self.bins = bands, bins
         self.frame_proj = nn.Linear(bands, mask_dim)
         self.video_proj = nn.Linear(bands, mask_dim)
         self.key_proj = nn.Linear(bands, key_dim) if key_dim > 0 else None
-        for proj in (self.frame_proj, self.video_proj, self.key_proj):
-            if proj is not None:
+        self.cue_embed = MLP(bands, cue_dim, cue_dim, CUE_LAYERS) if cue_dim > 0 else None
+        last = None if self.cue_embed is None else self.cue_embed.layers[-1]
+        for proj in (self.frame_proj, self.video_proj, self.key_proj, last):
+            if isinstance(proj, nn.Linear):
                 nn.init.zeros_(proj.weight)
                 nn.init.zeros_(proj.bias)
 
@@ -68,6 +82,21 @@ class SpatialAudioTerm(nn.Module):
         if proj is None:
             raise ValueError("this spatial-audio term has no key projection (spatial_audio_keys)")
         return proj(cols.transpose(1, 2)).transpose(1, 2).unsqueeze(2)
+
+    def token_cues(self, cols: Tensor, mask_logits: Tensor) -> Tensor:
+        """cols (N, B, Wm) from `columns` on the masks' grid; mask_logits (L, N, fQ, Hm, Wm) of
+        the frame queries' own predictions (not differentiated) -> (L, N, fQ, C): the cue
+        embedding of each query's band profile, the map's columns averaged with the weight of
+        its mask in each column. Two look-alikes at different places that sound at different
+        pitches get different profiles in every frame, wherever they move."""
+        if self.cue_embed is None:
+            raise ValueError("this spatial-audio term has no cue embedding (spatial_audio_cues)")
+        weight = mask_logits.detach().float().sigmoid().sum(-2)  # (L, N, fQ, Wm) mask mass per column
+        profile = torch.einsum("lnqw,nbw->lnqb", weight, cols.float())
+        profile = profile / (weight.sum(-1, keepdim=True) + 1e-6)  # (L, N, fQ, B)
+        first = self.cue_embed.layers[0]
+        assert isinstance(first, nn.Linear)
+        return self.cue_embed(profile.to(first.weight.dtype))
 
 
 def _take(maps: Tensor, index: Tensor) -> Tensor:
