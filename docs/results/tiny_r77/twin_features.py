@@ -1,0 +1,104 @@
+"""Do a model's video mask features tell two twins apart the same way in every frame?
+
+A track's video mask is e_t . F_t (per-frame embedding e_t, features F_t = base + spatial term).
+For each video with twins (two ground-truth tracks of one class) of a test split, and each frame
+where both twins have pixels on the mask grid, d_t = mean F_t over twin A's pixels - mean over
+twin B's. If one direction w separates the twins in (nearly) every frame, the features carry a
+twin's identity over the video and a track that jumps has an embedding that failed to follow
+it; if not, the features themselves change which twin looks like which. Reported, over all
+such frames: the share where w . d_t > 0 for w = the mean of the video's other frames' d_s
+(leave one out), for the full features, the base alone and the spatial term alone; and, for
+comparison, the share of frames where A is on the same side of B (left/right by mask centroid)
+as in most of the video's frames (what a pure "left one / right one" cue would give).
+
+    python twin_features.py CKPT ROOT [SIDE]      # ROOT: a test split (eval-seeds cache); SIDE 224
+"""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avis.data import load_split
+from avis.data.annotations import decode_track
+from avis.engine.seeds import twin_video_ids
+from avis.inference.predictor import VideoPredictor
+
+
+def loo_agreement(d: np.ndarray) -> np.ndarray:
+    """d (T, C) -> (T,) bool: frame t agrees with the mean of the other frames' differences."""
+    total = d.sum(0, keepdims=True)
+    others = (total - d) / max(len(d) - 1, 1)
+    return (others * d).sum(1) > 0
+
+
+def main() -> None:
+    ckpt, root = sys.argv[1], Path(sys.argv[2])
+    side = int(sys.argv[3]) if len(sys.argv) > 3 else 224
+    torch.set_num_threads(1)
+    p = VideoPredictor.from_checkpoint(ckpt, split_components=False)
+    p.config = dataclasses.replace(p.config, test_short_side=side, test_max_size=2 * side)
+    raw_gt = json.loads((root / "test.json").read_text(encoding="utf-8"))
+    twins = twin_video_ids(raw_gt)
+    data = load_split(root, "test", spatial_audio=p.config.spatial_audio)
+    seen: dict[str, list] = {}
+    original = p.model.video_mask_features
+
+    def capture(base, term):  # the two parts of the video module's mask features
+        seen["parts"] = (base, term)
+        return original(base, term)
+
+    p.model.video_mask_features = capture
+    agree: dict[str, list[bool]] = {"full": [], "base": [], "spatial term": [], "side (centroid)": []}
+    pairs = 0
+    for video in sorted(data.videos, key=lambda v: v.id):
+        if video.id not in twins:
+            continue
+        frames = data.load_frames(video)
+        audio = torch.from_numpy(data.load_audio_input(video).astype(np.float32))
+        gts = [(t.category_id, decode_track(t)) for t in data.tracks[video.id]]
+        cats = [c for c, _ in gts]
+        encode, (h, w), _ = p.encoder(frames, audio)
+        with torch.no_grad():
+            enc = encode(0, len(frames), False)
+        base, term = seen["parts"]
+        hq, wq = h // 4, w // 4
+        parts = {"full": enc.mask_features, "base": base}
+        if term is not None:
+            parts["spatial term"] = term.expand(-1, -1, base.shape[-2], -1)
+        parts = {k: v[..., :hq, :wq].float() for k, v in parts.items()}  # (T, Cm, hq, wq)
+        for c in sorted(set(cats)):
+            tracks = [g for c2, g in gts if c2 == c]
+            if len(tracks) != 2:
+                continue
+            small = [
+                F.interpolate(torch.from_numpy(g).float()[:, None], size=(hq, wq), mode="area")[:, 0] > 0.5
+                for g in tracks
+            ]  # (T, hq, wq) each
+            both = [t for t in range(len(frames)) if small[0][t].any() and small[1][t].any()]
+            if len(both) < 3:
+                continue
+            pairs += 1
+            for name, feats in parts.items():
+                d = np.stack([
+                    (feats[t][:, small[0][t]].mean(1) - feats[t][:, small[1][t]].mean(1)).numpy()
+                    for t in both
+                ])  # fmt: skip
+                agree[name] += loo_agreement(d).tolist()
+            xs = torch.arange(wq, dtype=torch.float32)
+            cx = [np.array([(m[t].float().sum(0) * xs).sum() / m[t].sum() for t in both]) for m in small]
+            left = cx[0] < cx[1]
+            agree["side (centroid)"] += (left == (left.mean() >= 0.5)).tolist()
+    n = len(agree["full"])
+    print(f"{ckpt} side {side}: {pairs} twin pairs, {n} frames with both twins on the grid")
+    for name, values in agree.items():
+        if values:
+            print(f"  {name:16s} frames agreeing with the video's twin direction: {np.mean(values):.1%}")
+
+
+if __name__ == "__main__":
+    main()
