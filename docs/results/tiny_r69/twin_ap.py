@@ -60,15 +60,21 @@ def error_pixels(pred: np.ndarray, gt: np.ndarray, others: list[np.ndarray]) -> 
     }
 
 
-def main() -> None:
-    ckpt, root = sys.argv[1], Path(sys.argv[2])
-    side = int(sys.argv[3]) if len(sys.argv) > 3 else 224
+def open_twin_split(argv: list[str]):
+    """CKPT ROOT [SIDE] -> (ckpt, side, predictor without splitting at that test side, the
+    split's raw test.json, the ids of its videos with twins, the loaded split)."""
+    ckpt, root = argv[1], Path(argv[2])
+    side = int(argv[3]) if len(argv) > 3 else 224
     torch.set_num_threads(1)
     p = VideoPredictor.from_checkpoint(ckpt, split_components=False)
     p.config = dataclasses.replace(p.config, test_short_side=side, test_max_size=2 * side)
     raw_gt = json.loads((root / "test.json").read_text(encoding="utf-8"))
-    twins = twin_video_ids(raw_gt)
     data = load_split(root, "test", spatial_audio=p.config.spatial_audio)
+    return ckpt, side, p, raw_gt, twin_video_ids(raw_gt), data
+
+
+def main() -> None:
+    ckpt, side, p, raw_gt, twins, data = open_twin_split(sys.argv)
     category_ids = [c["id"] for c in sorted(raw_gt["categories"], key=lambda c: c["id"])]
     runs: dict[str, list[dict]] = {"as is": [], "oracle scores": [], "no duplicates": []}
     lost: dict[str, int] = {}  # pixels of (union - intersection) of twin tracks, by kind

@@ -14,8 +14,6 @@ as in most of the video's frames (what a pure "left one / right one" cue would g
     python twin_features.py CKPT ROOT [SIDE]      # ROOT: a test split (eval-seeds cache); SIDE 224
 """
 
-import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -23,10 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avis.data import load_split
 from avis.data.annotations import decode_track
-from avis.engine.seeds import twin_video_ids
-from avis.inference.predictor import VideoPredictor
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r69"))
+from twin_ap import open_twin_split  # noqa: E402  (docs/results/tiny_r69/twin_ap.py)
 
 
 def loo_agreement(d: np.ndarray) -> np.ndarray:
@@ -37,14 +35,7 @@ def loo_agreement(d: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    ckpt, root = sys.argv[1], Path(sys.argv[2])
-    side = int(sys.argv[3]) if len(sys.argv) > 3 else 224
-    torch.set_num_threads(1)
-    p = VideoPredictor.from_checkpoint(ckpt, split_components=False)
-    p.config = dataclasses.replace(p.config, test_short_side=side, test_max_size=2 * side)
-    raw_gt = json.loads((root / "test.json").read_text(encoding="utf-8"))
-    twins = twin_video_ids(raw_gt)
-    data = load_split(root, "test", spatial_audio=p.config.spatial_audio)
+    ckpt, side, p, _, twins, data = open_twin_split(sys.argv)
     seen: dict[str, list] = {}
     original = p.model.video_mask_features
 

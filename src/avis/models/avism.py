@@ -327,8 +327,7 @@ class AVISM(nn.Module):
         if self.video_module.position_cues:
             queries = self.video_module.add_position_cues(queries, masks)
         if self.spatial_audio is not None and self.spatial_audio.cue_embed is not None:
-            if cols is None:
-                raise ValueError("this model's frame queries read where the sound is: pass the spatial maps")
+            assert cols is not None, "spatial_audio models always have the maps (split_audio)"
             queries = queries + self.spatial_audio.token_cues(cols, masks).to(queries.dtype)
         return queries
 
