@@ -173,6 +173,16 @@ def test_final_multi_instance_repeat_needs_a_final_stage():
             load_config("avism_tiny", overrides=[override]).validate()
 
 
+def test_zero_log_or_checkpoint_period_is_refused_before_training():
+    from avis.engine.config import load_config
+
+    # both are divisors in the training loop: 0 used to stop a run after its first step
+    for override in ("checkpoint_every=0", "log_every=0", "checkpoint_every=-5"):
+        with pytest.raises(DataError, match="log_every and checkpoint_every"):
+            load_config("avism_tiny", overrides=[override]).validate()
+    load_config("avism_tiny", overrides=["checkpoint_every=100000"]).validate()
+
+
 def test_param_groups_backbone_multiplier_and_no_decay():
     model = ToyAVISM()
     cfg = OptimConfig(lr=1e-3, weight_decay=0.05, backbone_lr_mult=0.1)

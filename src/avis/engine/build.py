@@ -83,6 +83,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
         pilot_label_noise=loss.pilot_label_noise,
         pilot_shift=loss.pilot_shift,
         embed_scope=loss.embed_scope,
+        cross_frame_weight=loss.cross_frame_weight,
     )
 
 

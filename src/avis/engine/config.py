@@ -97,6 +97,9 @@ class LossConfig:
     pilot_weight: float = 1.0
     pilot_label_noise: float = 0.2
     pilot_shift: float = 0.2
+    # avis option (models with per_frame_mask_embed): factor on the BCE / dice of each track's
+    # mask embedding of one frame read on the clip's next frame (avis.losses.criterion)
+    cross_frame_weight: float = 0.0
 
 
 @dataclass
@@ -143,6 +146,12 @@ class TrainConfig:
             raise DataError("config: batch_size, accumulation and iterations must be >= 1")
         if self.max_minutes < 0:
             raise DataError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise DataError(
+                f"config: log_every and checkpoint_every must be >= 1, got {self.log_every} and "
+                f"{self.checkpoint_every} (a checkpoint is always written at the end: "
+                "checkpoint_every above `iterations` writes only that one)"
+            )
         if self.processes < 1:
             raise DataError(f"config: processes must be >= 1, got {self.processes}")
         repeat_ratio(self.data.multi_instance_repeat, "data.multi_instance_repeat")
@@ -159,6 +168,15 @@ class TrainConfig:
         if self.dist_timeout_minutes <= 0:
             raise DataError(
                 f"config: dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}"
+            )
+        if not self.loss.cross_frame_weight >= 0:  # NaN too
+            raise DataError(
+                f"config: loss.cross_frame_weight must be >= 0, got {self.loss.cross_frame_weight}"
+            )
+        if self.loss.cross_frame_weight > 0 and self.model.get("peak_prior"):
+            raise DataError(
+                "config: loss.cross_frame_weight reads masks without the peak prior's term; "
+                "it cannot be combined with model.peak_prior"
             )
         if self.loss.embed_scope not in EMBED_SCOPES:
             raise DataError(

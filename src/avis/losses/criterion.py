@@ -29,6 +29,13 @@ pilot queries (avis.losses.pilots) for the model's forward; each pilot's predict
 every decoder layer (not the initial one, made before it attended anywhere) get CE, BCE and
 dice against the target it stands for (no matching; CE over real pilots only), weighted
 like the frame terms times `pilot`, normalised by the number of frame targets.
+Across frames (an avis option, `cross_frame_weight` w > 0, models with per-frame mask
+embeddings): for every video-decoder layer, each matched track's mask embedding of frame t-1
+(cyclically) is read on the video mask features of frame t and gets BCE and dice against the
+track's target in frame t, weighted like the video terms times w. A track's embedding in one
+frame must then find its own instance in the clip's other frames too, not only where it was
+read: it is pushed towards what stays with the instance (its look, its sound) and away from
+the other look-alike of its class. The training outputs carry the mask features for it.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from avis.losses.targets import (
     prepare_video_targets,
 )
 from avis.models.frame_decoder import PilotQueries
-from avis.models.outputs import AVISMOutput, FrameOutput
+from avis.models.outputs import AVISMOutput, FrameOutput, VideoOutput
 
 OFFICIAL_SIM_WEIGHT = 1.0  # the official code never applies the configured 0.5 (key mismatch)
 
@@ -112,7 +119,11 @@ class AVISMCriterion:
         pilot_label_noise: float = 0.2,  # mask pilots: see avis.losses.pilots
         pilot_shift: float = 0.2,
         embed_scope: str = "frame",  # instance embeddings: one mean per frame or per clip
+        cross_frame_weight: float = 0.0,  # avis option: see the module docstring
     ) -> None:
+        if not cross_frame_weight >= 0:  # NaN too
+            raise ValueError(f"cross_frame_weight must be >= 0, got {cross_frame_weight}")
+        self.cross_frame_weight = cross_frame_weight
         if twin_weight < 0:
             raise ValueError(f"twin_weight must be >= 0, got {twin_weight}")
         self.twin_weight = twin_weight
@@ -176,6 +187,9 @@ class AVISMCriterion:
         quality = video.pred_quality  # (Lv, Lf, B, cQ) or None
         if quality is not None:
             terms["video_quality"] = 0.0
+        across = self.cross_frame_weight > 0 and num_frames > 1
+        if across:
+            terms.update(dict.fromkeys(("across_mask", "across_dice"), 0.0))
         video_matches: list[Match] = []
         for layer, (logits, masks) in enumerate(zip(video.pred_logits, video.pred_masks)):
             logits, masks = logits.flatten(0, 1), masks.flatten(0, 1)  # (Lf*B, cQ, ...)
@@ -190,6 +204,12 @@ class AVISMCriterion:
                 terms["video_quality"] = terms["video_quality"] + self.quality_loss(
                     quality[layer].flatten(0, 1), masks, video_items, video_matches, num_video_masks
                 )
+            if across:
+                bce, dice = self.cross_frame_losses(
+                    video, layer, video_items, video_matches, num_video_masks
+                )
+                terms["across_mask"] = terms["across_mask"] + bce
+                terms["across_dice"] = terms["across_dice"] + dice
 
         terms["sim"] = self.similarity_loss(
             outputs, videos, frame_matches[-num_frame_layers:], video_matches
@@ -209,11 +229,12 @@ class AVISMCriterion:
         if name == "embed":
             return self.weights.embed
         level, kind = name.split("_")
+        factor = {"pilot": self.weights.pilot, "across": self.cross_frame_weight}.get(level, 1.0)
         return {
             "ce": self.weights.class_weight,
             "mask": self.weights.mask,
             "dice": self.weights.dice,
-        }[kind] * (self.weights.pilot if level == "pilot" else 1.0)
+        }[kind] * factor
 
     def pilot_queries(
         self, targets: list[ClipTargets], grid: tuple[int, int]
@@ -333,6 +354,37 @@ class AVISMCriterion:
             sigmoid_bce_loss(point_logits, point_labels, num_masks, point_weights),
             dice_loss(point_logits, point_labels, num_masks),
         )
+
+    def cross_frame_losses(
+        self,
+        video: VideoOutput,
+        layer: int,
+        items: list[MatchTarget],
+        matches: list[Match],
+        num_masks: float,
+    ) -> tuple[Tensor, Tensor]:
+        """BCE and dice of the matched tracks' masks read across frames (module docstring) for
+        video-decoder layer `layer`; items and matches are that layer's (index l*B + b)."""
+        embed = video.pred_mask_embed[layer]  # (Lf, B, cQ, T, Cm)
+        features = video.mask_features  # (B, T, Cm, Hm, Wm)
+        if features is None or embed.dim() != 5 or embed.shape[-1] != features.shape[2]:
+            raise ValueError(
+                "cross_frame_weight needs a model with per-frame mask embeddings "
+                "(per_frame_mask_embed) whose training outputs carry the video mask features"
+            )
+        num_clips = features.shape[0]
+        embed = embed.flatten(0, 1).roll(1, dims=2)  # (Lf*B, cQ, T, Cm): frame t gets t-1's
+        parts, local = [], []
+        for item, (src, tgt) in enumerate(matches):
+            src = src.to(embed.device)
+            # (m, T, Cm) x (T, Cm, Hm, Wm) -> (m, T, Hm, Wm), matched tracks only
+            parts.append(torch.einsum("mtc,tchw->mthw", embed[item, src], features[item % num_clips]))
+            local.append((torch.arange(len(src)), tgt))
+        most = max(1, max(len(part) for part in parts))
+        padded = torch.stack(
+            [F.pad(part, (0, 0, 0, 0, 0, 0, 0, most - len(part))) for part in parts]
+        )  # (Lf*B, most, T, Hm, Wm); rows past an item's matches are never read
+        return self.mask_losses(padded, items, local, num_masks)
 
     def quality_loss(
         self,

@@ -216,6 +216,7 @@ class AVISM(nn.Module):
                 pred_fq_embed=video.pred_fq_embed,
                 pred_cq_embed=video.pred_cq_embed,
                 pred_quality=video.pred_quality,
+                mask_features=mask_features,
             ),
             pixel_embed=pixel_embed,
         )

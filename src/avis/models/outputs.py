@@ -35,6 +35,7 @@ class VideoOutput:
     pred_fq_embed: Tensor | None  # (Lf, B, T, fQ, C) sim_embed_frame(frame queries); None without use_sim
     pred_cq_embed: Tensor | None  # (Lv, Lf, B, cQ, C) sim_embed_clip(video queries); None without sim_use_clip
     pred_quality: Tensor | None = None  # (Lv, Lf, B, cQ) predicted mask-IoU logits (mask_quality)
+    mask_features: Tensor | None = None  # (B, T, Cm [x2], Hm, Wm) the features pred_masks read
 
 
 @dataclass
