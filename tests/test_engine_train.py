@@ -173,14 +173,65 @@ def test_final_multi_instance_repeat_needs_a_final_stage():
             load_config("avism_tiny", overrides=[override]).validate()
 
 
-def test_zero_log_or_checkpoint_period_is_refused_before_training():
+BAD_VALUES = [
+    # (override, key named in the error); each of these used to crash inside the run (an
+    # "internal error") or train silently with a meaningless value
+    ("checkpoint_every=0", "log_every and checkpoint_every"),
+    ("log_every=0", "log_every and checkpoint_every"),
+    ("data.clip_frames=0", "data.clip_frames"),
+    ("data.frame_range=-1", "data.frame_range"),
+    ("data.short_sides=[]", "data.short_sides"),
+    ("data.short_sides=[0]", "data.short_sides"),
+    ("data.max_size=-5", "data.max_size"),
+    ("data.crop_prob=2", "data.crop_prob"),
+    ("data.flip_prob=-1", "data.flip_prob"),
+    ("data.num_workers=-1", "data.num_workers"),
+    ("data.audio_policy=bogus", "data.audio_policy"),
+    ("data.eval_max_videos=-1", "data.eval_max_videos"),
+    ("data.twin_paste_prob=2", "data.twin_paste_prob"),
+    ("optim.lr=-1", "optim.lr"),
+    ("optim.lr=nan", "optim.lr"),
+    ("optim.lr=inf", "optim.lr"),
+    ("optim.warmup_iters=-1", "optim.warmup_iters"),
+    ("optim.warmup_factor=0", "optim.warmup_factor"),
+    ("optim.decay_gamma=-1", "optim.decay_gamma"),
+    ("optim.betas=[2,2]", "optim.betas"),
+    ("optim.betas=[0.9]", "optim.betas"),
+    ("optim.clip_grad_norm=-1", "optim.clip_grad_norm"),
+    ("optim.decay_steps=[-5]", "optim.decay_steps"),
+    ("optim.weight_decay=-1", "optim.weight_decay"),
+    ("loss.no_object_weight=0", "loss.no_object_weight"),
+    ("loss.num_points=0", "loss.num_points"),
+    ("loss.mask_weight=-1", "loss.mask_weight"),
+    ("loss.class_weight=nan", "loss.class_weight"),
+    ("loss.importance_sample_ratio=2", "loss.importance_sample_ratio"),
+    ("loss.oversample_ratio=0.5", "loss.oversample_ratio"),
+    ("loss.cross_frame_weight=-1", "loss.cross_frame_weight"),
+    ("seed=-1", "seed"),
+    ("threads=-1", "threads"),
+    ("keep_last=0", "keep_last"),
+    ("max_minutes=nan", "max_minutes"),
+    ("dist_timeout_minutes=nan", "dist_timeout_minutes"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD_VALUES)
+def test_values_out_of_range_are_refused_before_training(override, key):
     from avis.engine.config import load_config
 
-    # both are divisors in the training loop: 0 used to stop a run after its first step
-    for override in ("checkpoint_every=0", "log_every=0", "checkpoint_every=-5"):
-        with pytest.raises(DataError, match="log_every and checkpoint_every"):
-            load_config("avism_tiny", overrides=[override]).validate()
-    load_config("avism_tiny", overrides=["checkpoint_every=100000"]).validate()
+    with pytest.raises(DataError, match=key.replace(".", r"\.")):
+        load_config("avism_tiny", overrides=[override]).validate()
+
+
+def test_every_shipped_preset_and_edge_values_pass_the_range_check():
+    from avis.engine.config import TRAIN_PRESETS, load_config
+
+    for preset in TRAIN_PRESETS:
+        load_config(preset).validate()
+    edges = ["checkpoint_every=100000", "data.frame_range=0", "data.crop_prob=1", "optim.betas=[0,0.5]",
+             "optim.clip_grad_norm=0", "loss.num_points=null", "loss.frame_no_object_weight=null",
+             "max_minutes=0", "threads=0", "seed=0", "optim.warmup_factor=1"]  # fmt: skip
+    load_config("avism_tiny", overrides=edges).validate()
 
 
 def test_param_groups_backbone_multiplier_and_no_decay():

@@ -138,14 +138,13 @@ class TrainConfig:
         return asdict(self)
 
     def validate(self) -> None:
+        check_ranges(self)
         if self.amp not in AMP_MODES:
             raise DataError(f"config: amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.precision not in ("auto", *PRECISIONS):
             raise DataError(f"config: precision must be auto or one of {PRECISIONS}, got {self.precision!r}")
         if self.batch_size < 1 or self.accumulation < 1 or self.iterations < 1:
             raise DataError("config: batch_size, accumulation and iterations must be >= 1")
-        if self.max_minutes < 0:
-            raise DataError(f"config: max_minutes must be >= 0, got {self.max_minutes}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise DataError(
                 f"config: log_every and checkpoint_every must be >= 1, got {self.log_every} and "
@@ -165,14 +164,6 @@ class TrainConfig:
             raise DataError("config: data.final_from needs data.final_short_sides (the final stage's sides)")
         if any(side < 1 for side in self.data.final_short_sides) or self.data.final_max_size < 0:
             raise DataError("config: data.final_short_sides must be >= 1 and data.final_max_size >= 0")
-        if self.dist_timeout_minutes <= 0:
-            raise DataError(
-                f"config: dist_timeout_minutes must be > 0, got {self.dist_timeout_minutes}"
-            )
-        if not self.loss.cross_frame_weight >= 0:  # NaN too
-            raise DataError(
-                f"config: loss.cross_frame_weight must be >= 0, got {self.loss.cross_frame_weight}"
-            )
         if self.loss.cross_frame_weight > 0 and self.model.get("peak_prior"):
             raise DataError(
                 "config: loss.cross_frame_weight reads masks without the peak prior's term; "
@@ -182,6 +173,64 @@ class TrainConfig:
             raise DataError(
                 f"config: loss.embed_scope must be one of {EMBED_SCOPES}, got {self.loss.embed_scope!r}"
             )
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """DataError naming the first number outside its range (NaN is outside every range), so
+    that a bad value stops `avis train` before any process starts, not inside the loop."""
+    from avis.data.split import AUDIO_POLICIES
+
+    data, optim, loss = cfg.data, cfg.optim, cfg.loss
+
+    def unit(value: float) -> bool:
+        return 0.0 <= value <= 1.0
+
+    def at_least(bound: float) -> Callable[[float], bool]:
+        return lambda value: value >= bound
+
+    checks: list[tuple[str, Any, Callable[[Any], bool], str]] = [
+        ("data.clip_frames", data.clip_frames, at_least(1), ">= 1"),
+        ("data.frame_range", data.frame_range, at_least(0), ">= 0"),
+        ("data.short_sides", data.short_sides, lambda v: bool(v) and min(v) >= 1, "one or more sides >= 1"),
+        ("data.max_size", data.max_size, at_least(1), ">= 1"),
+        ("data.crop_prob", data.crop_prob, unit, "in [0, 1]"),
+        ("data.flip_prob", data.flip_prob, unit, "in [0, 1]"),
+        ("data.twin_paste_prob", data.twin_paste_prob, unit, "in [0, 1]"),
+        ("data.num_workers", data.num_workers, at_least(0), ">= 0"),
+        ("data.audio_policy", data.audio_policy, lambda v: v in AUDIO_POLICIES, f"one of {AUDIO_POLICIES}"),
+        ("data.eval_max_videos", data.eval_max_videos, at_least(0), ">= 0 (0 = every video)"),
+        ("optim.lr", optim.lr, lambda v: 0.0 < v < float("inf"), "> 0"),
+        ("optim.weight_decay", optim.weight_decay, at_least(0), ">= 0"),
+        ("optim.backbone_lr_mult", optim.backbone_lr_mult, at_least(0), ">= 0"),
+        ("optim.betas", optim.betas, lambda v: len(v) == 2 and all(0.0 <= b < 1.0 for b in v), "two values in [0, 1)"),
+        ("optim.clip_grad_norm", optim.clip_grad_norm, at_least(0), ">= 0 (0 = off)"),
+        ("optim.warmup_iters", optim.warmup_iters, at_least(0), ">= 0"),
+        ("optim.warmup_factor", optim.warmup_factor, lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+        ("optim.decay_steps", optim.decay_steps, lambda v: all(step >= 0 for step in v), "steps >= 0"),
+        ("optim.decay_gamma", optim.decay_gamma, lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+        ("loss.no_object_weight", loss.no_object_weight, lambda v: v > 0, "> 0"),
+        ("loss.frame_no_object_weight", loss.frame_no_object_weight, lambda v: v is None or v > 0, "> 0 or null"),
+        ("loss.num_points", loss.num_points, lambda v: v is None or v >= 1, ">= 1 or null (every grid cell)"),
+        ("loss.oversample_ratio", loss.oversample_ratio, at_least(1), ">= 1"),
+        ("loss.importance_sample_ratio", loss.importance_sample_ratio, unit, "in [0, 1]"),
+        ("loss.pilot_label_noise", loss.pilot_label_noise, unit, "in [0, 1]"),
+        ("loss.pilot_shift", loss.pilot_shift, at_least(0), ">= 0"),
+        ("seed", cfg.seed, at_least(0), ">= 0"),
+        ("threads", cfg.threads, at_least(0), ">= 0 (0 = leave as is)"),
+        ("keep_last", cfg.keep_last, at_least(1), ">= 1"),
+        ("max_minutes", cfg.max_minutes, at_least(0), ">= 0 (0 = no budget)"),
+        ("dist_timeout_minutes", cfg.dist_timeout_minutes, lambda v: v > 0, "> 0"),
+    ]
+    weights = ("class_weight", "mask_weight", "dice_weight", "sim_weight", "anchor_cost",
+               "quality_weight", "twin_weight", "embed_weight", "pilot_weight", "cross_frame_weight")  # fmt: skip
+    checks += [(f"loss.{name}", getattr(loss, name), at_least(0), ">= 0") for name in weights]
+    for key, value, ok, want in checks:
+        try:
+            good = bool(ok(value))
+        except TypeError:  # a list where a number belongs, or the other way round
+            good = False
+        if not good:
+            raise DataError(f"config: {key} must be {want}, got {value!r}")
 
 
 MAX_REPEAT_DENOMINATOR = 8  # fractional repeat factors: p / q with q <= 8
