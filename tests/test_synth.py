@@ -185,6 +185,10 @@ def test_cli_synth_check_stats(tmp_path, capsys):
     (out / "val" / "FEATAudios" / "val_0000.npy").unlink()
     assert main(["data", "check", "--root", str(out), "--split", "val"]) == 1
     assert main(["synth", "--out", str(out), "--preset", "nope"]) == 1
+    empty = tmp_path / "empty"
+    zero = ["--num-train", "0", "--num-val", "0", "--num-test", "0", "--workers", "1"]
+    assert main(["synth", "--out", str(empty), *zero]) == 1  # nothing to generate: refused
+    assert not empty.exists()
 
 
 def test_demo_video_has_mp4_with_sound(tmp_path):

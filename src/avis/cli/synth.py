@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if min(counts.values()) < 0 or config.min_frames < 1 or config.max_frames < config.min_frames or not MIN_SIZE <= config.size <= MAX_SIZE:
         raise AvisError(f"need counts >= 0, 1 <= --min-frames <= --max-frames, {MIN_SIZE} <= --size <= {MAX_SIZE}")
     counts = {k: v for k, v in counts.items() if v > 0}
+    if not counts:
+        raise AvisError("nothing to generate: --num-train, --num-val and --num-test are all 0")
     from avis.data.synth import generate_dataset
     from avis.data.synth.target import check_target, staged_folder
     from avis.io.outputs import check_writable_dir
