@@ -27,6 +27,23 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r69"))
 from twin_ap import open_twin_split  # noqa: E402  (docs/results/tiny_r69/twin_ap.py)
 
 
+def twin_pairs(gts: list, num_frames: int, hq: int, wq: int):
+    """Per class with exactly two ground-truth tracks (category_id, (T, H, W) masks) whose masks
+    both have pixels on the hq x wq mask grid in at least 3 frames: (class, the two masks on the
+    grid (T, hq, wq) bool, the indices of those frames)."""
+    for c in sorted({c for c, _ in gts}):
+        tracks = [g for c2, g in gts if c2 == c]
+        if len(tracks) != 2:
+            continue
+        small = [
+            F.interpolate(torch.from_numpy(g).float()[:, None], size=(hq, wq), mode="area")[:, 0] > 0.5
+            for g in tracks
+        ]  # (T, hq, wq) each
+        both = [t for t in range(num_frames) if small[0][t].any() and small[1][t].any()]
+        if len(both) >= 3:
+            yield c, small, both
+
+
 def loo_agreement(d: np.ndarray) -> np.ndarray:
     """d (T, C) -> (T,) bool: frame t agrees with the mean of the other frames' differences."""
     total = d.sum(0, keepdims=True)
@@ -52,7 +69,6 @@ def main() -> None:
         frames = data.load_frames(video)
         audio = torch.from_numpy(data.load_audio_input(video).astype(np.float32))
         gts = [(t.category_id, decode_track(t)) for t in data.tracks[video.id]]
-        cats = [c for c, _ in gts]
         encode, (h, w), _ = p.encoder(frames, audio)
         with torch.no_grad():
             enc = encode(0, len(frames), False)
@@ -62,17 +78,7 @@ def main() -> None:
         if term is not None:
             parts["spatial term"] = term.expand(-1, -1, base.shape[-2], -1)
         parts = {k: v[..., :hq, :wq].float() for k, v in parts.items()}  # (T, Cm, hq, wq)
-        for c in sorted(set(cats)):
-            tracks = [g for c2, g in gts if c2 == c]
-            if len(tracks) != 2:
-                continue
-            small = [
-                F.interpolate(torch.from_numpy(g).float()[:, None], size=(hq, wq), mode="area")[:, 0] > 0.5
-                for g in tracks
-            ]  # (T, hq, wq) each
-            both = [t for t in range(len(frames)) if small[0][t].any() and small[1][t].any()]
-            if len(both) < 3:
-                continue
+        for _, small, both in twin_pairs(gts, len(frames), hq, wq):
             pairs += 1
             for name, feats in parts.items():
                 d = np.stack([

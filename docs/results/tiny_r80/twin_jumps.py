@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avis.data.annotations import decode_track
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r69"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r77"))
 from twin_ap import open_twin_split  # noqa: E402  (docs/results/tiny_r69/twin_ap.py)
+from twin_features import twin_pairs  # noqa: E402  (docs/results/tiny_r77/twin_features.py)
 
 
 def main() -> None:
@@ -49,17 +50,7 @@ def main() -> None:
         embed = out.pred_mask_embed[-1, 0, 0].float()  # (cQ, T, Cm)
         if embed.dim() != 3:
             raise SystemExit("twin_jumps.py needs a model with per-frame mask embeddings")
-        for c in sorted({c for c, _ in gts}):
-            pair = [g for c2, g in gts if c2 == c]
-            if len(pair) != 2:
-                continue
-            small = [
-                F.interpolate(torch.from_numpy(g).float()[:, None], size=(hq, wq), mode="area")[:, 0] > 0.5
-                for g in pair
-            ]  # (T, hq, wq) each
-            both = [t for t in range(len(frames)) if small[0][t].any() and small[1][t].any()]
-            if len(both) < 3:
-                continue
+        for c, small, both in twin_pairs(gts, len(frames), hq, wq):
             d = torch.stack([feats[t][:, small[0][t]].mean(1) - feats[t][:, small[1][t]].mean(1) for t in both])
             label = c - 1  # class index of dataset id c (the synthetic sets number them 1..K)
             for q in probs[:, label].topk(2).indices.tolist():
