@@ -27,6 +27,22 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r69"))
 from twin_ap import open_twin_split  # noqa: E402  (docs/results/tiny_r69/twin_ap.py)
 
 
+def encoded_twin_videos(p, data, twins, with_queries: bool):
+    """Per video with twins, in id order: (frames (T, H, W, 3), audio input (T, D), ground truth
+    [(category_id, (T, H, W) masks)], the whole video's ChunkEncoding, (hq, wq) the mask grid of
+    its real pixels)."""
+    for video in sorted(data.videos, key=lambda v: v.id):
+        if video.id not in twins:
+            continue
+        frames = data.load_frames(video)
+        audio = torch.from_numpy(data.load_audio_input(video).astype(np.float32))
+        gts = [(t.category_id, decode_track(t)) for t in data.tracks[video.id]]
+        encode, (h, w), _ = p.encoder(frames, audio)
+        with torch.no_grad():
+            enc = encode(0, len(frames), with_queries)
+        yield frames, audio, gts, enc, (h // 4, w // 4)
+
+
 def twin_pairs(gts: list, num_frames: int, hq: int, wq: int):
     """Per class with exactly two ground-truth tracks (category_id, (T, H, W) masks) whose masks
     both have pixels on the hq x wq mask grid in at least 3 frames: (class, the two masks on the
@@ -63,17 +79,8 @@ def main() -> None:
     p.model.video_mask_features = capture
     agree: dict[str, list[bool]] = {"full": [], "base": [], "spatial term": [], "side (centroid)": []}
     pairs = 0
-    for video in sorted(data.videos, key=lambda v: v.id):
-        if video.id not in twins:
-            continue
-        frames = data.load_frames(video)
-        audio = torch.from_numpy(data.load_audio_input(video).astype(np.float32))
-        gts = [(t.category_id, decode_track(t)) for t in data.tracks[video.id]]
-        encode, (h, w), _ = p.encoder(frames, audio)
-        with torch.no_grad():
-            enc = encode(0, len(frames), False)
+    for frames, _, gts, enc, (hq, wq) in encoded_twin_videos(p, data, twins, with_queries=False):
         base, term = seen["parts"]
-        hq, wq = h // 4, w // 4
         parts = {"full": enc.mask_features, "base": base}
         if term is not None:
             parts["spatial term"] = term.expand(-1, -1, base.shape[-2], -1)

@@ -21,12 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avis.data.annotations import decode_track
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r69"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r77"))
 from twin_ap import open_twin_split  # noqa: E402  (docs/results/tiny_r69/twin_ap.py)
-from twin_features import twin_pairs  # noqa: E402  (docs/results/tiny_r77/twin_features.py)
+from twin_features import encoded_twin_videos, twin_pairs  # noqa: E402  (docs/results/tiny_r77/twin_features.py)
 
 
 def main() -> None:
@@ -34,17 +32,9 @@ def main() -> None:
     counts = {"frames": 0, "wrong": 0}
     table = np.zeros((2, 2), dtype=int)  # [fixed embedding right?][fixed features right?]
     tracks_with_jumps = tracks = 0
-    for video in sorted(data.videos, key=lambda v: v.id):
-        if video.id not in twins:
-            continue
-        frames = data.load_frames(video)
-        audio = torch.from_numpy(data.load_audio_input(video).astype(np.float32))
-        gts = [(t.category_id, decode_track(t)) for t in data.tracks[video.id]]
-        encode, (h, w), _ = p.encoder(frames, audio)
+    for frames, audio, gts, enc, (hq, wq) in encoded_twin_videos(p, data, twins, with_queries=True):
         with torch.no_grad():
-            enc = encode(0, len(frames), True)
             out = p.model.decode_video(enc.frame_queries, audio)
-        hq, wq = h // 4, w // 4
         feats = enc.mask_features[..., :hq, :wq].float()  # (T, Cm, hq, wq)
         probs = out.pred_logits[-1, 0, 0].float().softmax(-1)  # (cQ, K+1)
         embed = out.pred_mask_embed[-1, 0, 0].float()  # (cQ, T, Cm)
