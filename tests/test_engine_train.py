@@ -270,8 +270,40 @@ def test_config_preset_yaml_and_overrides(tmp_path):
     assert parse_override("a.b=3") == {"a": {"b": 3}}
     with pytest.raises(DataError, match="unknown key"):
         load_config("avism_tiny", None, ["optim.learning_rate=1"])
-    with pytest.raises(DataError, match="expected a int"):
+    with pytest.raises(DataError, match="expected an integer"):
         load_config("avism_tiny", None, ["iterations=many"])
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("model: 5\n", "model must be a mapping"),  # was an internal error (TypeError)
+        ("iterations: 2.5\n", "iterations: expected an integer"),  # was truncated to 2
+        ("iterations: true\n", "iterations: expected an integer"),  # was 1
+        ("tensorboard: 2\n", "tensorboard: expected true or false"),  # was True
+        ("optim: {lr: yes}\n", "optim.lr: expected a number"),
+        ("data: {short_sides: [160, abc]}\n", r"short_sides\[1\]: expected an integer"),
+    ],
+)
+def test_config_file_values_of_the_wrong_kind_are_refused(tmp_path, text, match):
+    from avis.engine.config import load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError, match=match):
+        load_config("avism_tiny", path)
+
+
+def test_config_file_numbers_yaml_reads_as_text_and_unreadable_files(tmp_path):
+    from avis.engine.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("iterations: 1e3\noptim: {lr: 1e-4}\ndata: {short_sides: [1.6e2]}\n")
+    cfg = load_config("avism_tiny", path)  # YAML 1.1 reads 1e3 and 1e-4 as strings
+    assert (cfg.iterations, cfg.optim.lr, cfg.data.short_sides) == (1000, 1e-4, [160])
+    path.write_bytes(b"\xff\xfe\x00 not text")  # was an internal error (UnicodeDecodeError)
+    with pytest.raises(DataError, match="cannot read the training config"):
+        load_config("avism_tiny", path)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):

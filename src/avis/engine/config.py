@@ -334,32 +334,45 @@ def from_dict(data: dict[str, Any], base: Any, where: str = "config") -> Any:
                 raise DataError(f"{where}: {key} must be a mapping, found {value!r}")
             updates[key] = from_dict(value, current, f"{where}.{key}")
         elif key == "model":
-            updates[key] = {**current, **dict(value or {})}
+            if value is not None and not isinstance(value, dict):
+                raise DataError(f"{where}: model must be a mapping of model fields, found {value!r}")
+            updates[key] = {**current, **(value or {})}
         else:
             updates[key] = coerce(value, current, f"{where}.{key}")
     return replace(base, **updates)
 
 
 def coerce(value: Any, current: Any, where: str) -> Any:
-    """Convert `value` to the type of the current value (YAML reads 1e-4 as a string)."""
+    """Convert `value` to the type of the current value (YAML reads 1e-4 as a string). An
+    integer setting takes integral numbers only (1e3 yes, 2.5 no: never truncated), a number
+    setting no booleans, a yes/no setting true/false or 0/1."""
     if current is None or value is None:
         return value
+    if isinstance(current, list):
+        items = value if isinstance(value, list) else [value]
+        return [coerce(v, current[0], f"{where}[{i}]") for i, v in enumerate(items)] if current else list(items)
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     try:
         if isinstance(current, bool):
             if isinstance(value, str):
                 return {"true": True, "false": False}[value.lower()]
+            if value not in (0, 1):  # True / False are 1 / 0
+                raise ValueError(value)
             return bool(value)
+        if isinstance(value, bool) and not isinstance(current, str):
+            raise TypeError(value)  # a yes/no where a number belongs
         if isinstance(current, int):
-            return int(value)
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError(value)
+            return int(number)
         if isinstance(current, float):
             return float(value)
-        if isinstance(current, list):
-            items = value if isinstance(value, list) else [value]
-            return [coerce(v, current[0], where) for v in items] if current else list(items)
         if isinstance(current, str):
             return str(value)
-    except (KeyError, TypeError, ValueError) as err:
-        raise DataError(f"{where}: expected a {type(current).__name__}, found {value!r}") from err
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        want = next((text for t, text in kind.items() if isinstance(current, t)), type(current).__name__)
+        raise DataError(f"{where}: expected {want}, found {value!r}") from err
     return value
 
 
@@ -396,8 +409,8 @@ def load_config(
     if yaml_path is not None:
         path = Path(yaml_path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             raise DataError(f"{path}: cannot read the training config: {err}") from err
         if not isinstance(data, dict):
             raise DataError(
