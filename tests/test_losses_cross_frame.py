@@ -9,6 +9,7 @@ from avis.engine.build import build_criterion
 from avis.engine.config import TrainConfig
 from avis.errors import DataError
 from avis.losses import AVISMCriterion
+from avis.losses.targets import prepare_video_targets
 from avis.models.avism import build_avism
 from avis.models.config import get_preset
 from avis.models.outputs import AVISMOutput, FrameOutput, VideoOutput
@@ -100,8 +101,6 @@ def test_the_terms_equal_the_mask_losses_of_the_swapped_embeddings(clips):
     criterion = AVISMCriterion(K, num_points=None, cross_frame_weight=1.0)
     result = criterion(out, clips)
     swapped = video_masks(embed.flip(-2), features, per_frame=True)  # T = 2: a roll is a flip
-    from avis.losses.targets import prepare_video_targets
-
     items = [prepare_video_targets(c, K).as_match_target() for c in clips] * LF
     num_masks = float(sum(len(c.labels) for c in clips) * LF)
     want_bce = want_dice = torch.zeros(())

@@ -143,27 +143,13 @@ class TrainConfig:
             raise DataError(f"config: amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.precision not in ("auto", *PRECISIONS):
             raise DataError(f"config: precision must be auto or one of {PRECISIONS}, got {self.precision!r}")
-        if self.batch_size < 1 or self.accumulation < 1 or self.iterations < 1:
-            raise DataError("config: batch_size, accumulation and iterations must be >= 1")
-        if self.log_every < 1 or self.checkpoint_every < 1:
-            raise DataError(
-                f"config: log_every and checkpoint_every must be >= 1, got {self.log_every} and "
-                f"{self.checkpoint_every} (a checkpoint is always written at the end: "
-                "checkpoint_every above `iterations` writes only that one)"
-            )
-        if self.processes < 1:
-            raise DataError(f"config: processes must be >= 1, got {self.processes}")
         repeat_ratio(self.data.multi_instance_repeat, "data.multi_instance_repeat")
         if self.data.final_multi_instance_repeat:
             repeat_ratio(self.data.final_multi_instance_repeat, "data.final_multi_instance_repeat")
             if self.data.final_from <= 0:
                 raise DataError("config: data.final_multi_instance_repeat needs a final stage (data.final_from > 0)")
-        if self.data.final_from < 0:
-            raise DataError(f"config: data.final_from must be >= 0, got {self.data.final_from}")
         if self.data.final_from > 0 and not self.data.final_short_sides:
             raise DataError("config: data.final_from needs data.final_short_sides (the final stage's sides)")
-        if any(side < 1 for side in self.data.final_short_sides) or self.data.final_max_size < 0:
-            raise DataError("config: data.final_short_sides must be >= 1 and data.final_max_size >= 0")
         if self.loss.cross_frame_weight > 0 and self.model.get("peak_prior"):
             raise DataError(
                 "config: loss.cross_frame_weight reads masks without the peak prior's term; "
@@ -189,6 +175,17 @@ def check_ranges(cfg: TrainConfig) -> None:
         return lambda value: value >= bound
 
     checks: list[tuple[str, Any, Callable[[Any], bool], str]] = [
+        ("iterations", cfg.iterations, at_least(1), ">= 1"),
+        ("batch_size", cfg.batch_size, at_least(1), ">= 1"),
+        ("accumulation", cfg.accumulation, at_least(1), ">= 1"),
+        ("processes", cfg.processes, at_least(1), ">= 1"),
+        (
+            "log_every and checkpoint_every",
+            (cfg.log_every, cfg.checkpoint_every),
+            lambda v: min(v) >= 1,
+            ">= 1 (a checkpoint is always written at the end: checkpoint_every above "
+            "`iterations` writes only that one)",
+        ),
         ("data.clip_frames", data.clip_frames, at_least(1), ">= 1"),
         ("data.frame_range", data.frame_range, at_least(0), ">= 0"),
         ("data.short_sides", data.short_sides, lambda v: bool(v) and min(v) >= 1, "one or more sides >= 1"),
@@ -199,6 +196,9 @@ def check_ranges(cfg: TrainConfig) -> None:
         ("data.num_workers", data.num_workers, at_least(0), ">= 0"),
         ("data.audio_policy", data.audio_policy, lambda v: v in AUDIO_POLICIES, f"one of {AUDIO_POLICIES}"),
         ("data.eval_max_videos", data.eval_max_videos, at_least(0), ">= 0 (0 = every video)"),
+        ("data.final_from", data.final_from, at_least(0), ">= 0 (0 = no final stage)"),
+        ("data.final_short_sides", data.final_short_sides, lambda v: all(side >= 1 for side in v), ">= 1"),
+        ("data.final_max_size", data.final_max_size, at_least(0), ">= 0 (0 = data.max_size)"),
         ("optim.lr", optim.lr, lambda v: 0.0 < v < float("inf"), "> 0"),
         ("optim.weight_decay", optim.weight_decay, at_least(0), ">= 0"),
         ("optim.backbone_lr_mult", optim.backbone_lr_mult, at_least(0), ">= 0"),
