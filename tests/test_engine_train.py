@@ -189,6 +189,7 @@ BAD_VALUES = [
     ("data.audio_policy=bogus", "data.audio_policy"),
     ("data.eval_max_videos=-1", "data.eval_max_videos"),
     ("data.twin_paste_prob=2", "data.twin_paste_prob"),
+    ("data.occlude_prob=-0.1", "data.occlude_prob"),
     ("optim.lr=-1", "optim.lr"),
     ("optim.lr=nan", "optim.lr"),
     ("optim.lr=inf", "optim.lr"),

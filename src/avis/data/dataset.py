@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from avis.data.annotations import VideoRecord
 from avis.data.batch import ClipBatch, ClipTargets
+from avis.data.occlude import PartialOcclusion
 from avis.data.paste import TwinPaste
 from avis.data.sampling import ClipSampler
 from avis.data.split import AVISegSplit
@@ -74,12 +75,14 @@ class ClipDataset(Dataset):
         *,
         keep_empty_tracks: bool = False,
         paste: TwinPaste | None = None,
+        occlude: PartialOcclusion | None = None,
     ) -> None:
         if not split.videos:
             raise ValueError(f"split '{split.split}' at {split.root} has no videos")
         self.split, self.sampler, self.transform = split, sampler, transform
         self.seed, self.epoch, self.keep_empty_tracks = seed, 0, keep_empty_tracks
         self.paste = paste  # twin paste (avis.data.paste), None = off
+        self.occlude = occlude  # partial occlusion (avis.data.occlude), None = off
 
     def __len__(self) -> int:
         return len(self.split.videos)
@@ -108,6 +111,8 @@ class ClipDataset(Dataset):
             if src is not None:  # the copy is a new track of the same class
                 labels.append(labels[src])
                 ids.append(max(ids) + 1)
+        if self.occlude is not None:  # its own draws: switching it leaves the others' alone
+            frames, masks, _ = self.occlude(frames, masks, np.random.default_rng([self.seed, epoch, index, 1]))
         params = self.transform.sample(frames.shape[1], frames.shape[2], np.asarray(times), rng)
         frames_t, masks_t = apply_clip_transform(frames, masks, params)
         valid = masks_t.flatten(2).any(-1)  # (N, T): non-null and still visible after the crop

@@ -90,6 +90,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int) -> AVISMCriterion:
 def build_train_dataset(cfg: TrainConfig):
     """(ClipDataset, split) of the training split."""
     from avis.data import ClipDataset, ClipSampler, ClipTransform, load_split
+    from avis.data.occlude import PartialOcclusion
     from avis.data.paste import TwinPaste
     from avis.data.split import AudioPolicy
 
@@ -110,7 +111,8 @@ def build_train_dataset(cfg: TrainConfig):
     if not 0.0 <= prob <= 1.0:
         raise DataError(f"config: data.twin_paste_prob must be in [0, 1], got {prob}")
     paste = TwinPaste(prob=prob) if prob > 0 else None
-    return ClipDataset(split, sampler, transform, seed=cfg.seed, paste=paste), split
+    occlude = PartialOcclusion(prob=cfg.data.occlude_prob) if cfg.data.occlude_prob > 0 else None
+    return ClipDataset(split, sampler, transform, seed=cfg.seed, paste=paste, occlude=occlude), split
 
 
 def build_final_stage_dataset(cfg: TrainConfig, dataset):
@@ -128,7 +130,7 @@ def build_final_stage_dataset(cfg: TrainConfig, dataset):
     )
     return ClipDataset(
         dataset.split, dataset.sampler, transform, seed=dataset.seed,
-        keep_empty_tracks=dataset.keep_empty_tracks, paste=dataset.paste,
+        keep_empty_tracks=dataset.keep_empty_tracks, paste=dataset.paste, occlude=dataset.occlude,
     )  # fmt: skip
 
 

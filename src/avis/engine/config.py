@@ -50,6 +50,9 @@ class DataConfig:
     # twin paste (avis.data.paste): the chance that a training clip gets a pasted copy of one of
     # its sounding instances as a new same-class track (0 = off)
     twin_paste_prob: float = 0.0
+    # partial occlusion (avis.data.occlude): the chance that a training clip gets part of one
+    # instance painted over with background in some of its frames (0 = off)
+    occlude_prob: float = 0.0
     # a final training stage at other input sides (the test side, say: FixRes, Touvron et al.
     # 2019): from optimiser step `final_from` on (0 = no final stage) clips are resized to
     # `final_short_sides` (long side at most `final_max_size`, 0 = `max_size`); the time
@@ -193,6 +196,7 @@ def check_ranges(cfg: TrainConfig) -> None:
         ("data.crop_prob", data.crop_prob, unit, "in [0, 1]"),
         ("data.flip_prob", data.flip_prob, unit, "in [0, 1]"),
         ("data.twin_paste_prob", data.twin_paste_prob, unit, "in [0, 1]"),
+        ("data.occlude_prob", data.occlude_prob, unit, "in [0, 1]"),
         ("data.num_workers", data.num_workers, at_least(0), ">= 0"),
         ("data.audio_policy", data.audio_policy, lambda v: v in AUDIO_POLICIES, f"one of {AUDIO_POLICIES}"),
         ("data.eval_max_videos", data.eval_max_videos, at_least(0), ">= 0 (0 = every video)"),
