@@ -6,22 +6,9 @@ import torch
 
 from avis.data import ClipDataset, ClipSampler, ClipTransform, load_split
 from avis.data.occlude import PartialOcclusion, _band
-from avis.data.synth import SynthConfig, generate_dataset
 from avis.engine.build import build_final_stage_dataset, build_train_dataset
 from avis.engine.config import tiny_recipe
-
-
-def _clip(t: int = 3, h: int = 64, w: int = 96):
-    """Instance 0: a 12x16 box in every frame; instance 1: a 10x10 box missing in frame 1;
-    frames random noise."""
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, size=(t, h, w, 3), dtype=np.uint8)
-    masks = np.zeros((2, t, h, w), bool)
-    for k in range(t):
-        masks[0, k, 5 + k : 17 + k, 8 + 2 * k : 24 + 2 * k] = True
-        if k != 1:
-            masks[1, k, 40:50, 60:70] = True
-    return frames, masks
+from test_data_paste import _clip  # instance 0 in every frame, instance 1 missing in frame 1
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -89,17 +76,14 @@ def test_off_nothing_visible_or_no_background_leaves_the_clip_alone():
     assert out[2] is None
     np.testing.assert_array_equal(out[0], frames)
     np.testing.assert_array_equal(out[1], full)
-    for bad in ({"prob": 1.5}, {"min_cover": 0.0}, {"min_cover": 0.7, "max_cover": 0.5}, {"max_cover": 1.0}):
+    for bad in (
+        {"prob": 1.5},
+        {"min_cover": 0.0},
+        {"min_cover": 0.7, "max_cover": 0.5},
+        {"max_cover": 1.0},
+    ):
         with pytest.raises(ValueError, match="occlusion"):
             PartialOcclusion(**bad)
-
-
-@pytest.fixture(scope="module")
-def synth_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("occlude") / "synth"
-    config = SynthConfig(size=48, min_frames=6, max_frames=9)
-    generate_dataset(root, seed=5, counts={"train": 4}, config=config, workers=1)
-    return root
 
 
 def test_training_clips_lose_pixels_and_keep_their_other_draws(synth_root):
@@ -107,7 +91,7 @@ def test_training_clips_lose_pixels_and_keep_their_other_draws(synth_root):
     make = lambda occlude: ClipDataset(  # noqa: E731
         split,
         ClipSampler(num_frames=2, frame_range=3),
-        ClipTransform(short_sides=(48,), flip_prob=0.5),
+        ClipTransform(short_sides=(32,), flip_prob=0.5),
         seed=1,
         occlude=occlude,
     )
@@ -117,7 +101,9 @@ def test_training_clips_lose_pixels_and_keep_their_other_draws(synth_root):
         a, b = plain[i], occluded[i]
         # same clip times, flips and tracks: the occluder draws from its own generator
         assert torch.equal(a.frame_indices, b.frame_indices) and torch.equal(a.audio, b.audio)
-        assert b.track_ids.tolist() == [t for t in a.track_ids.tolist() if t in b.track_ids.tolist()]
+        assert b.track_ids.tolist() == [
+            t for t in a.track_ids.tolist() if t in b.track_ids.tolist()
+        ]
         for n, track in enumerate(b.track_ids.tolist()):
             m = a.track_ids.tolist().index(track)
             assert b.masks[n].sum() <= a.masks[m].sum()

@@ -39,7 +39,9 @@ class PartialOcclusion:
         if not 0.0 <= self.prob <= 1.0:
             raise ValueError(f"occlusion probability must be in [0, 1], got {self.prob}")
         if not 0.0 < self.min_cover <= self.max_cover < 1.0:
-            raise ValueError(f"occlusion cover must satisfy 0 < min <= max < 1, got {self.min_cover}, {self.max_cover}")
+            raise ValueError(
+                f"occlusion cover must satisfy 0 < min <= max < 1, got {self.min_cover}, {self.max_cover}"
+            )
 
     def __call__(
         self, frames: np.ndarray, masks: np.ndarray, rng: np.random.Generator
