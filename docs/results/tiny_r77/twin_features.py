@@ -43,6 +43,20 @@ def encoded_twin_videos(p, data, twins, with_queries: bool):
         yield frames, audio, gts, enc, (h // 4, w // 4)
 
 
+def decoded_twin_videos(p, data, twins):
+    """Per video with twins, as `encoded_twin_videos`, decoded by the video module: (T, ground
+    truth, video mask features on the mask grid (T, Cm, hq, wq), the last layer's class
+    probabilities (cQ, K+1) and per-frame mask embeddings (cQ, T, Cm), (hq, wq))."""
+    for frames, audio, gts, enc, (hq, wq) in encoded_twin_videos(p, data, twins, with_queries=True):
+        with torch.no_grad():
+            out = p.model.decode_video(enc.frame_queries, audio)
+        embed = out.pred_mask_embed[-1, 0, 0].float()
+        if embed.dim() != 3:
+            raise SystemExit("this diagnostic needs a model with per-frame mask embeddings")
+        feats = enc.mask_features[..., :hq, :wq].float()
+        yield len(frames), gts, feats, out.pred_logits[-1, 0, 0].float().softmax(-1), embed, (hq, wq)
+
+
 def twin_pairs(gts: list, num_frames: int, hq: int, wq: int):
     """Per class with exactly two ground-truth tracks (category_id, (T, H, W) masks) whose masks
     both have pixels on the hq x wq mask grid in at least 3 frames: (class, the two masks on the

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r69"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r77"))
 from twin_ap import open_twin_split  # noqa: E402  (docs/results/tiny_r69/twin_ap.py)
-from twin_features import encoded_twin_videos, twin_pairs  # noqa: E402  (docs/results/tiny_r77/twin_features.py)
+from twin_features import decoded_twin_videos, twin_pairs  # noqa: E402  (docs/results/tiny_r77/twin_features.py)
 
 
 def main() -> None:
@@ -32,15 +32,8 @@ def main() -> None:
     counts = {"frames": 0, "wrong": 0}
     table = np.zeros((2, 2), dtype=int)  # [fixed embedding right?][fixed features right?]
     tracks_with_jumps = tracks = 0
-    for frames, audio, gts, enc, (hq, wq) in encoded_twin_videos(p, data, twins, with_queries=True):
-        with torch.no_grad():
-            out = p.model.decode_video(enc.frame_queries, audio)
-        feats = enc.mask_features[..., :hq, :wq].float()  # (T, Cm, hq, wq)
-        probs = out.pred_logits[-1, 0, 0].float().softmax(-1)  # (cQ, K+1)
-        embed = out.pred_mask_embed[-1, 0, 0].float()  # (cQ, T, Cm)
-        if embed.dim() != 3:
-            raise SystemExit("twin_jumps.py needs a model with per-frame mask embeddings")
-        for c, small, both in twin_pairs(gts, len(frames), hq, wq):
+    for num_frames, gts, feats, probs, embed, (hq, wq) in decoded_twin_videos(p, data, twins):
+        for c, small, both in twin_pairs(gts, num_frames, hq, wq):
             d = torch.stack([feats[t][:, small[0][t]].mean(1) - feats[t][:, small[1][t]].mean(1) for t in both])
             label = c - 1  # class index of dataset id c (the synthetic sets number them 1..K)
             for q in probs[:, label].topk(2).indices.tolist():

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r69"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tiny_r77"))
 from twin_ap import open_twin_split  # noqa: E402  (docs/results/tiny_r69/twin_ap.py)
-from twin_features import encoded_twin_videos, loo_agreement, twin_pairs  # noqa: E402
+from twin_features import decoded_twin_videos, loo_agreement, twin_pairs  # noqa: E402
 
 OCCLUDED = 0.6  # area under this share of its median
 RATIO_MOVE = 0.5  # |log area ratio - its median| above this
@@ -75,13 +75,8 @@ def main() -> None:
     turned_there: list[bool] = []  # per track frame: the pair's features turned in that frame
     cosines: list[float] = []  # per track: cos(its mean embedding, the pair's mean d)
     track_props: dict[str, list] = {}
-    for frames, audio, gts, enc, (hq, wq) in encoded_twin_videos(p, data, twins, with_queries=True):
-        with torch.no_grad():
-            out = p.model.decode_video(enc.frame_queries, audio)
-        feats = enc.mask_features[..., :hq, :wq].float()  # (T, Cm, hq, wq)
-        probs = out.pred_logits[-1, 0, 0].float().softmax(-1)  # (cQ, K+1)
-        embed = out.pred_mask_embed[-1, 0, 0].float()  # (cQ, T, Cm)
-        for c, small, both in twin_pairs(gts, len(frames), hq, wq):
+    for num_frames, gts, feats, probs, embed, (hq, wq) in decoded_twin_videos(p, data, twins):
+        for c, small, both in twin_pairs(gts, num_frames, hq, wq):
             d = torch.stack([feats[t][:, small[0][t]].mean(1) - feats[t][:, small[1][t]].mean(1) for t in both])
             pair_turned = (~loo_agreement(d.numpy())).tolist()
             turned += pair_turned
