@@ -7,15 +7,18 @@ partly hidden or its visible area changes against the other's (occluded by anoth
 entering or leaving the picture) than the others (docs/training.md, nineteenth round). A
 two-frame training clip in which one instance loses part of its visible area in one frame but
 not in the other asks the video queries to keep that instance's identity through exactly such
-a change.
+a change. Measured (runs r83-r85, docs/results/tiny_r83): it does not: the tracks are on the
+wrong twin in occluded frames of unseen videos as often as without it, and the twin mAP is 2.1
+lower on the mean of three draws. An option, off by default (`data.occlude_prob`).
 
 With probability ``prob`` a clip gets one occluder: one instance visible in the clip is chosen,
 and in each of the frames where it is visible, with probability one half (at least one frame),
 a band of its bounding box along one side (the same side in every chosen frame, a
 ``min_cover``..``max_cover`` share of the box's width or height, drawn per frame) is painted
-over with a same-size patch of the same frame that holds no instance (a piece of the
-background, as if the instance passed behind something standing in the scene). Every
-instance's mask loses the painted pixels. The soundtrack is untouched: a partly hidden source
+over with a same-size patch of the same frame that holds no annotated instance (mostly
+background, as if the instance passed behind something standing in the scene; silent objects
+are not annotated, so a patch may hold part of one). Every instance's mask loses the painted
+pixels. The soundtrack is untouched: a partly hidden source
 still sounds. A frame with no background patch of that size (``tries`` draws) is left as it is.
 
 Letters: T frames, N instances, H x W frame size.
