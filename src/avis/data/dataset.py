@@ -10,10 +10,14 @@ Targets of a clip (what the losses receive, see `ClipTargets` in batch.py):
   with `keep_empty_tracks=True` they stay, as rows whose `valid` is all False. N may be 0
   (a clip in which nothing sounds): labels/track_ids (0,), masks (0, T, Hp, Wp), valid (0, T).
 - with a `TwinPaste` (training augmentation, off by default) a clip may get one more row: a
-  pasted copy of one of its sounding instances, same label, track id = the clip's largest + 1.
+  pasted copy of one of its sounding instances, same label, track id = the clip's largest + 1;
+- with a `PartialOcclusion` (training augmentation, off by default) part of one instance may be
+  painted over with background in some frames; every mask loses those pixels.
 
 Determinism: item `index` of epoch `epoch` uses `np.random.default_rng([seed, epoch, index])`
-and nothing else, so a resumed run sees exactly the same clips. `index` may be any int >= 0
+and, for the occlusion alone, `np.random.default_rng([seed, epoch, index, 1])` (so switching it
+leaves the other draws as they were), and nothing else: a resumed run sees exactly the same
+clips. `index` may be any int >= 0
 (video = index mod number of videos), which suits iteration-based training.
 
 Letters: B clips, T frames, N instances, D audio size, H x W frame size, Hp x Wp padded size.
