@@ -200,20 +200,21 @@ def test_term_columns_follow_the_picture_not_the_padding():
     torch.testing.assert_close(added[:, 0, 0], cols.sum(1))
 
 
-@pytest.mark.parametrize("keys", [False, True])
-def test_model_with_the_term_starts_as_the_model_without_and_checks_its_input(keys):
+@pytest.mark.parametrize("keys, early", [(False, False), (True, False), (True, True)])
+def test_model_with_the_term_starts_as_the_model_without_and_checks_its_input(keys, early):
     from avis.models.avism import build_avism
     from avis.models.config import get_preset
 
     small = dict(num_classes=3, test_short_side=64)
     base_cfg = get_preset("avism_tiny", **small)
-    cfg = get_preset("avism_tiny", spatial_audio_bands=4, spatial_audio_bins=8, spatial_audio_keys=keys, **small)
+    cfg = get_preset("avism_tiny", spatial_audio_bands=4, spatial_audio_bins=8, spatial_audio_keys=keys,
+                     spatial_audio_early=early, **small)  # fmt: skip
     assert cfg.input_audio_dim == cfg.audio_dim + 32 and cfg.spatial_audio and not base_cfg.spatial_audio
     torch.manual_seed(0)
     base = build_avism(base_cfg).eval()
     torch.manual_seed(0)
     model = build_avism(cfg).eval()
-    projections = ("frame", "video", "key") if keys else ("frame", "video")
+    projections = ("frame", "video") + (("key",) if keys else ()) + (("early",) if early else ())
     assert set(model.state_dict()) - set(base.state_dict()) == {
         f"spatial_audio.{p}_proj.{w}" for p in projections for w in ("weight", "bias")
     }
@@ -232,6 +233,12 @@ def test_model_with_the_term_starts_as_the_model_without_and_checks_its_input(ke
             model.spatial_audio.key_proj.weight.normal_()
             after = model(frames, torch.cat([audio, maps], -1), [(64, 48)]).frame.frame_queries
             assert not torch.allclose(before, after)
+        if early:  # the early projection reaches the encoder, hence the frame queries and masks
+            before = model(frames, torch.cat([audio, maps], -1), [(64, 48)])
+            model.spatial_audio.early_proj.weight.normal_()
+            after = model(frames, torch.cat([audio, maps], -1), [(64, 48)])
+            assert not torch.allclose(before.frame.frame_queries, after.frame.frame_queries)
+            assert not torch.allclose(before.video.mask_features, after.video.mask_features)
         chunk = model.encode_chunk(frames[0], torch.cat([audio, maps], -1)[0], (64, 48))
         full = model.forward_features(model.backbone_features(frames, [(64, 48)]), torch.cat([audio, maps], -1), image_widths=[48])
         torch.testing.assert_close(chunk.frame_queries, full.frame.frame_queries[-1])
@@ -270,6 +277,7 @@ VARIANTS = {
     "plain": {},
     "track": dict(per_frame_mask_embed=True, spatial_audio_track=True),
     "cues": dict(per_frame_mask_embed=True, spatial_audio_cues=True),
+    "early": dict(spatial_audio_keys=True, spatial_audio_early=True),
 }
 
 
@@ -425,6 +433,7 @@ def test_track_spatial_reads_the_spatial_term_with_one_embedding_per_track():
     "fields, message",
     [
         (dict(spatial_audio_track=True, per_frame_mask_embed=True), "needs spatial_audio_bands"),
+        (dict(spatial_audio_early=True), "spatial_audio_early needs spatial_audio_bands"),
         (dict(spatial_audio_track=True, spatial_audio_bands=4, spatial_audio_bins=8), "per-frame mask embeddings"),
         (dict(spatial_audio_track=True, spatial_audio_bands=4, spatial_audio_bins=8, per_frame_mask_embed=True, peak_prior=True), "peak prior"),
     ],
@@ -437,7 +446,7 @@ def test_track_spatial_needs_its_parts(fields, message):
         build_avism(get_preset("avism_tiny", num_classes=3, **fields))
 
 
-@pytest.mark.parametrize("variant", ["track", "cues"])
+@pytest.mark.parametrize("variant", ["track", "cues", "early"])
 def test_predictor_paths_agree_for_the_spatial_variants(stereo_mp4, variant):
     """Whole-video and memory-bounded inference give the same instances for a track_spatial
     model (the doubled mask features go through both, and through the spill) and for a model

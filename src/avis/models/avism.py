@@ -172,9 +172,9 @@ class AVISM(nn.Module):
         image_widths (B,): the clips' unpadded widths (needed by ``spatial_audio`` models)."""
         audio, spatial = self.split_audio(audio)
         b, t, _ = audio.shape
-        pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         widths = None if image_widths is None else [w for w in image_widths for _ in range(t)]
         flat = None if spatial is None else spatial.flatten(0, 1)
+        pix = self.decode_pixels(features, flat, widths)
         multi_scale, frame_mask_features, video_term, cols = self._with_spatial(pix, flat, widths)
         layers = self.last_layer_num if self.training else 1
         frame = self.frame_decoder(
@@ -246,8 +246,8 @@ class AVISM(nn.Module):
         Without queries only the pixel decoder runs (what the mask pass of inference needs).
         """
         audio, spatial = self.split_audio(audio)
-        pix = self.pixel_decoder([features[name] for name in FEATURE_NAMES])
         widths = None if image_width is None else [image_width] * len(audio)
+        pix = self.decode_pixels(features, spatial, widths)
         multi_scale, frame_mask_features, video_term, cols = self._with_spatial(pix, spatial, widths)
         base = self.video_module.mask_features(pix.stride4_features, audio)
         mask_features = self.video_mask_features(base, video_term)  # (t, Cm [x2], Hm, Wm)
@@ -275,6 +275,25 @@ class AVISM(nn.Module):
                 f"{extra} values of its spatial map (avis.audio.spatial), got {audio.shape[-1]} values"
             )
         return audio[..., :-extra], audio[..., -extra:]
+
+    def decode_pixels(
+        self, features: Mapping[str, Tensor], spatial: Tensor | None, widths: Sequence[int] | None
+    ) -> PixelDecoderOutput:
+        """The pixel decoder over backbone maps res2..res5 (N, C_k, h_k, w_k); with
+        ``spatial_audio_early`` the maps (N, B*P) of where the sound is, projected at each
+        encoder level's columns, join its encoder inputs (widths (N,): unpadded, in pixels)."""
+        maps = [features[name] for name in FEATURE_NAMES]
+        term = self.spatial_audio
+        if term is None or term.early_proj is None or spatial is None:
+            return self.pixel_decoder(maps)
+        if widths is None:
+            raise ValueError("this model reads where the sound is: pass the pictures' widths")
+        padded_width = maps[0].shape[-1] * MASK_STRIDE  # res2 has the mask grid's stride
+        early = []
+        for x in self.pixel_decoder.encoder_inputs(maps):
+            cols = term.columns(spatial, widths, x.shape[-1], padded_width // x.shape[-1])
+            early.append(term(cols, "early"))  # (N, C, 1, w)
+        return self.pixel_decoder(maps, early)
 
     def _with_spatial(
         self, pix: PixelDecoderOutput, spatial: Tensor | None, widths: Sequence[int] | None
@@ -437,11 +456,13 @@ def build_avism_with_backbone(
             )
         key_dim = cfg.conv_dim if cfg.spatial_audio_keys else 0
         cue_dim = cfg.frame_hidden_dim if cfg.spatial_audio_cues else 0
+        early_dim = cfg.conv_dim if cfg.spatial_audio_early else 0
         spatial = SpatialAudioTerm(
-            cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim, key_dim, cue_dim
+            cfg.spatial_audio_bands, cfg.spatial_audio_bins, cfg.mask_dim, key_dim, cue_dim, early_dim
         )
-    elif cfg.spatial_audio_cues:
-        raise ValueError("spatial_audio_cues needs spatial_audio_bands and spatial_audio_bins")
+    elif cfg.spatial_audio_cues or cfg.spatial_audio_early:
+        option = "spatial_audio_cues" if cfg.spatial_audio_cues else "spatial_audio_early"
+        raise ValueError(f"{option} needs spatial_audio_bands and spatial_audio_bins")
     return AVISM(
         backbone,
         pixel_decoder,

@@ -88,6 +88,8 @@ class AVISMConfig:
     spatial_audio_track: bool = False
     # ... and each frame query is handed to the video module with the bands sounding under its mask
     spatial_audio_cues: bool = False
+    # ... and to the pixel decoder's encoder inputs, before its deformable attention (early fusion)
+    spatial_audio_early: bool = False
 
     # --- inference
     test_run_chunk_size: int = 18  # MODEL.AVISM.TEST_RUN_CHUNK_SIZE (frames per encoder chunk)

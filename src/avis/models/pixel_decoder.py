@@ -287,9 +287,19 @@ class MSDeformAttnPixelDecoder(nn.Module):
         coords = fourier_coordinates(x.shape[-2], x.shape[-1], self.coord_freqs, x.device)
         return x + self.coord_embed(coords.unsqueeze(0))  # broadcast over N
 
-    def forward(self, features: Sequence[Tensor] | Mapping[str, Tensor]) -> PixelDecoderOutput:
+    def encoder_inputs(self, features: Sequence[Tensor]) -> list[Tensor]:
+        """The backbone maps the encoder reads, coarse to fine (each (N, C_i, h, w))."""
+        return list(features[self.num_fpn_levels :][::-1])
+
+    def forward(
+        self,
+        features: Sequence[Tensor] | Mapping[str, Tensor],
+        early: Sequence[Tensor] | None = None,
+    ) -> PixelDecoderOutput:
         """features: backbone maps (N, C_i, H/s_i, W/s_i), stride ascending (a list, or a dict
-        such as {"res2": ..., "res5": ...} in that order). Runs in fp32 under an autocast to
+        such as {"res2": ..., "res5": ...} in that order). early (an avis option): one term per
+        encoder level, coarse to fine (`encoder_inputs`), each (N, conv_dim, 1 | h, w), added to
+        that level's projected input before the deformable attention. Runs in fp32 under an autocast to
         a dtype of `fp32_under_autocast` (fp16: the official fp32 island, its deformable
         attention overflows fp16), else in the autocast dtype (bf16 has fp32's range)."""
         if isinstance(features, Mapping):
@@ -306,8 +316,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
             torch.get_autocast_dtype(device_type) in self.fp32_under_autocast
         )
         with torch.autocast(device_type=device_type, enabled=False) if island else nullcontext():
-            enc_in = [f.float() for f in features[self.num_fpn_levels :][::-1]]  # coarse to fine
+            enc_in = [f.float() for f in self.encoder_inputs(features)]  # coarse to fine
             srcs = [proj(x) for proj, x in zip(self.input_proj, enc_in)]
+            if early is not None:
+                if len(early) != len(srcs):
+                    raise ValueError(f"expected {len(srcs)} early terms (one per encoder level), got {len(early)}")
+                srcs = [x + e.float() for x, e in zip(srcs, early)]
             pos = [self.pe_layer(x) for x in enc_in]
             maps = self.transformer(srcs, pos)  # coarse to fine
             multi_scale = list(maps)

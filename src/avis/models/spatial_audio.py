@@ -39,17 +39,26 @@ class SpatialAudioTerm(nn.Module):
     content (and from it its mask embedding) can carry the bands sounding where its object is.
 
     cue_dim > 0 (`spatial_audio_cues`): an MLP from a frame query's band profile under its mask
-    to cue_dim (the frame-query size), added to the query the video module reads (`token_cues`)."""
+    to cue_dim (the frame-query size), added to the query the video module reads (`token_cues`).
 
-    def __init__(self, bands: int, bins: int, mask_dim: int, key_dim: int = 0, cue_dim: int = 0) -> None:
+    early_dim > 0 (`spatial_audio_early`): a projection to the pixel decoder's C channels, added
+    to its encoder inputs (after their input projections, before the deformable attention), so
+    that the encoder can carry a column's bands onto the object standing in it: the map is the
+    same along a column, an object's features need not be."""
+
+    def __init__(
+        self, bands: int, bins: int, mask_dim: int, key_dim: int = 0, cue_dim: int = 0,
+        early_dim: int = 0,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.bands, self.bins = bands, bins
         self.frame_proj = nn.Linear(bands, mask_dim)
         self.video_proj = nn.Linear(bands, mask_dim)
         self.key_proj = nn.Linear(bands, key_dim) if key_dim > 0 else None
+        self.early_proj = nn.Linear(bands, early_dim) if early_dim > 0 else None
         self.cue_embed = MLP(bands, cue_dim, cue_dim, CUE_LAYERS) if cue_dim > 0 else None
         last = None if self.cue_embed is None else self.cue_embed.layers[-1]
-        for proj in (self.frame_proj, self.video_proj, self.key_proj, last):
+        for proj in (self.frame_proj, self.video_proj, self.key_proj, self.early_proj, last):
             if isinstance(proj, nn.Linear):
                 nn.init.zeros_(proj.weight)
                 nn.init.zeros_(proj.bias)
@@ -77,10 +86,14 @@ class SpatialAudioTerm(nn.Module):
 
     def forward(self, cols: Tensor, which: str) -> Tensor:
         """cols (N, B, W) from `columns` -> (N, C, 1, W), the term added to the frame decoder's
-        ("frame") or the video module's ("video") mask features, or to an attended map ("key")."""
-        proj = {"frame": self.frame_proj, "video": self.video_proj, "key": self.key_proj}[which]
+        ("frame") or the video module's ("video") mask features, to an attended map ("key") or
+        to an input of the pixel decoder's encoder ("early")."""
+        projs = {"frame": self.frame_proj, "video": self.video_proj, "key": self.key_proj,
+                 "early": self.early_proj}  # fmt: skip
+        proj = projs[which]
         if proj is None:
-            raise ValueError("this spatial-audio term has no key projection (spatial_audio_keys)")
+            option = {"key": "spatial_audio_keys", "early": "spatial_audio_early"}[which]
+            raise ValueError(f"this spatial-audio term has no {which} projection ({option})")
         return proj(cols.transpose(1, 2)).transpose(1, 2).unsqueeze(2)
 
     def token_cues(self, cols: Tensor, mask_logits: Tensor) -> Tensor:
