@@ -289,10 +289,8 @@ class AVISM(nn.Module):
         if widths is None:
             raise ValueError("this model reads where the sound is: pass the pictures' widths")
         padded_width = maps[0].shape[-1] * MASK_STRIDE  # res2 has the mask grid's stride
-        early = []
-        for x in self.pixel_decoder.encoder_inputs(maps):
-            cols = term.columns(spatial, widths, x.shape[-1], padded_width // x.shape[-1])
-            early.append(term(cols, "early"))  # (N, C, 1, w)
+        encoder_maps = self.pixel_decoder.encoder_inputs(maps)
+        early = self._column_terms(encoder_maps, spatial, widths, padded_width, "early")
         return self.pixel_decoder(maps, early)
 
     def _with_spatial(
@@ -330,12 +328,21 @@ class AVISM(nn.Module):
         term = self.spatial_audio
         if term is None or term.key_proj is None:
             return list(maps)
-        padded_width = grid_width * MASK_STRIDE
-        out = []
-        for x in maps:
-            cols = term.columns(spatial, widths, x.shape[-1], padded_width // x.shape[-1])
-            out.append(x + term(cols, "key"))
-        return out
+        terms = self._column_terms(maps, spatial, widths, grid_width * MASK_STRIDE, "key")
+        return [x + t for x, t in zip(maps, terms)]
+
+    def _column_terms(
+        self, maps: Sequence[Tensor], spatial: Tensor, widths: Sequence[int], padded_width: int, which: str
+    ) -> list[Tensor]:
+        """The spatial term's projection `which` ("key", "early") of the maps (N, B*P) read at the
+        columns of each of `maps` (N, C, h_l, w_l) of pictures padded to `padded_width` pixels
+        (`widths` (N,) unpadded) -> one (N, C, 1, w_l) per map."""
+        term = self.spatial_audio
+        assert term is not None, "only spatial_audio models have the term"
+        return [
+            term(term.columns(spatial, widths, x.shape[-1], padded_width // x.shape[-1]), which)
+            for x in maps
+        ]
 
     def _handed_over(self, frame: FrameDecoderOutput, cols: Tensor | None = None) -> Tensor:
         """The frame queries the video module reads: (Lf, N, fQ, C); with ``position_cues``
