@@ -65,7 +65,7 @@ def speed(args: argparse.Namespace) -> dict:
 
     predictor = _predictor(args.preset, args.threads)
     frames = LazyFrames(args.frames, *args.size)[0 : args.frames]
-    audio = np.random.default_rng(0).normal(size=(args.frames, predictor.config.audio_dim)).astype(np.float32)
+    audio = np.random.default_rng(0).normal(size=(args.frames, predictor.config.input_audio_dim)).astype(np.float32)
     predictor.predict((frames[:2], audio[:2]))  # warm-up
     out: dict = {"preset": args.preset or "shipped tiny", "frames": args.frames, "size": args.size,
                  "latency": args.latency, "threads": args.threads, "machine": machine_info()}  # fmt: skip
@@ -97,7 +97,7 @@ def memory_child(args: argparse.Namespace) -> dict:
         online = OnlinePredictor(predictor, OnlineOptions(latency=args.latency))
         start = time.perf_counter()
         for t in range(args.frames[0]):
-            audio = rng.normal(size=predictor.config.audio_dim).astype(np.float32)
+            audio = rng.normal(size=predictor.config.input_audio_dim).astype(np.float32)
             for result in online.push(frames[t : t + 1][0], audio):
                 sink.write(json.dumps(frame_record(result, predictor.class_names)) + "\n")
         for result in online.flush():

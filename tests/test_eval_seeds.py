@@ -20,6 +20,9 @@ from avis.errors import AvisError, DataError
 from avis.eval import evaluate
 from avis.inference.predictor import VideoPredictor
 from avis.inference.shipped import shipped_checkpoint
+from avis.models.avism import build_avism
+from avis.models.checkpoint import save_model
+from avis.models.config import avism_tiny
 
 SEEDS = (11, 12)
 VIDEOS = 2
@@ -188,16 +191,42 @@ def test_per_seed_metrics_equal_predict_and_evaluate_by_hand(report):
                 assert got[key] == pytest.approx(sub.metrics[HEADLINE["mAP"]])
 
 
-def test_splitting_is_applied_in_one_setting_only(report):
-    """The two settings score different predictions (the tiny splits hold twins that the
-    shipped model merges, so splitting changes its tracks) and the summary is their mean."""
+def test_splitting_is_applied_in_one_setting_only(report, monkeypatch):
+    """Only the `split` setting goes through component splitting (a stand-in splitter that
+    drops every track shows where it is applied: the other setting's scores stay as they
+    were), and the summary is the settings' mean."""
+    from avis.inference import components
+
+    def drop_every_track(prediction, options):
+        return replace(prediction, scores=prediction.scores[:0], labels=prediction.labels[:0], rles=[])
+
     assert any(r.num_twin_videos for r in report.results)
-    assert any(r.metrics["split"] != r.metrics["nosplit"] for r in report.results)
+    result = report.results[0]
+    monkeypatch.setattr(components, "split_components", drop_every_track)
+    predictor = VideoPredictor.from_checkpoint(shipped_checkpoint(), split_components=False)
+    metrics, _ = seeds.evaluate_split(predictor, result.root)
+    assert metrics["nosplit"] == pytest.approx(result.metrics["nosplit"], nan_ok=True)
+    assert result.metrics["nosplit"]["mAP"] > 0 and metrics["split"]["mAP"] == 0
     summary = report.summary()
     for setting in seeds.SETTINGS:
         values = [r.metrics[setting]["mAP"] for r in report.results]
         assert summary[setting]["mAP"]["mean"] == pytest.approx(np.mean(values))
         assert summary[setting]["mAP"]["spread"] == pytest.approx(max(values) - min(values))
+
+
+def test_the_default_preset_is_the_benchmark_the_checkpoint_hears(report, tmp_path):
+    """Stereo (v2) splits for a model that reads where the sound is, mono (v1) otherwise; a
+    stereo model asked for mono splits is refused before anything is generated."""
+    spatial = VideoPredictor.from_checkpoint(shipped_checkpoint()).config.spatial_audio
+    assert report.preset == (seeds.STEREO_PRESET if spatial else seeds.DEFAULT_PRESET)
+    assert report.config.stereo == spatial
+    cfg = replace(avism_tiny(), spatial_audio_bands=32, spatial_audio_bins=16)
+    path = tmp_path / "stereo.pth"
+    save_model(path, build_avism(cfg), cfg)
+    work = tmp_path / "work"
+    with pytest.raises(AvisError, match="stereo model.*--preset stereo"):
+        seeds.evaluate_seeds(path, SEEDS[:1], work_dir=work, preset="easy", num_videos=1, overrides=OVERRIDES)
+    assert not work.exists()
 
 
 def test_cli_writes_the_report_and_reuses_the_splits(report, tmp_path, capsys):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from avis.audio.features import WeightFreeExtractor, weight_free_features
+from avis.audio.features import WeightFreeExtractor
 from avis.cli.predict_online import run_online
 from avis.errors import MediaError
 from avis.inference.online import OnlineOptions, OnlinePredictor, TrackLinker, WindowTrack
@@ -25,6 +25,7 @@ from avis.io.stream import stream_frames
 from avis.io.video import frame_audio_features, read_video
 from avis.models.avism import build_avism
 from avis.models.config import avism_tiny
+from synth_inputs import model_audio
 
 DEMO = asset_path("demo.mp4")
 
@@ -110,9 +111,10 @@ def test_linker_follows_mask_overlap_on_shared_frames():
 
 
 # ---------------------------------------------------------------------- the shipped model
-def _silence_and_return_scene(seed=0, num_frames=30):
+def _silence_and_return_scene(spatial, seed=0, num_frames=30):
     """One sounding object (synthetic benchmark renderer) that sounds in seconds 0-7 and
-    20-29 and is silent for the 12 s between (longer than the online window)."""
+    20-29 and is silent for the 12 s between (longer than the online window); stereo, with
+    the map of where the sound is, for a `spatial` model."""
     from avis.data.synth.config import SynthConfig
     from avis.data.synth.render import render_frame, scene_parts
     from avis.data.synth.scene import sample_scene
@@ -120,7 +122,7 @@ def _silence_and_return_scene(seed=0, num_frames=30):
 
     cfg = SynthConfig(
         distractor_prob=0.0, twin_prob=0.0, sounding_class_weights=(1.0,),
-        enter_leave_prob=0.0, silent_fraction=0.0,
+        enter_leave_prob=0.0, silent_fraction=0.0, stereo=spatial,
     )  # fmt: skip
     on = np.zeros(num_frames, bool)
     on[:8] = on[20:] = True
@@ -129,12 +131,11 @@ def _silence_and_return_scene(seed=0, num_frames=30):
     scene = dataclasses.replace(scene, sounding={c: on}, gains={c: np.where(on, 0.8, 0.0)})
     frames = np.stack([render_frame(scene, scene_parts(scene, float(t)), 4) for t in range(num_frames)])
     wave = soundtrack(scene, cfg, np.random.default_rng(seed))
-    pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
-    return frames, weight_free_features(pcm, cfg.sample_rate, num_frames), on
+    return frames, model_audio(wave, cfg.sample_rate, num_frames, spatial), on
 
 
 def test_track_id_survives_silence_with_the_shipped_model(shipped):
-    frames, audio, on = _silence_and_return_scene()
+    frames, audio, on = _silence_and_return_scene(shipped.config.spatial_audio)
     online = OnlinePredictor(shipped, OnlineOptions(latency=3))
     results = list(online.run(zip(frames, audio)))
     assert [r.index for r in results] == list(range(len(frames)))
@@ -153,7 +154,7 @@ def test_track_id_survives_silence_with_the_shipped_model(shipped):
 def test_whole_video_window_gives_the_offline_masks(shipped):
     """Window = latency + 1 = the video length: every frame comes from the window over the
     whole video, i.e. the offline video module; the masks equal offline's (splitting off)."""
-    frames, audio, _ = _silence_and_return_scene(num_frames=12)
+    frames, audio, _ = _silence_and_return_scene(shipped.config.spatial_audio, num_frames=12)
     plain = VideoPredictor(shipped.model, shipped.config, shipped.info, split_components=False)
     offline = plain.predict((frames, audio))
     online = OnlinePredictor(plain, OnlineOptions(latency=11, window=12))

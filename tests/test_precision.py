@@ -14,6 +14,7 @@ from avis.precision import (
     resolve_precision,
     supported_precisions,
 )
+from synth_inputs import model_audio
 
 
 def test_modes_defaults_and_errors():
@@ -57,7 +58,6 @@ def test_context_sets_tf32_and_autocast_and_restores(precision):
 
 @pytest.fixture(scope="module")
 def shipped():
-    from avis.audio.features import weight_free_features
     from avis.data.synth.config import SynthConfig
     from avis.data.synth.render import render_frame, scene_parts
     from avis.data.synth.scene import sample_scene
@@ -67,12 +67,12 @@ def shipped():
     predictor = VideoPredictor.from_checkpoint()
     # a 7-frame scene of the synthetic benchmark (what the shipped model knows), so that it
     # keeps instances whose masks the precisions can be compared on
-    cfg = SynthConfig()
+    spatial = predictor.config.spatial_audio  # the shipped model hears stereo (benchmark v2)
+    cfg = SynthConfig(stereo=spatial)
     scene = sample_scene(np.random.default_rng(0), 7, cfg)
     frames = np.stack([render_frame(scene, scene_parts(scene, float(t)), 4) for t in range(7)])
     wave = soundtrack(scene, cfg, np.random.default_rng(0))
-    pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
-    audio = weight_free_features(pcm, cfg.sample_rate, 7)
+    audio = model_audio(wave, cfg.sample_rate, 7, spatial)
     return predictor, frames, audio, predictor.predict((frames, audio))
 
 

@@ -89,6 +89,16 @@ def _expected_rows(summary: dict) -> list[list[str]]:
     return rows
 
 
+def _same_rows(shown: list[list[str]], expected: list[list[str]]) -> bool:
+    """The page's table is `avis demo`'s: the same rows, scores equal to the third decimal up
+    to one rounding step (the server's predictor runs under a memory budget, in a worker
+    thread: its sums may run in another order, and a score at a rounding edge, 0.91753 against
+    0.91749, shows as 0.918 or 0.917)."""
+    if [row[:2] + row[3:] for row in shown] != [row[:2] + row[3:] for row in expected]:
+        return False
+    return all(abs(float(a[2]) - float(b[2])) <= 0.0011 for a, b in zip(shown, expected))
+
+
 def test_upload_demo_video_shows_what_avis_demo_finds(browser, server, demo_reference):
     url, _ = server
     summary, results, timeline_png = demo_reference
@@ -99,7 +109,7 @@ def test_upload_demo_video_shows_what_avis_demo_finds(browser, server, demo_refe
     assert _wait_for_outcome(browser, RESULT_TIMEOUT_S) == "result"
 
     # the instance table: the instances, classes, scores and intervals of `avis demo`
-    assert _table(browser) == _expected_rows(summary)
+    assert _same_rows(_table(browser), _expected_rows(summary))
 
     # the precision choice: what the device supports, "auto" (fp32 on CPU, as `avis demo`) chosen
     options = browser.find_elements("css selector", "#precision option")
@@ -179,4 +189,4 @@ def test_corrupt_upload_shows_an_error_then_a_good_file_works(browser, server, d
     browser.find_element("id", "demo").click()
     assert _wait_for_outcome(browser, RESULT_TIMEOUT_S) == "result"
     assert not browser.find_element("id", "error").is_displayed()
-    assert _table(browser) == _expected_rows(summary)
+    assert _same_rows(_table(browser), _expected_rows(summary))

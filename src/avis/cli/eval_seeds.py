@@ -52,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="data seeds, one test split each (default: 101 102 103)",
     )
     parser.add_argument(
-        "--preset", default="easy", help="synthetic preset: easy (default, the benchmark v1), hard, stereo (v2) or hard_stereo"
+        "--preset", default=None,
+        help="synthetic preset: easy (the benchmark v1), hard, stereo (v2) or hard_stereo; "
+        "default: stereo for a model that reads where the sound is (the shipped one), else easy",
     )
     parser.add_argument(
         "--videos",
@@ -120,7 +122,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from avis.data.synth.config import preset as synth_preset
     from avis.engine.seeds import SETTINGS, evaluate_seeds
     from avis.inference.shipped import shipped_checkpoint
     from avis.io.atomic import write_text_atomic
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         allow_seen_seeds=args.allow_seen_seeds, progress=True, on_seed=on_seed,
     )  # fmt: skip
     summary = report.summary()
-    title = f"{weights} on synthetic v{synth_preset(args.preset).version} {args.preset} test splits, {args.videos} videos per seed"
+    title = f"{weights} on synthetic v{report.config.version} {report.preset} test splits, {args.videos} videos per seed"
     out = Console()
     for protocol, keys in TABLES.items():
         table = Table(title=escape(f"{title}: {protocol} protocol"))

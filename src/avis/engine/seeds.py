@@ -45,6 +45,7 @@ SPLIT = "test"
 SETTINGS: dict[str, bool] = {"nosplit": False, "split": True}  # name -> split_components
 TWIN_KEYS = ("mAP_twins", "mAP_others")
 DEFAULT_VIDEOS = 120  # the size of the benchmark's test split
+DEFAULT_PRESET, STEREO_PRESET = "easy", "stereo"  # for mono models (v1) / spatial-audio models (v2)
 MIN_SIZE, MAX_SIZE = 32, 4096  # frame side, px (as `avis synth`)
 
 
@@ -298,7 +299,7 @@ def evaluate_seeds(
     seeds: Sequence[int],
     *,
     work_dir: str | Path,
-    preset: str = "easy",
+    preset: str | None = None,
     num_videos: int = DEFAULT_VIDEOS,
     overrides: Mapping[str, Any] | None = None,
     device: str = "cpu",
@@ -309,12 +310,19 @@ def evaluate_seeds(
 ) -> SeedsReport:
     """Generate (or reuse) one test split per seed and score the checkpoint on each.
 
+    preset: None = the benchmark the checkpoint reads: `stereo` (version 2) for a model that
+    reads where the sound is (spatial_audio), else `easy` (version 1).
     overrides: SynthConfig fields replacing the preset's (e.g. size, min_frames, max_frames)."""
     from avis.data.synth import preset as synth_preset
     from avis.inference.predictor import VideoPredictor
 
     if num_videos < 1:
         raise AvisError(f"need at least one video per seed, got {num_videos}")
+    check_seeds(seeds, seen_seeds(weights), allow_seen_seeds)
+    predictor = VideoPredictor.from_checkpoint(weights, device=device, split_components=False)
+    spatial = predictor.config.spatial_audio
+    if preset is None:
+        preset = STEREO_PRESET if spatial else DEFAULT_PRESET
     try:
         config = synth_preset(preset, **dict(overrides or {}))
     except (ValueError, TypeError) as err:
@@ -324,8 +332,11 @@ def evaluate_seeds(
             f"need 1 <= min_frames <= max_frames and {MIN_SIZE} <= size <= {MAX_SIZE}; found "
             f"min_frames {config.min_frames}, max_frames {config.max_frames}, size {config.size}"
         )
-    check_seeds(seeds, seen_seeds(weights), allow_seen_seeds)
-    predictor = VideoPredictor.from_checkpoint(weights, device=device, split_components=False)
+    if spatial and not config.stereo:
+        raise AvisError(
+            f"{weights} reads where the sound is (a stereo model): the {preset} preset makes mono "
+            f"version-1 splits; use a stereo preset (--preset {STEREO_PRESET} or hard_stereo)"
+        )
     report = SeedsReport(str(weights), preset, config)
     for seed in seeds:
         start = time.perf_counter()
