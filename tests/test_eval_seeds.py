@@ -214,19 +214,26 @@ def test_splitting_is_applied_in_one_setting_only(report, monkeypatch):
         assert summary[setting]["mAP"]["spread"] == pytest.approx(max(values) - min(values))
 
 
-def test_the_default_preset_is_the_benchmark_the_checkpoint_hears(report, tmp_path):
+def test_the_default_preset_is_the_benchmark_the_checkpoint_hears(report, tmp_path, caplog):
     """Stereo (v2) splits for a model that reads where the sound is, mono (v1) otherwise; a
-    stereo model asked for mono splits is refused before anything is generated."""
+    stereo model asked for mono splits is warned and gets maps made from the mono WAVs, which
+    put every sound at the centre."""
     spatial = VideoPredictor.from_checkpoint(shipped_checkpoint()).config.spatial_audio
     assert report.preset == (seeds.STEREO_PRESET if spatial else seeds.DEFAULT_PRESET)
     assert report.config.stereo == spatial
     cfg = replace(avism_tiny(), spatial_audio_bands=32, spatial_audio_bins=16)
     path = tmp_path / "stereo.pth"
     save_model(path, build_avism(cfg), cfg)
-    work = tmp_path / "work"
-    with pytest.raises(AvisError, match="stereo model.*--preset stereo"):
-        seeds.evaluate_seeds(path, SEEDS[:1], work_dir=work, preset="easy", num_videos=1, overrides=OVERRIDES)
-    assert not work.exists()
+    with caplog.at_level(logging.WARNING):
+        mono = seeds.evaluate_seeds(
+            path, SEEDS[:1], work_dir=tmp_path / "work", preset="easy", num_videos=1, overrides=OVERRIDES
+        )
+    assert "every sound at the centre" in caplog.text and not mono.config.stereo
+    (maps_file,) = (mono.results[0].root / "test" / "FEATSpatial").glob("*.npy")
+    maps = np.load(maps_file)  # (T, bands, positions)
+    assert maps.shape[1:] == (32, 16) and maps.sum() > 0
+    assert maps[..., 7:9].sum() == pytest.approx(maps.sum(), rel=1e-3)  # the two centre positions
+    assert seeds.add_mono_maps(mono.results[0].root) == 0  # made once
 
 
 def test_cli_writes_the_report_and_reuses_the_splits(report, tmp_path, capsys):

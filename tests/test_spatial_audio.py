@@ -23,7 +23,7 @@ from avis.data.synth.scene import sample_scene
 from avis.data.synth.sound import pan_gains, place_source
 from avis.data.synth.writer import stereo_soundtrack
 from avis.data.transforms import spatial_view
-from avis.errors import DataError
+from avis.errors import DataError, MediaError
 from avis.models.spatial_audio import SpatialAudioTerm
 
 SR = 16000
@@ -312,6 +312,9 @@ def test_predictor_feeds_a_spatial_model_from_a_video_file(stereo_mp4):
     centred = np.concatenate([features, spatial_features(video.audio, video.sample_rate, 5).reshape(5, -1)], 1)
     other = predictor.predict((video.frames, centred))
     assert not np.array_equal(prediction.scores, other.scores) or not np.array_equal(prediction.masks(), other.masks())
+    # features without the maps: an error that says what is missing
+    with pytest.raises(MediaError, match=r"expected audio features \(5, 640\), got \(5, 128\); this model also reads where the sound is"):
+        predictor.predict((video.frames, features))
 
 
 def test_stream_keeps_the_stereo_windows_read_video_keeps(stereo_mp4):

@@ -304,7 +304,13 @@ class VideoPredictor:
             name, features, duration = name or str(source), self.extractor.name, video.duration
         expected = (frames.shape[0], self.config.input_audio_dim)
         if audio.shape != expected:
-            raise MediaError(f"{name or 'audio'}: expected audio features {expected}, got {audio.shape}")
+            hint = ""
+            if self.config.spatial_audio and audio.shape[-1:] == (self.config.audio_dim,):
+                hint = (
+                    "; this model also reads where the sound is: append each frame's flattened map "
+                    "(avis.audio.spatial, see VideoPredictor.audio_input) or give a video file"
+                )
+            raise MediaError(f"{name or 'audio'}: expected audio features {expected}, got {audio.shape}{hint}")
         return frames, torch.from_numpy(audio), name or "frames", features, duration
 
     def _sizes(self, frame_shape) -> tuple[tuple[int, int], tuple[int, int]]:
