@@ -5,13 +5,14 @@ scores both with `avis.eval` (fixed and official protocols: FSLA, HOTA, mAP) and
 the tracks: each fp32 track is matched to the other run's track of the same class with the
 highest whole-video mask IoU (unmatched: IoU 0). Also counts the tracks only one run kept.
 
-    avis synth --out /tmp/gpu_synth --preset stereo --num-train 1 --num-val 1 --no-wav   # the default v2 test split
+    avis synth --out /tmp/gpu_synth --num-train 1 --num-val 1 --no-wav   # the default test split
     python benchmarks/precision_accuracy.py --data /tmp/gpu_synth --precision bf16 \\
         [--device cpu] [--max-videos 0] [--out precision_accuracy.json] [--pixel-decoder-fp32] [--mask-logits-low]
 
 The test videos of `avis synth` depend only on (seed, split, index), so this test split is
-the one the checkpoint's published numbers use (docs/synthetic-benchmark.md). The shipped
-checkpoint hears benchmark v2 (`--preset stereo`); checkpoints of v1 use the default preset.
+the one the checkpoint's published numbers use (docs/synthetic-benchmark.md). A shipped
+checkpoint that reads where the sound is (benchmark v2) needs the v2 split (`avis synth
+--preset stereo`); the split is loaded with its maps when the checkpoint reads them.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def shipped():
     predictor = VideoPredictor.from_checkpoint()
     # a 7-frame scene of the synthetic benchmark (what the shipped model knows), so that it
     # keeps instances whose masks the precisions can be compared on
-    spatial = predictor.config.spatial_audio  # the shipped model hears stereo (benchmark v2)
+    spatial = predictor.config.spatial_audio  # a spatial-audio shipped model hears stereo (benchmark v2)
     cfg = SynthConfig(stereo=spatial)
     scene = sample_scene(np.random.default_rng(0), 7, cfg)
     frames = np.stack([render_frame(scene, scene_parts(scene, float(t)), 4) for t in range(7)])

@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preset", default=None,
         help="synthetic preset: easy (the benchmark v1), hard, stereo (v2) or hard_stereo; "
-        "default: stereo for a model that reads where the sound is (the shipped one), else easy "
+        "default: stereo for a model that reads where the sound is, else easy "
         "(a stereo model on a mono preset hears every sound at the centre)",
     )
     parser.add_argument(
