@@ -136,6 +136,12 @@ class TrainConfig:
     eval_every: int = 0  # 0 = only after the last iteration; <0 = never
     tensorboard: bool = False
     init_weights: str = ""  # an avis checkpoint to start from (model weights only)
+    # exponential moving average of the weights (avis.engine.ema), from optimiser step
+    # `ema_from` on with this decay (0 = off); the average is what the run's evaluation scores
+    # and `model_final.pth` holds; the time budget moves `ema_from` earlier as it moves the
+    # final stage
+    ema_decay: float = 0.0
+    ema_from: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -224,6 +230,8 @@ def check_ranges(cfg: TrainConfig) -> None:
         ("keep_last", cfg.keep_last, at_least(1), ">= 1"),
         ("max_minutes", cfg.max_minutes, at_least(0), ">= 0 (0 = no budget)"),
         ("dist_timeout_minutes", cfg.dist_timeout_minutes, lambda v: v > 0, "> 0"),
+        ("ema_decay", cfg.ema_decay, lambda v: 0.0 <= v < 1.0, "in [0, 1) (0 = off)"),
+        ("ema_from", cfg.ema_from, at_least(0), ">= 0"),
     ]
     weights = ("class_weight", "mask_weight", "dice_weight", "sim_weight", "anchor_cost",
                "quality_weight", "twin_weight", "embed_weight", "pilot_weight", "cross_frame_weight")  # fmt: skip

@@ -43,6 +43,7 @@ from avis.engine.distributed import (
     max_over_processes,
     mean_over_processes,
 )
+from avis.engine.ema import WeightAverage
 from avis.engine.metrics import LOG, MetricsWriter, read_metrics
 from avis.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from avis.engine.plot import plot_curves
@@ -114,6 +115,13 @@ class Trainer:
         use_scaler = self.precision == "fp16" and info.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.iteration = 0  # optimiser steps done
+        # the weight average (`ema_decay`), kept by the main process, which alone evaluates
+        # and writes files
+        self.weight_average = (
+            WeightAverage(cfg.ema_decay, cfg.ema_from)
+            if cfg.ema_decay > 0 and info.is_main
+            else None
+        )
         # training-loop seconds so far, earlier segments of a resumed run included (updated
         # every step; saved in checkpoints for the time budget)
         self.elapsed_before = 0.0
@@ -126,6 +134,12 @@ class Trainer:
             self.writer = MetricsWriter(self.run_dir, cfg.tensorboard)
 
     # ----------------------------------------------------------------- checkpoints
+    def averaged(self):
+        """The weight average in the model for the duration (a no-op without one)."""
+        if self.weight_average is None:
+            return nullcontext()
+        return self.weight_average.applied(self.module)
+
     def model_payload(self) -> dict[str, Any]:
         """The avis model checkpoint fields (what `avis.models.checkpoint.load_model` reads)."""
         return {
@@ -147,6 +161,7 @@ class Trainer:
             "rng": rng_states,
             "world_size": self.info.world_size,
             "elapsed_seconds": self.elapsed_before,
+            "ema": self.weight_average.state_dict() if self.weight_average is not None else None,
         }
 
     def save_checkpoint(self) -> None:
@@ -175,6 +190,11 @@ class Trainer:
             raise CheckpointError(f"{path}: weights do not fit the model: {err}") from err
         self.optimizer.load_state_dict(data["optimizer"])
         self.scheduler.load_state_dict(data["scheduler"])
+        if self.weight_average is not None:
+            try:
+                self.weight_average.load_state_dict(data.get("ema"), self.module)
+            except KeyError as err:
+                raise CheckpointError(f"{path}: {err}") from err
         if self.scaler is not None and data.get("scaler"):
             self.scaler.load_state_dict(data["scaler"])
         rng = data.get("rng") or []
@@ -191,6 +211,7 @@ class Trainer:
             self.cfg.optim.decay_steps[:] = data["train_config"]["optim"]["decay_steps"]
             if self.cfg.data.final_from > 0:
                 self.cfg.data.final_from = data["train_config"]["data"]["final_from"]
+            self.cfg.ema_from = data["train_config"].get("ema_from", self.cfg.ema_from)
         if self.writer is not None:
             self.writer.truncate_after(self.iteration)
         LOG.info("resumed from %s at iteration %d", path, self.iteration)
@@ -255,6 +276,8 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1
+        if self.weight_average is not None:
+            self.weight_average.update(self.module, self.iteration)
         sums["grad_norm"] = grad_norm
         return sums
 
@@ -357,10 +380,11 @@ class Trainer:
         The elapsed time is the largest over processes, so every process takes the same
         decisions. A decay step d that has not happened yet is moved to the next iteration
         once the elapsed fraction of the budget reaches d / iterations, and so is the start
-        of the final stage (`data.final_from`): a run on a slow machine keeps the shape of
-        its schedule. The moved steps are written to the config of later checkpoints and
-        logged, so `iterations=N optim.decay_steps=[...] data.final_from=F` repeats such a
-        run exactly."""
+        of the final stage (`data.final_from`) and of the weight average (`ema_from`, which
+        then starts from the weights of the current step): a run on a slow machine keeps the
+        shape of its schedule. The moved steps are written to the config of later checkpoints
+        and logged, so `iterations=N optim.decay_steps=[...] data.final_from=F ema_from=E`
+        repeats such a run exactly."""
         cfg = self.cfg
         if cfg.max_minutes <= 0:
             return False
@@ -376,6 +400,17 @@ class Trainer:
                         "moved from iteration %d to %d",
                         100 * fraction, self.iteration, k + 1, step, steps[k],
                     )  # fmt: skip
+        if cfg.ema_decay > 0 and cfg.ema_from > self.iteration and fraction >= cfg.ema_from / cfg.iterations:
+            if self.info.is_main:
+                LOG.info(
+                    "time budget: %.0f %% spent at iteration %d; weight average moved from "
+                    "iteration %d to %d", 100 * fraction, self.iteration, cfg.ema_from,
+                    self.iteration,
+                )  # fmt: skip
+            cfg.ema_from = self.iteration  # the average starts from the weights of this step
+            if self.weight_average is not None:
+                self.weight_average.start = cfg.ema_from
+                self.weight_average.update(self.module, self.iteration)
         final_from = cfg.data.final_from
         if final_from > self.iteration and fraction >= final_from / cfg.iterations:
             cfg.data.final_from = self.iteration  # the next optimiser step is the first one
@@ -388,16 +423,17 @@ class Trainer:
         if fraction < 1 or self.iteration >= cfg.iterations:
             return False
         if self.writer is not None:  # the main process
+            ema = f" ema_from={cfg.ema_from}" if cfg.ema_decay > 0 else ""
             LOG.info(
                 "time budget of %.1f min spent: stopping at iteration %d of %d (to repeat this "
-                "run exactly: iterations=%d 'optim.decay_steps=%s' data.final_from=%d "
+                "run exactly: iterations=%d 'optim.decay_steps=%s' data.final_from=%d%s "
                 "max_minutes=0)", cfg.max_minutes, self.iteration, cfg.iterations,
-                self.iteration, sorted(steps), cfg.data.final_from,
+                self.iteration, sorted(steps), cfg.data.final_from, ema,
             )  # fmt: skip
             self.writer.write(
                 {"kind": "budget", "iteration": self.iteration,
                  "elapsed_seconds": self.elapsed_before, "decay_steps": sorted(steps),
-                 "final_from": cfg.data.final_from}
+                 "final_from": cfg.data.final_from, "ema_from": cfg.ema_from}
             )  # fmt: skip
         return True
 
@@ -416,7 +452,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.info.is_main and self.evaluate is not None:
             self.module.eval()
-            with torch.no_grad():
+            with torch.no_grad(), self.averaged():
                 metrics = self.evaluate(self.module)
             self.module.train()
             record = {"kind": "eval", "iteration": self.iteration, **metrics}
@@ -439,7 +475,9 @@ class Trainer:
         plot_curves(read_metrics(self.run_dir), self.run_dir / CURVES_FILE)
 
     def finish(self) -> None:
-        """Write the model-only final checkpoint (avis format) on the main process."""
+        """Write the model-only final checkpoint (avis format) on the main process: the weight
+        average when the run keeps one."""
         if self.info.is_main:
-            save_torch_atomic(self.model_payload(), self.run_dir / FINAL_MODEL_FILE)
+            with self.averaged():  # the payload holds the module's own tensors: save inside
+                save_torch_atomic(self.model_payload(), self.run_dir / FINAL_MODEL_FILE)
         barrier(self.info)
