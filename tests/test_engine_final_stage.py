@@ -196,3 +196,22 @@ def test_final_stage_dataset_resizes_the_same_clips(synth_root):
         assert (small - clip.frames).abs().mean() < 12  # same picture (and the same flip)
     cfg.data.final_from = 0
     assert build_final_stage_dataset(cfg, dataset) is None
+
+
+def test_final_stage_can_take_longer_clips(synth_root):
+    from avis.engine.build import build_final_stage_dataset, build_train_dataset
+
+    cfg = load_config(
+        "avism_tiny", None,
+        [f"data.root={synth_root}", "data.short_sides=[48]", "data.max_size=96", "data.clip_frames=2",
+         "data.final_short_sides=[64]", "data.final_from=5", "data.final_clip_frames=4"],
+    )  # fmt: skip
+    dataset, _ = build_train_dataset(cfg)
+    final = build_final_stage_dataset(cfg, dataset)
+    for index in range(3):
+        clip, long = dataset.sample(index, 0), final.sample(index, 0)
+        assert clip.frames.shape[:2] == (2, 3) and long.frames.shape[:2] == (4, 3)
+        assert long.masks.shape[1] == 4 and long.frames.shape[-2:] == (64, 64)
+        assert len(set(long.frame_indices.tolist())) == 4  # four different frames
+    with pytest.raises(DataError, match="final_clip_frames must be >= 0"):
+        load_config("avism_tiny", None, ["data.final_clip_frames=-1"])

@@ -118,18 +118,23 @@ def build_train_dataset(cfg: TrainConfig):
 def build_final_stage_dataset(cfg: TrainConfig, dataset):
     """The training clips of the final stage (`data.final_from`): `dataset` (a ClipDataset)
     with its frames resized to `data.final_short_sides`; None when the config has no final
-    stage. Same split, clip times and augmentation draws, only the size differs."""
+    stage. Same split, clip times and augmentation draws, only the size differs, unless
+    `data.final_clip_frames` asks for another clip length (then the clips' frames are drawn
+    for that length)."""
     from avis.data import ClipDataset
 
     if cfg.data.final_from <= 0:
         return None
+    sampler = dataset.sampler
+    if cfg.data.final_clip_frames and cfg.data.final_clip_frames != sampler.num_frames:
+        sampler = replace(sampler, num_frames=cfg.data.final_clip_frames)
     transform = replace(
         dataset.transform,
         short_sides=tuple(cfg.data.final_short_sides),
         max_size=cfg.data.final_max_size or cfg.data.max_size,
     )
     return ClipDataset(
-        dataset.split, dataset.sampler, transform, seed=dataset.seed,
+        dataset.split, sampler, transform, seed=dataset.seed,
         keep_empty_tracks=dataset.keep_empty_tracks, paste=dataset.paste, occlude=dataset.occlude,
     )  # fmt: skip
 

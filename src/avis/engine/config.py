@@ -60,6 +60,9 @@ class DataConfig:
     final_short_sides: list[int] = field(default_factory=list)
     final_max_size: int = 0
     final_from: int = 0
+    # frames per clip in the final stage (0 = clip_frames): a track's identity trained over a
+    # longer span at the end (the clips' times are then drawn anew)
+    final_clip_frames: int = 0
 
 
 @dataclass
@@ -209,6 +212,7 @@ def check_ranges(cfg: TrainConfig) -> None:
         ("data.final_from", data.final_from, at_least(0), ">= 0 (0 = no final stage)"),
         ("data.final_short_sides", data.final_short_sides, lambda v: all(side >= 1 for side in v), ">= 1"),
         ("data.final_max_size", data.final_max_size, at_least(0), ">= 0 (0 = data.max_size)"),
+        ("data.final_clip_frames", data.final_clip_frames, at_least(0), ">= 0 (0 = data.clip_frames)"),
         ("optim.lr", optim.lr, lambda v: 0.0 < v < float("inf"), "> 0"),
         ("optim.weight_decay", optim.weight_decay, at_least(0), ">= 0"),
         ("optim.backbone_lr_mult", optim.backbone_lr_mult, at_least(0), ">= 0"),

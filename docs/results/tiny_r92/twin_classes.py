@@ -1,0 +1,60 @@
+"""Twin errors by class: which classes' look-alike pairs the network fails to keep apart.
+
+Per class that appears as twins in a test split's videos (splitting off, as `twin_ap.py`):
+the number of twin tracks, their mean best whole-video IoU with a predicted track of the
+class, the share above 0.75, and the share of the twin tracks' pooled union that lies in
+frames where the best track covers the other twin more than its own (wrong-twin frames).
+
+    python twin_classes.py CKPT ROOT [SIDE]     # ROOT: a test split (eval-seeds cache)
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from avis.data.annotations import decode_track
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tiny_r69"))
+from twin_ap import error_pixels, open_twin_split, video_iou  # noqa: E402
+
+WRONG_TWIN = "both: wrong-twin frames (all their wrong pixels)"
+
+
+def main() -> None:
+    ckpt, side, p, raw_gt, twins, data = open_twin_split(sys.argv)
+    names = {c["id"]: c["name"] for c in raw_gt["categories"]}
+    category_ids = [c["id"] for c in sorted(raw_gt["categories"], key=lambda c: c["id"])]
+    per: dict[int, dict[str, list[float]]] = {}
+    for video in sorted(data.videos, key=lambda v: v.id):
+        if video.id not in twins:
+            continue
+        frames = data.load_frames(video)
+        audio = data.load_audio_input(video).astype(np.float32)
+        _, labels, masks = (np.asarray(x) for x in p.predict_arrays(frames, audio))
+        gts = [(t.category_id, t) for t in data.tracks[video.id]]
+        decoded = [(c, decode_track(t)) for c, t in gts]
+        cats = [c for c, _ in decoded]
+        for c, g in decoded:
+            if cats.count(c) < 2:
+                continue
+            same = [k for k in range(len(labels)) if category_ids[labels[k]] == c]
+            ious = [video_iou(masks[k], g) for k in same]
+            pred = masks[same[int(np.argmax(ious))]] if same else np.zeros_like(g)
+            lost = error_pixels(pred, g, [o for c2, o in decoded if c2 == c and o is not g])
+            union = lost["intersection"] + sum(v for k, v in lost.items() if k != "intersection")
+            row = per.setdefault(c, {"iou": [], "wrong": [], "union": []})
+            row["iou"].append(max(ious, default=0.0))
+            row["wrong"].append(lost[WRONG_TWIN])
+            row["union"].append(union)
+    print(f"{ckpt} side {side}: twin tracks by class")
+    print(f"  {'class':8s} {'tracks':>6s} {'best IoU':>8s} {'> 0.75':>7s} {'wrong-twin share':>16s}")
+    for c in sorted(per, key=lambda c: np.mean(per[c]["iou"])):
+        row = per[c]
+        iou = np.array(row["iou"])
+        share = sum(row["wrong"]) / max(sum(row["union"]), 1)
+        print(f"  {names[c]:8s} {len(iou):6d} {iou.mean():8.3f} {np.mean(iou > 0.75):7.1%} {share:16.1%}")
+
+
+if __name__ == "__main__":
+    main()
