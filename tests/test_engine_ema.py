@@ -58,6 +58,16 @@ def test_average_refuses_a_decay_outside_the_open_unit_interval_and_foreign_keys
         average.load_state_dict({"other": torch.zeros(1)}, WithCounter())
 
 
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / FINAL_MODEL_FILE, weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def ema_config(**overrides):
     cfg = toy_config(**{"iterations": 12, "checkpoint_every": 1, "keep_last": 100, **overrides})
     cfg.ema_decay, cfg.ema_from = 0.8, 6
@@ -75,7 +85,7 @@ def test_final_model_holds_the_average_of_the_raw_weights_after_each_step(tmp_pa
         for key, value in raw[step].items():
             if value.is_floating_point():
                 expected[key] = 0.8 * expected[key] + 0.2 * value
-    final = torch.load(tmp_path / FINAL_MODEL_FILE, weights_only=True)["model"]
+    final = final_weights(tmp_path)
     differs = False
     for key, value in expected.items():
         assert torch.allclose(final[key], value, atol=1e-6), key
@@ -97,9 +107,7 @@ def test_the_evaluation_scores_the_average(tmp_path):
 
     trainer = toy_trainer(cfg, tmp_path, SINGLE, evaluate=evaluate)
     trainer.train()
-    final = torch.load(tmp_path / FINAL_MODEL_FILE, weights_only=True)["model"]
-    for key, value in final.items():
-        assert torch.equal(seen[key], value), key
+    assert_same_weights(seen, final_weights(tmp_path))
 
 
 def test_resume_continues_the_average_exactly(tmp_path):
@@ -112,10 +120,7 @@ def test_resume_continues_the_average_exactly(tmp_path):
     resumed = toy_trainer(ema_config(checkpoint_every=4), tmp_path / "killed", SINGLE)
     assert resumed.resume() and resumed.iteration == 8
     resumed.train()
-    a = torch.load(tmp_path / "straight" / FINAL_MODEL_FILE, weights_only=True)["model"]
-    b = torch.load(tmp_path / "killed" / FINAL_MODEL_FILE, weights_only=True)["model"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_weights(final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed"))
 
 
 def test_time_budget_moves_the_start_of_the_average_and_the_log_repeats_the_run(tmp_path):
@@ -133,19 +138,14 @@ def test_time_budget_moves_the_start_of_the_average_and_the_log_repeats_the_run(
     fixed.ema_decay, fixed.ema_from = 0.8, 8
     repeat = toy_trainer(fixed, tmp_path / "fixed", SINGLE)
     repeat.train()
-    a = torch.load(tmp_path / "budget" / FINAL_MODEL_FILE, weights_only=True)["model"]
-    b = torch.load(tmp_path / "fixed" / FINAL_MODEL_FILE, weights_only=True)["model"]
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    assert_same_weights(final_weights(tmp_path / "budget"), final_weights(tmp_path / "fixed"))
 
 
 def test_without_an_average_the_final_model_is_the_last_step(tmp_path):
     torch.set_num_threads(1)
     trainer = toy_trainer(toy_config(iterations=6, checkpoint_every=100), tmp_path, SINGLE)
     trainer.train()
-    final = torch.load(tmp_path / FINAL_MODEL_FILE, weights_only=True)["model"]
-    for key, value in params_of(trainer.module).items():
-        assert torch.equal(final[key], value), key
+    assert_same_weights(final_weights(tmp_path), params_of(trainer.module))
 
 
 @pytest.mark.parametrize(

@@ -176,16 +176,24 @@ def test_final_stage_config_errors(overrides, message):
         load_config("avism_r50", None, overrides).validate()
 
 
-def test_final_stage_dataset_resizes_the_same_clips(synth_root):
+def final_stage_datasets(synth_root, *overrides: str):
+    """(config, training clips at 48 px, final-stage clips at 64 px from step 5) of the tiny
+    preset on the synthetic set, with further `key=value` overrides."""
     from avis.engine.build import build_final_stage_dataset, build_train_dataset
 
     cfg = load_config(
         "avism_tiny", None,
         [f"data.root={synth_root}", "data.short_sides=[48]", "data.max_size=96",
-         "data.final_short_sides=[64]", "data.final_from=5", "data.flip_prob=0.5"],
+         "data.final_short_sides=[64]", "data.final_from=5", *overrides],
     )  # fmt: skip
     dataset, _ = build_train_dataset(cfg)
-    final = build_final_stage_dataset(cfg, dataset)
+    return cfg, dataset, build_final_stage_dataset(cfg, dataset)
+
+
+def test_final_stage_dataset_resizes_the_same_clips(synth_root):
+    from avis.engine.build import build_final_stage_dataset
+
+    cfg, dataset, final = final_stage_datasets(synth_root, "data.flip_prob=0.5")
     for index in range(4):
         clip, big = dataset.sample(index, 0), final.sample(index, 0)
         assert clip.frames.shape[-2:] == (48, 48) and big.frames.shape[-2:] == (64, 64)
@@ -199,15 +207,7 @@ def test_final_stage_dataset_resizes_the_same_clips(synth_root):
 
 
 def test_final_stage_can_take_longer_clips(synth_root):
-    from avis.engine.build import build_final_stage_dataset, build_train_dataset
-
-    cfg = load_config(
-        "avism_tiny", None,
-        [f"data.root={synth_root}", "data.short_sides=[48]", "data.max_size=96", "data.clip_frames=2",
-         "data.final_short_sides=[64]", "data.final_from=5", "data.final_clip_frames=4"],
-    )  # fmt: skip
-    dataset, _ = build_train_dataset(cfg)
-    final = build_final_stage_dataset(cfg, dataset)
+    _, dataset, final = final_stage_datasets(synth_root, "data.clip_frames=2", "data.final_clip_frames=4")
     for index in range(3):
         clip, long = dataset.sample(index, 0), final.sample(index, 0)
         assert clip.frames.shape[:2] == (2, 3) and long.frames.shape[:2] == (4, 3)

@@ -73,6 +73,19 @@ def open_twin_split(argv: list[str]):
     return ckpt, side, p, raw_gt, twin_video_ids(raw_gt), data
 
 
+def twin_predictions(p, data, twins):
+    """Per video with twins, in id order: (video, scores (K,) float32, labels (K,), masks
+    (K, T, H, W) bool, [(category id, (T, H, W) bool ground-truth track)])."""
+    for video in sorted(data.videos, key=lambda v: v.id):
+        if video.id not in twins:
+            continue
+        frames = data.load_frames(video)
+        audio = data.load_audio_input(video).astype(np.float32)
+        scores, labels, masks = (np.asarray(x) for x in p.predict_arrays(frames, audio))
+        gts = [(t.category_id, decode_track(t)) for t in data.tracks[video.id]]
+        yield video, scores.astype(np.float32), labels, masks, gts
+
+
 def main() -> None:
     ckpt, side, p, raw_gt, twins, data = open_twin_split(sys.argv)
     category_ids = [c["id"] for c in sorted(raw_gt["categories"], key=lambda c: c["id"])]
@@ -80,14 +93,7 @@ def main() -> None:
     lost: dict[str, int] = {}  # pixels of (union - intersection) of twin tracks, by kind
     best_per_gt: list[float] = []
     tracks_per_gt: list[float] = []
-    for video in sorted(data.videos, key=lambda v: v.id):
-        if video.id not in twins:
-            continue
-        frames = data.load_frames(video)
-        audio = data.load_audio_input(video).astype(np.float32)
-        scores, labels, masks = (np.asarray(x) for x in p.predict_arrays(frames, audio))
-        scores = scores.astype(np.float32)  # (K,); labels (K,); masks (K, T, H, W) bool
-        gts = [(t.category_id, decode_track(t)) for t in data.tracks[video.id]]
+    for video, scores, labels, masks, gts in twin_predictions(p, data, twins):
         best = []  # per track: (IoU, gt index) of its best same-class GT
         for k in range(len(labels)):
             cands = [

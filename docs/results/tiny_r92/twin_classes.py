@@ -13,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avis.data.annotations import decode_track
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tiny_r69"))
-from twin_ap import error_pixels, open_twin_split, video_iou  # noqa: E402
+from twin_ap import error_pixels, open_twin_split, twin_predictions, video_iou  # noqa: E402
 
 WRONG_TWIN = "both: wrong-twin frames (all their wrong pixels)"
 
@@ -26,14 +24,7 @@ def main() -> None:
     names = {c["id"]: c["name"] for c in raw_gt["categories"]}
     category_ids = [c["id"] for c in sorted(raw_gt["categories"], key=lambda c: c["id"])]
     per: dict[int, dict[str, list[float]]] = {}
-    for video in sorted(data.videos, key=lambda v: v.id):
-        if video.id not in twins:
-            continue
-        frames = data.load_frames(video)
-        audio = data.load_audio_input(video).astype(np.float32)
-        _, labels, masks = (np.asarray(x) for x in p.predict_arrays(frames, audio))
-        gts = [(t.category_id, t) for t in data.tracks[video.id]]
-        decoded = [(c, decode_track(t)) for c, t in gts]
+    for _, _, labels, masks, decoded in twin_predictions(p, data, twins):
         cats = [c for c, _ in decoded]
         for c, g in decoded:
             if cats.count(c) < 2:
