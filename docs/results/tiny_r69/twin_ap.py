@@ -86,6 +86,19 @@ def twin_predictions(p, data, twins):
         yield video, scores.astype(np.float32), labels, masks, gts
 
 
+def twin_tracks(labels, masks, gts, category_ids):
+    """Per ground-truth twin track of a video: (category id, the IoUs of the predicted tracks
+    of its class, `error_pixels` of the best of them)."""
+    cats = [c for c, _ in gts]
+    for c, g in gts:
+        if cats.count(c) < 2:
+            continue
+        same = [k for k in range(len(labels)) if category_ids[labels[k]] == c]
+        ious = [video_iou(masks[k], g) for k in same]
+        pred = masks[same[int(np.argmax(ious))]] if same else np.zeros_like(g)
+        yield c, ious, error_pixels(pred, g, [o for c2, o in gts if c2 == c and o is not g])
+
+
 def main() -> None:
     ckpt, side, p, raw_gt, twins, data = open_twin_split(sys.argv)
     category_ids = [c["id"] for c in sorted(raw_gt["categories"], key=lambda c: c["id"])]
@@ -113,18 +126,10 @@ def main() -> None:
                 covered[j] = value
         for name, s in (("as is", scores), ("oracle scores", oracle), ("no duplicates", dedup)):
             runs[name] += video_records(video.id, s, labels, masks, category_ids)
-        cats = [c for c, _ in gts]
-        for c, g in gts:
-            if cats.count(c) < 2:
-                continue
-            same = [k for k in range(len(labels)) if category_ids[labels[k]] == c]
-            ious = [video_iou(masks[k], g) for k in same]
+        for c, ious, lost_here in twin_tracks(labels, masks, gts, category_ids):
             best_per_gt.append(max(ious, default=0.0))
-            tracks_per_gt.append(len(same) / cats.count(c))
-            pred = masks[same[int(np.argmax(ious))]] if same else np.zeros_like(g)
-            for key, value in error_pixels(
-                pred, g, [o for c2, o in gts if c2 == c and o is not g]
-            ).items():
+            tracks_per_gt.append(len(ious) / sum(1 for c2, _ in gts if c2 == c))
+            for key, value in lost_here.items():
                 lost[key] = lost.get(key, 0) + value
     gt = subset_annotations(dict(raw_gt), twins)
     print(f"{ckpt} side {side}: {len(twins)} videos with twins, {len(best_per_gt)} twin tracks")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tiny_r69"))
-from twin_ap import error_pixels, open_twin_split, twin_predictions, video_iou  # noqa: E402
+from twin_ap import open_twin_split, twin_predictions, twin_tracks  # noqa: E402
 
 WRONG_TWIN = "both: wrong-twin frames (all their wrong pixels)"
 
@@ -24,15 +24,8 @@ def main() -> None:
     names = {c["id"]: c["name"] for c in raw_gt["categories"]}
     category_ids = [c["id"] for c in sorted(raw_gt["categories"], key=lambda c: c["id"])]
     per: dict[int, dict[str, list[float]]] = {}
-    for _, _, labels, masks, decoded in twin_predictions(p, data, twins):
-        cats = [c for c, _ in decoded]
-        for c, g in decoded:
-            if cats.count(c) < 2:
-                continue
-            same = [k for k in range(len(labels)) if category_ids[labels[k]] == c]
-            ious = [video_iou(masks[k], g) for k in same]
-            pred = masks[same[int(np.argmax(ious))]] if same else np.zeros_like(g)
-            lost = error_pixels(pred, g, [o for c2, o in decoded if c2 == c and o is not g])
+    for _, _, labels, masks, gts in twin_predictions(p, data, twins):
+        for c, ious, lost in twin_tracks(labels, masks, gts, category_ids):
             union = lost["intersection"] + sum(v for k, v in lost.items() if k != "intersection")
             row = per.setdefault(c, {"iou": [], "wrong": [], "union": []})
             row["iou"].append(max(ious, default=0.0))
