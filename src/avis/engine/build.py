@@ -126,7 +126,7 @@ def build_final_stage_dataset(cfg: TrainConfig, dataset):
     if cfg.data.final_from <= 0:
         return None
     sampler = dataset.sampler
-    if cfg.data.final_clip_frames and cfg.data.final_clip_frames != sampler.num_frames:
+    if cfg.data.final_clip_frames:
         sampler = replace(sampler, num_frames=cfg.data.final_clip_frames)
     transform = replace(
         dataset.transform,

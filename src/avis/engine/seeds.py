@@ -355,7 +355,8 @@ def evaluate_seeds(
             f"need 1 <= min_frames <= max_frames and {MIN_SIZE} <= size <= {MAX_SIZE}; found "
             f"min_frames {config.min_frames}, max_frames {config.max_frames}, size {config.size}"
         )
-    if spatial and not config.stereo:
+    mono_maps = spatial and not config.stereo  # a stereo model scored on mono splits
+    if mono_maps:
         LOG.warning(
             "%s reads where the sound is (a stereo model); the %s preset makes mono version-1 "
             "splits, whose maps put every sound at the centre (--preset %s or hard_stereo: "
@@ -368,7 +369,7 @@ def evaluate_seeds(
             root, reused = make_test_split(
                 work_dir, seed, config, num_videos, preset=preset, workers=workers, on_video=advance
             )
-        if spatial and not config.stereo:
+        if mono_maps:
             add_mono_maps(root)
         metrics, num_twins = evaluate_split(
             predictor, root, progress=progress, label=f"predict seed {seed}"
