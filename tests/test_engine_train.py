@@ -190,6 +190,7 @@ BAD_VALUES = [
     ("data.eval_max_videos=-1", "data.eval_max_videos"),
     ("data.twin_paste_prob=2", "data.twin_paste_prob"),
     ("data.occlude_prob=-0.1", "data.occlude_prob"),
+    ("data.frame_flip_prob=1.5", "data.frame_flip_prob"),
     ("optim.lr=-1", "optim.lr"),
     ("optim.lr=nan", "optim.lr"),
     ("optim.lr=inf", "optim.lr"),

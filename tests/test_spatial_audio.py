@@ -170,6 +170,38 @@ def test_clip_dataset_appends_the_map_and_mirrors_it_with_the_frames(stereo_set)
     assert load_split(stereo_set, "train").spatial_shape is None
 
 
+@pytest.mark.parametrize("crop_prob", [0.0, 1.0])
+def test_per_frame_flips_mirror_each_frame_with_its_masks_and_map(stereo_set, crop_prob):
+    split = load_split(stereo_set, "train", spatial_audio=True)
+    sampler = ClipSampler(num_frames=3, frame_range=3)
+    make = lambda frame_flip_prob: ClipDataset(  # noqa: E731
+        split, sampler, ClipTransform(short_sides=(48,), flip_prob=0.5, crop_prob=crop_prob, frame_flip_prob=frame_flip_prob), seed=2
+    )
+    plain, per_frame = make(0.0), make(1.0)
+    d, mixed = 128, 0
+    for epoch in range(6):
+        for i in range(len(split.videos)):
+            a, b = plain.sample(i, epoch), per_frame.sample(i, epoch)
+            # the other draws are the plain clip's: the per-frame coins are the clip's last draws
+            assert torch.equal(a.frame_indices, b.frame_indices) and torch.equal(a.track_ids, b.track_ids)
+            rng = np.random.default_rng([2, epoch, i])  # replay the clip's draws to read its flips
+            video = split.videos[i]
+            sampler(video.length, rng)
+            flip = per_frame.transform.sample(video.height, video.width, a.frame_indices.numpy(), rng)
+            assert flip.frame_flips is not None and len(flip.frame_flips) == 3
+            maps_a = a.audio[:, d:].view(3, SPATIAL_BANDS, SPATIAL_BINS)
+            maps_b = b.audio[:, d:].view(3, SPATIAL_BANDS, SPATIAL_BINS)
+            for k in range(3):
+                same = flip.flipped(k) == flip.flip
+                view = (lambda x: x) if same else (lambda x: x.flip(-1))  # noqa: E731
+                torch.testing.assert_close(b.frames[k], view(a.frames[k]))
+                assert torch.equal(b.masks[:, k], view(a.masks[:, k]))
+                torch.testing.assert_close(maps_b[k], view(maps_a[k]))
+                torch.testing.assert_close(b.audio[k, :d], a.audio[k, :d])
+            mixed += len(set(flip.frame_flips)) == 2
+    assert mixed > 0  # some clips mirror between their own frames
+
+
 def test_missing_or_mismatched_maps_are_data_errors(stereo_set, tmp_path):
     import shutil
 

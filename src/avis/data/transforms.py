@@ -6,7 +6,9 @@ Order: crop (optional) -> resize (short side from a list, capped by max_size) ->
   `crop_drift` of the frame side away from the start, so the camera seems to pan smoothly.
 - resize: frames bilinear (antialiased when shrinking), masks nearest with pixel-centre
   alignment (`nearest-exact`), so frames and masks stay aligned.
-- flip: horizontal, the same for the whole clip.
+- flip: horizontal, the same for the whole clip; with `frame_flip_prob` a clip's flips are
+  drawn per frame instead (each frame mirrored or not at even odds), so the instances' places
+  can mirror between a clip's frames while their looks and sounds stay theirs.
 - spatial-audio maps (where the sound is, over horizontal positions): `spatial_view` resamples
   their positions to a crop's range and mirrors them for a flip.
 
@@ -31,6 +33,11 @@ class ClipAugParams:
     crop_offsets: np.ndarray | None  # (T, 2) int (y0, x0) per frame
     out_size: tuple[int, int]  # (h, w)
     flip: bool
+    frame_flips: tuple[bool, ...] | None = None  # (T,) per-frame flips; None = `flip` for every frame
+
+    def flipped(self, k: int) -> bool:
+        """Whether frame k of the clip is mirrored."""
+        return self.flip if self.frame_flips is None else self.frame_flips[k]
 
 
 def resized_size(height: int, width: int, short_side: int, max_size: int) -> tuple[int, int]:
@@ -49,6 +56,7 @@ class ClipTransform:
     crop_prob: float = 0.0
     crop_scale: tuple[float, float] = (0.6, 1.0)  # crop side / frame side, drawn per clip
     crop_drift: float = 0.1  # largest offset change across the clip, as a fraction of the side
+    frame_flip_prob: float = 0.0  # chance that a clip's flips are drawn per frame (even odds each)
 
     def sample(self, height: int, width: int, times: np.ndarray, rng: np.random.Generator) -> ClipAugParams:
         """Draw the clip's choices; `times` (T,) are the frame indices (for the crop motion)."""
@@ -67,7 +75,12 @@ class ClipTransform:
         short = int(self.short_sides[int(rng.integers(len(self.short_sides)))])
         out_size = resized_size(h, w, short, self.max_size)
         flip = bool(self.flip_prob > 0 and rng.random() < self.flip_prob)
-        return ClipAugParams(crop_size=crop_size, crop_offsets=offsets, out_size=out_size, flip=flip)
+        frame_flips = None
+        if self.frame_flip_prob > 0 and rng.random() < self.frame_flip_prob:  # the clip's last draws
+            frame_flips = tuple(bool(v) for v in rng.random(len(times)) < 0.5)
+        return ClipAugParams(
+            crop_size=crop_size, crop_offsets=offsets, out_size=out_size, flip=flip, frame_flips=frame_flips
+        )
 
     def __call__(
         self, frames: np.ndarray, masks: np.ndarray, times: np.ndarray, rng: np.random.Generator
@@ -97,7 +110,11 @@ def apply_clip_transform(frames: np.ndarray, masks: np.ndarray, params: ClipAugP
             target = target.reshape(n, t, *params.out_size)
         else:
             target = target.new_zeros((0, t, *params.out_size))
-    if params.flip:
+    if params.frame_flips is not None:
+        mirror = torch.tensor(params.frame_flips)  # (T,)
+        video = torch.where(mirror[:, None, None, None], video.flip(-1), video)
+        target = torch.where(mirror[None, :, None, None], target.flip(-1), target)
+    elif params.flip:
         video, target = video.flip(-1), target.flip(-1)
     return video.contiguous(), target.bool().contiguous()
 

@@ -106,6 +106,7 @@ def build_train_dataset(cfg: TrainConfig):
         max_size=cfg.data.max_size,
         flip_prob=cfg.data.flip_prob,
         crop_prob=cfg.data.crop_prob,
+        frame_flip_prob=cfg.data.frame_flip_prob,
     )
     prob = cfg.data.twin_paste_prob
     if not 0.0 <= prob <= 1.0:

@@ -37,6 +37,9 @@ class DataConfig:
     max_size: int = 768
     crop_prob: float = 0.5
     flip_prob: float = 0.5
+    # the chance that a training clip's flips are drawn per frame (each frame mirrored at even
+    # odds), so places may mirror between its frames while looks and sounds stay (0 = off)
+    frame_flip_prob: float = 0.0
     num_workers: int = 0  # DataLoader worker processes per rank
     audio_policy: str = "pad"  # see avis.data.load_split
     audio_features: str = ""  # extractor name stored in the model ("" = FEATAudios/extractor.json)
@@ -204,6 +207,7 @@ def check_ranges(cfg: TrainConfig) -> None:
         ("data.max_size", data.max_size, at_least(1), ">= 1"),
         ("data.crop_prob", data.crop_prob, unit, "in [0, 1]"),
         ("data.flip_prob", data.flip_prob, unit, "in [0, 1]"),
+        ("data.frame_flip_prob", data.frame_flip_prob, unit, "in [0, 1]"),
         ("data.twin_paste_prob", data.twin_paste_prob, unit, "in [0, 1]"),
         ("data.occlude_prob", data.occlude_prob, unit, "in [0, 1]"),
         ("data.num_workers", data.num_workers, at_least(0), ">= 0"),
