@@ -140,14 +140,11 @@ class ClipDataset(Dataset):
 def clip_spatial(spatial: np.ndarray, params: ClipAugParams, width: int) -> np.ndarray:
     """Spatial-audio maps (T, B, P) of a clip's frames seen through its crop and flip."""
     if params.crop_size is None or params.crop_offsets is None:
-        if params.frame_flips is None:
-            return spatial_view(spatial, 0.0, 1.0, params.flip)
-        return np.stack([spatial_view(spatial[k], 0.0, 1.0, params.flipped(k)) for k in range(len(spatial))])
-    cw = params.crop_size[1]
-    return np.stack([
-        spatial_view(spatial[k], x0 / width, (x0 + cw) / width, params.flipped(k))
-        for k, (_, x0) in enumerate(params.crop_offsets)
-    ])  # fmt: skip
+        edges = [(0.0, 1.0)] * len(spatial)
+    else:
+        cw = params.crop_size[1]
+        edges = [(x0 / width, (x0 + cw) / width) for _, x0 in params.crop_offsets]
+    return np.stack([spatial_view(spatial[k], x0, x1, params.flipped(k)) for k, (x0, x1) in enumerate(edges)])
 
 
 def padded_size(sizes: list[tuple[int, int]], divisibility: int = SIZE_DIVISIBILITY) -> tuple[int, int]:
