@@ -431,5 +431,8 @@ def test_shipped_config_files_load_and_build_their_model_config(path):
     model_cfg = model_config(cfg, num_classes=3, audio_dim=128)
     if "_v2" in path.name:  # the benchmark-v2 recipes read where the sound is
         assert model_cfg.spatial_audio and model_cfg.spatial_audio_keys
+    if cfg.data.final_from > 0:  # a final stage trains at the side the model is tested at
+        assert cfg.data.final_short_sides == [model_cfg.test_short_side]
+        assert cfg.data.final_max_size == model_cfg.test_max_size
     if "gpu" in path.name:
         assert cfg.precision == "bf16" and cfg.processes == 1
