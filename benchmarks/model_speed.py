@@ -55,9 +55,9 @@ def run_single(args: argparse.Namespace) -> dict:
     encode, input_size, padded = frames_encoder(model, frames, audio)
     encoder_seconds = [0.0]
 
-    def timed_encode(start: int, stop: int, with_queries: bool):
+    def timed_encode(start: int, stop: int, with_queries: bool, carry=None):
         t0 = time.perf_counter()
-        out = encode(start, stop, with_queries)
+        out = encode(start, stop, with_queries, carry)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         encoder_seconds[0] += time.perf_counter() - t0

@@ -111,7 +111,7 @@ def golden():
 
 
 def _cached_encoder(encoded):
-    def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
+    def encode(start: int, stop: int, with_queries: bool, carry=None) -> ChunkEncoding:  # noqa: ARG001
         return ChunkEncoding(
             mask_features=encoded.mask_features[start:stop],
             frame_queries=encoded.frame_queries[start:stop] if with_queries else None,

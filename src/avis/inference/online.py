@@ -52,6 +52,7 @@ from avis.inference.postprocess import (
     valid_grid,
 )
 from avis.inference.predictor import VideoPredictor
+from avis.models.frame_decoder import SlotCarry
 from avis.models.peak_prior import PeakPrior
 from avis.precision import precision_context
 
@@ -312,6 +313,7 @@ class OnlinePredictor:
         self.frame_shape: tuple[int, ...] | None = None
         self.num_frames = 0  # frames pushed
         self.num_emitted = 0
+        self.carry: SlotCarry | None = None  # the last frame's slots (carry_slots models)
         self.linker = TrackLinker(self.options)
         split = self.predictor.split
         self.splitter = None if split is None else OnlineSplitter(split, self._new_id)
@@ -341,7 +343,8 @@ class OnlinePredictor:
         audio_t = torch.from_numpy(audio)[None]
         with self._precision():
             encode, self.input_size, self.padded = self.predictor.encoder(frame[None], audio_t)
-            enc = encode(0, 1, True)
+            enc = encode(0, 1, True, self.carry)
+            self.carry = enc.carry  # carry_slots models: this frame's slots start the next
             assert enc.frame_queries is not None, "asked for frame queries"
             self.buffer.append((enc.frame_queries[0], enc.mask_features[0], audio_t[0].to(enc.frame_queries.device)))
             self.num_frames += 1

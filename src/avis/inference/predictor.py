@@ -63,7 +63,7 @@ from avis.inference.video import (
 )
 from avis.models.avism import AVISM, ChunkEncoding
 from avis.models.config import PRESETS, AVISMConfig
-from avis.models.frame_decoder import FrameDecoderOutput
+from avis.models.frame_decoder import FrameDecoderOutput, SlotCarry
 from avis.precision import autocast_dtype, precision_context, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -371,7 +371,9 @@ class VideoPredictor:
         div = self.config.size_divisibility
         non_blocking = self.device.type == "cuda"
 
-        def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
+        def encode(
+            start: int, stop: int, with_queries: bool, carry: SlotCarry | None = None
+        ) -> ChunkEncoding:
             if reader is not None:
                 chunk = reader.get(start, stop)
             else:
@@ -388,8 +390,10 @@ class VideoPredictor:
             if self.static_chunks and size and count < size:  # a fixed shape: pad with the last frame
                 chunk = torch.cat([chunk, chunk[-1:].expand(size - count, *chunk.shape[1:])])
                 chunk_audio = torch.cat([chunk_audio, chunk_audio[-1:].expand(size - count, -1)])
-                return trim_encoding(self.model.encode_chunk(chunk, chunk_audio, input_size, with_queries), count)
-            return self.model.encode_chunk(chunk, chunk_audio, input_size, with_queries)
+                return trim_encoding(
+                    self.model.encode_chunk(chunk, chunk_audio, input_size, with_queries, carry), count
+                )
+            return self.model.encode_chunk(chunk, chunk_audio, input_size, with_queries, carry)
 
         return encode, input_size, padded
 
@@ -416,7 +420,8 @@ class VideoPredictor:
 
 
 def trim_encoding(enc: ChunkEncoding, count: int) -> ChunkEncoding:
-    """The first `count` frames of a chunk's encoding (the rest was shape padding)."""
+    """The first `count` frames of a chunk's encoding (the rest was shape padding; a padded
+    chunk is a video's last, so its slot carry, which the padding moved on, is dropped)."""
     frame = enc.frame
     if frame is not None:
         frame = FrameDecoderOutput(
@@ -430,6 +435,7 @@ def trim_encoding(enc: ChunkEncoding, count: int) -> ChunkEncoding:
         frame_queries=None if enc.frame_queries is None else enc.frame_queries[:count],
         frame=frame,
         stride4_features=enc.stride4_features[:count],
+        carry=None,
     )
 
 

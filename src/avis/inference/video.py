@@ -13,9 +13,11 @@ identically), at the cost of one more image-encoder pass.
 On a GPU ``predict_video`` can keep the mask features in pinned host memory instead
 (``InferenceOptions.offload_features``): GPU memory then stays flat with the video's length.
 
-Both take an ``encode(start, stop, with_queries) -> ChunkEncoding`` function, so the frames
-may come from memory, a decoder or precomputed backbone features (``frames_encoder``,
-``features_encoder``).
+Both take an ``encode(start, stop, with_queries, carry=None) -> ChunkEncoding`` function, so
+the frames may come from memory, a decoder or precomputed backbone features (``frames_encoder``,
+``features_encoder``). ``carry`` is the previous chunk's ``ChunkEncoding.carry``: models with
+``carry_slots`` read the frames in order, each frame's slots starting from the previous
+frame's, so pass 1 hands it from chunk to chunk (the memory-bounded pass 2 has no frame decoder).
 
 Letters: T frames, t frames of a chunk, D audio size, fQ frame queries, C hidden size,
 k candidates, N kept instances, h x w unpadded input, Hp x Wp padded input, H x W output.
@@ -23,8 +25,9 @@ k candidates, N kept instances, h x w unpadded input, Hp x Wp padded input, H x 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -44,9 +47,16 @@ from avis.inference.results import decode_rle, encode_mask
 from avis.inference.spill import FeatureSpill
 from avis.models.avism import AVISM, ChunkEncoding
 from avis.models.config import AVISMConfig
+from avis.models.frame_decoder import SlotCarry
 from avis.models.peak_prior import PeakPrior
 
-ChunkEncoder = Callable[[int, int, bool], ChunkEncoding]
+
+class ChunkEncoder(Protocol):
+    """Encodes frames [start, stop) of a video; ``carry``: the previous chunk's slot state."""
+
+    def __call__(
+        self, start: int, stop: int, with_queries: bool, carry: SlotCarry | None = None
+    ) -> ChunkEncoding: ...
 
 
 @dataclass
@@ -200,8 +210,10 @@ def predict_video(
     queries: list[Tensor] = []
     features: list[Tensor] = []
     device = audio.device
+    carry: SlotCarry | None = None
     for start, stop in chunk_spans(num_frames, options.run_chunk_size):
-        enc = encode(start, stop, True)
+        enc = encode(start, stop, True, carry)
+        carry = enc.carry
         queries.append(_frame_queries(enc))
         device = enc.mask_features.device
         features.append(offload(enc.mask_features) if options.offload_features else enc.mask_features)
@@ -279,8 +291,10 @@ def stream_video(
     out_hw = _pair(out_size if out_size is not None else input_size)
     spans = chunk_spans(num_frames, options.run_chunk_size)
     queries: list[Tensor] = []
+    carry: SlotCarry | None = None
     for start, stop in spans:  # pass 1
-        enc = encode(start, stop, True)
+        enc = encode(start, stop, True, carry)
+        carry = enc.carry
         queries.append(_frame_queries(enc))
         if spill is not None:
             spill.append(enc.mask_features)
@@ -376,9 +390,9 @@ def frames_encoder(
     padded = (h + (-h % div), w + (-w % div))
     device = model.pixel_mean.device
 
-    def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
+    def encode(start: int, stop: int, with_queries: bool, carry: SlotCarry | None = None) -> ChunkEncoding:
         chunk = pad_frames(frames[start:stop].to(device=device, dtype=torch.float32), div)
-        return model.encode_chunk(chunk, audio[start:stop].to(device), (h, w), with_queries)
+        return model.encode_chunk(chunk, audio[start:stop].to(device), (h, w), with_queries, carry)
 
     return encode, (h, w), padded
 
@@ -386,9 +400,9 @@ def frames_encoder(
 def features_encoder(model: AVISM, features: Mapping[str, Tensor], audio: Tensor) -> ChunkEncoder:
     """Encoder over precomputed backbone maps res2..res5 (T, C_k, h_k, w_k) (backbone skipped)."""
 
-    def encode(start: int, stop: int, with_queries: bool) -> ChunkEncoding:
+    def encode(start: int, stop: int, with_queries: bool, carry: SlotCarry | None = None) -> ChunkEncoding:
         chunk = {name: f[start:stop] for name, f in features.items()}
-        return model.encode_chunk_features(chunk, audio[start:stop], with_queries)
+        return model.encode_chunk_features(chunk, audio[start:stop], with_queries, carry=carry)
 
     return encode
 

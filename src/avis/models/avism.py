@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from avis.models.config import AVISMConfig
-from avis.models.frame_decoder import FrameDecoder, FrameDecoderOutput, PilotQueries
+from avis.models.frame_decoder import FrameDecoder, FrameDecoderOutput, PilotQueries, SlotCarry
 from avis.models.outputs import AVISMOutput, FrameOutput, VideoOutput
 from avis.models.pixel_decoder import MSDeformAttnPixelDecoder, PixelDecoderOutput
 from avis.models.spatial_audio import SpatialAudioTerm
@@ -38,6 +38,7 @@ class ChunkEncoding:
     frame_queries: Tensor | None  # (t, fQ, C) last-layer frame queries (None if not asked)
     frame: FrameDecoderOutput | None  # full frame-decoder output (None if not asked)
     stride4_features: Tensor  # (t, C_pix, Hm, Wm) pixel decoder's stride-4 map
+    carry: SlotCarry | None = None  # the chunk's last frame's slots (``carry_slots`` models)
 
 
 class AVISM(nn.Module):
@@ -61,6 +62,7 @@ class AVISM(nn.Module):
         instance_embed: tuple[int, int] | None = None,
         spatial_audio: SpatialAudioTerm | None = None,
         track_spatial: bool = False,
+        carry_slots: bool = False,
     ) -> None:
         """``instance_embed`` = (mask_dim, E): an avis option, a 1x1 conv from the mask features
         to E-dim per-pixel instance embeddings for the discriminative loss (training only; see
@@ -79,7 +81,11 @@ class AVISM(nn.Module):
 
         Exactly that product is the plain ``video_masks`` product of the concatenated
         embeddings [e_t, mean_s e_s] (.., 2 Cm) and features [F_t, S_t] (N, 2 Cm, Hm, Wm),
-        which is how the model hands them to the loss and to every inference path."""
+        which is how the model hands them to the loss and to every inference path.
+
+        ``carry_slots`` (an avis option): the frame decoder reads a clip's frames in order and
+        each frame's slots start where the previous frame's were (``FrameDecoder.forward``'s
+        ``carry``); inference hands the state from chunk to chunk (``encode_chunk``'s ``carry``)."""
         super().__init__()
         self.backbone = backbone
         self.pixel_decoder = pixel_decoder
@@ -97,6 +103,9 @@ class AVISM(nn.Module):
         if track_spatial and video_module.peak_prior is not None:
             raise ValueError("spatial_audio_track does not combine with the peak prior (peak_prior)")
         self.track_spatial = track_spatial
+        if carry_slots and frame_decoder.pilot_label_embed is not None:
+            raise ValueError("carry_slots does not combine with mask pilots (mask_pilots)")
+        self.carry_slots = carry_slots
         # not in the state dict, like the official non-persistent buffers
         self.register_buffer(
             "pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), persistent=False
@@ -177,12 +186,8 @@ class AVISM(nn.Module):
         pix = self.decode_pixels(features, flat, widths)
         multi_scale, frame_mask_features, video_term, cols = self._with_spatial(pix, flat, widths)
         layers = self.last_layer_num if self.training else 1
-        frame = self.frame_decoder(
-            multi_scale,
-            frame_mask_features,
-            audio.flatten(0, 1),
-            num_frame_query_layers=layers,
-            pilots=pilots,
+        frame, _ = self.decode_frames(
+            multi_scale, frame_mask_features, audio.flatten(0, 1), t, layers, True, pilots
         )
         video = self.with_track_embed(self.video_module(self._handed_over(frame, cols), audio))
         base = self.video_module.mask_features(pix.stride4_features, audio.flatten(0, 1))
@@ -228,10 +233,12 @@ class AVISM(nn.Module):
         audio: Tensor,
         image_size: tuple[int, int],
         with_queries: bool = True,
+        carry: SlotCarry | None = None,
     ) -> ChunkEncoding:
-        """One chunk of a video: frames (t, 3, Hp, Wp) 0..255, audio (t, D), unpadded (h, w)."""
+        """One chunk of a video: frames (t, 3, Hp, Wp) 0..255, audio (t, D), unpadded (h, w);
+        ``carry``: the previous chunk's ``ChunkEncoding.carry`` (``carry_slots`` models)."""
         features = self.backbone_features(frames.unsqueeze(0), [image_size])
-        return self.encode_chunk_features(features, audio, with_queries, image_size[1])
+        return self.encode_chunk_features(features, audio, with_queries, image_size[1], carry)
 
     def encode_chunk_features(
         self,
@@ -239,6 +246,7 @@ class AVISM(nn.Module):
         audio: Tensor,
         with_queries: bool = True,
         image_width: int | None = None,
+        carry: SlotCarry | None = None,
     ) -> ChunkEncoding:
         """Like ``encode_chunk`` from backbone maps res2..res5 (t, C_k, h_k, w_k), audio (t, D);
         image_width: the unpadded width (needed by ``spatial_audio`` models).
@@ -252,16 +260,57 @@ class AVISM(nn.Module):
         base = self.video_module.mask_features(pix.stride4_features, audio)
         mask_features = self.video_mask_features(base, video_term)  # (t, Cm [x2], Hm, Wm)
         frame = None
-        if with_queries:
-            frame = self.frame_decoder(
-                multi_scale, frame_mask_features, audio, 1, all_layer_masks=False
-            )  # inference: full-size masks of the last prediction only (frame.pred_masks Dl = 1)
+        if with_queries:  # inference: full-size masks of the last prediction only (Dl = 1)
+            frame, carry = self.decode_frames(
+                multi_scale, frame_mask_features, audio, len(audio), 1, False, carry=carry
+            )
         return ChunkEncoding(
             mask_features=mask_features,
             frame_queries=None if frame is None else self._handed_over(frame, cols)[-1],
             frame=frame,
             stride4_features=pix.stride4_features,
+            carry=carry if with_queries else None,
         )
+
+    def decode_frames(
+        self,
+        multi_scale: Sequence[Tensor],  # nL x (N, C, h_l, w_l)
+        mask_features: Tensor,  # (N, Cm, Hm, Wm)
+        audio: Tensor,  # (N, D)
+        num_frames: int,  # T: N = B*T, clip-major
+        layers: int,
+        all_layer_masks: bool,
+        pilots: PilotQueries | None = None,
+        carry: SlotCarry | None = None,  # (B,) the frames before each clip's first
+    ) -> tuple[FrameDecoderOutput, SlotCarry | None]:
+        """The frame decoder over B clips of T frames: all frames at once, or with
+        ``carry_slots`` frame by frame in order, each frame's slots starting from the previous
+        one's (the first frame from ``carry``, None = a clip's start). Returns the output for
+        the N frames and the carry of each clip's last frame (None without ``carry_slots``)."""
+        if not self.carry_slots:
+            return self.frame_decoder(
+                multi_scale, mask_features, audio, layers, all_layer_masks, pilots
+            ), None
+        steps = []
+        first = torch.arange(0, mask_features.shape[0], num_frames, device=mask_features.device)
+        for step in range(num_frames):
+            index = first + step  # (B,) frame `step` of every clip
+            out = self.frame_decoder(
+                [x[index] for x in multi_scale], mask_features[index], audio[index],
+                layers, all_layer_masks, carry=carry,
+            )
+            steps.append(out)
+            carry = SlotCarry.of(out)
+
+        def merged(parts: list[Tensor], dim: int) -> Tensor:  # frames of one step -> clip-major N
+            return torch.stack(parts, dim + 1).flatten(dim, dim + 1)
+
+        return FrameDecoderOutput(
+            pred_logits=merged([o.pred_logits for o in steps], 1),
+            pred_masks=merged([o.pred_masks for o in steps], 1),
+            frame_queries=merged([o.frame_queries for o in steps], 1),
+            audio_fusion=merged([o.audio_fusion for o in steps], 1),
+        ), carry
 
     def split_audio(self, audio: Tensor) -> tuple[Tensor, Tensor | None]:
         """audio (..., D [+ B*P]) -> the per-frame features (..., D) and, for ``spatial_audio``
@@ -482,4 +531,5 @@ def build_avism_with_backbone(
         instance_embed=(cfg.mask_dim, cfg.instance_embed_dim) if cfg.instance_embed_dim > 0 else None,
         spatial_audio=spatial,
         track_spatial=cfg.spatial_audio_track,
+        carry_slots=cfg.carry_slots,
     )

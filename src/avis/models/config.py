@@ -79,6 +79,7 @@ class AVISMConfig:
     query_selection: bool = False  # avis option: frame queries start from the frame's best tokens
     instance_embed_dim: int = 0  # avis option: > 0 adds a per-pixel instance-embedding head (training)
     mask_pilots: bool = False  # avis option: training-only mask-pilot queries (frame decoder)
+    carry_slots: bool = False  # avis option: each frame's slots start where the previous frame's lay
     # avis option: (bands, positions) > 0 adds where the sound is to the mask features
     # (avis.models.spatial_audio); each frame's audio then ends with that flattened map
     spatial_audio_bands: int = 0

@@ -40,6 +40,7 @@ from avis.models.layers import (
 from avis.models.position import PositionEmbeddingSine
 
 MASK_THRESHOLD = 0.5  # attention blocked where sigmoid(predicted mask) < this
+HELD_THRESHOLD = 0.5  # a slot holds an object when its P(no object) is below this (carry_slots)
 MASK_EMBED_LAYERS = 3
 ANCHOR_EMBED_LAYERS = 2  # MLP of the anchor points' sine codes (anchor_queries option)
 
@@ -62,6 +63,25 @@ class PilotQueries:
     labels: Tensor  # (N, G) int64 class whose embedding starts each query (noised), 0..K-1
     masks: Tensor  # (N, G, Hm, Wm) float in [0, 1], the (noised) GT mask each query attends in
     valid: Tensor  # (N, G) bool, False = padding (frames with fewer than G instances)
+
+
+@dataclass
+class SlotCarry:
+    """What one frame hands the next with ``carry_slots`` (an avis option, see
+    ``FrameDecoder.forward``): where each slot's last mask lay and whether it held an object."""
+
+    masks: Tensor  # (N, fQ, Hm, Wm) mask logits of the frame's last prediction (no gradient)
+    held: Tensor  # (N, fQ) bool, the slot's P(no object) < HELD_THRESHOLD
+
+    @classmethod
+    def of(cls, out: FrameDecoderOutput) -> SlotCarry:
+        """The carry of a frame decoder's output (its last prediction)."""
+        no_object = out.pred_logits[-1].softmax(-1)[..., -1]  # (N, fQ)
+        return cls(masks=out.pred_masks[-1].detach(), held=(no_object < HELD_THRESHOLD).detach())
+
+    def at(self, index: Tensor | slice) -> SlotCarry:
+        """The carry of some frames (index along N)."""
+        return SlotCarry(self.masks[index], self.held[index])
 
 
 @dataclass
@@ -250,12 +270,19 @@ class FrameDecoder(nn.Module):
         num_frame_query_layers: int = 1,
         all_layer_masks: bool = True,
         pilots: PilotQueries | None = None,
+        carry: SlotCarry | None = None,
     ) -> FrameDecoderOutput:
         """Frame queries of the last ``num_frame_query_layers`` predictions (3 in training, 1
         at test). ``all_layer_masks=False`` (inference) computes full-size mask logits for the
         last prediction only (``pred_masks`` then has Dl = 1) and the attention masks from mask
         features resized to each level, which is equal up to float rounding and cheaper.
-        ``pilots`` (training, models built with ``mask_pilots``): see the module docstring."""
+        ``pilots`` (training, models built with ``mask_pilots``): see the module docstring.
+
+        ``carry`` (an avis option, ``carry_slots``; the previous frame of each of the N frames):
+        a slot that held an object there attends, in the first layer, where its mask lay
+        instead of where its initial prediction points, so it starts from the same instance
+        (objects move little from one frame to the next). No weights; None = the official
+        decoder."""
         if len(multi_scale_features) != self.num_feature_levels:
             raise ValueError(
                 f"expected {self.num_feature_levels} feature maps, got {len(multi_scale_features)}"
@@ -352,6 +379,13 @@ class FrameDecoder(nn.Module):
             else:
                 level_masks = torch.bmm(embed, level_features[lvl].flatten(2)).view(
                     n, -1, *sizes[lvl]
+                )
+            if i == 0 and carry is not None:
+                carried = F.interpolate(
+                    carry.masks.to(level_masks.dtype), size=sizes[lvl], mode="bilinear", align_corners=False
+                )  # (N, fQ, h_l, w_l)
+                level_masks = torch.where(
+                    carry.held[:, :, None, None], carried, level_masks[:, :num_learned]
                 )
             blocked = self._blocked(level_masks[:, :num_learned])  # (N, fQ, h_l*w_l)
             if pilots is not None:  # pilots attend where their GT masks lie, at every layer
