@@ -1,6 +1,7 @@
 """``carry_slots``: the frame decoder reads a clip's frames in order, and a slot that held an
-object in the previous frame attends, in its first layer, where its mask lay there
-(avis.models.frame_decoder.SlotCarry); inference hands the state from chunk to chunk."""
+object in the previous frame starts from its query there and attends, in its first layer, where
+its mask lay there (avis.models.frame_decoder.SlotCarry); inference hands the state from chunk
+to chunk."""
 
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def test_each_clip_starts_as_the_official_decoder_and_later_frames_start_from_th
 def _frame_output(frame, index: int):
     """A FrameOutput's last prediction of one frame, as the decoder hands it to SlotCarry.of."""
     return type("Out", (), {"pred_logits": frame.pred_logits[:, index : index + 1],
-                            "pred_masks": frame.pred_masks[:, index : index + 1]})  # fmt: skip
+                            "pred_masks": frame.pred_masks[:, index : index + 1],
+                            "frame_queries": frame.frame_queries[:, index : index + 1]})  # fmt: skip
 
 
 def _decode_one(model, frame, audio, size, carry):
@@ -79,7 +81,7 @@ def _decode_one(model, frame, audio, size, carry):
     return model.frame_decoder(multi_scale, mask_features, audio, 1, True, carry=carry)
 
 
-def test_a_held_slot_attends_where_its_mask_lay_and_the_others_as_before():
+def test_a_held_slot_starts_from_its_query_and_attends_where_its_mask_lay_the_others_as_before():
     decoder = build_avism(get_preset("avism_tiny", **SMALL)).frame_decoder.eval()
     torch.manual_seed(2)
     levels = [torch.randn(2, 64, s, s) for s in (2, 4, 8)]
@@ -91,6 +93,7 @@ def test_a_held_slot_attends_where_its_mask_lay_and_the_others_as_before():
     masks[:, 1, 8:, 4:] = 20.0  # slot 1 lay bottom-right, but held nothing
     held = torch.zeros(2, fq, dtype=torch.bool)
     held[:, 0] = True
+    queries = torch.randn(2, fq, 64)
     seen: list[torch.Tensor] = []
 
     def grab(module, args, kwargs):  # noqa: ARG001
@@ -99,10 +102,11 @@ def test_a_held_slot_attends_where_its_mask_lay_and_the_others_as_before():
     hook = decoder.transformer_cross_attention_layers[0].register_forward_pre_hook(grab, with_kwargs=True)
     with torch.no_grad():
         plain = decoder(levels, mask_features, audio, 1, False)
-        carried = decoder(levels, mask_features, audio, 1, False, carry=SlotCarry(masks, held))
-        none_held = decoder(levels, mask_features, audio, 1, False, carry=SlotCarry(masks, held & False))
+        carried = decoder(levels, mask_features, audio, 1, False, carry=SlotCarry(queries, masks, held))
+        none_held = decoder(levels, mask_features, audio, 1, False, carry=SlotCarry(queries, masks, held & False))
+        other_query = decoder(levels, mask_features, audio, 1, False, carry=SlotCarry(-queries, masks, held))
     hook.remove()
-    before, after, nothing = (m[:, 0] for m in seen)  # (N, fQ, h*w) blocked, level 0 (2 x 2)
+    before, after, nothing, _ = (m[:, 0] for m in seen)  # (N, fQ, h*w) blocked, level 0 (2 x 2)
     want0 = F.interpolate(masks[:, :1], size=(2, 2), mode="bilinear", align_corners=False).sigmoid() < 0.5
     assert torch.equal(after[:, 0], want0.flatten(1))  # slot 0 reads only its old top-left cell
     assert torch.equal(after[:, 0], torch.tensor([[False, True, True, True]] * 2))
@@ -110,6 +114,7 @@ def test_a_held_slot_attends_where_its_mask_lay_and_the_others_as_before():
     assert torch.equal(nothing, before)
     torch.testing.assert_close(none_held.pred_masks, plain.pred_masks)
     assert not torch.allclose(carried.pred_masks, plain.pred_masks)
+    assert not torch.allclose(other_query.pred_logits[:, :, 0], carried.pred_logits[:, :, 0])  # its query
 
 
 def test_inference_hands_the_carry_from_chunk_to_chunk():

@@ -70,6 +70,7 @@ class SlotCarry:
     """What one frame hands the next with ``carry_slots`` (an avis option, see
     ``FrameDecoder.forward``): where each slot's last mask lay and whether it held an object."""
 
+    queries: Tensor  # (N, fQ, C) the frame's last-layer queries (decoder_norm outputs)
     masks: Tensor  # (N, fQ, Hm, Wm) mask logits of the frame's last prediction (no gradient)
     held: Tensor  # (N, fQ) bool, the slot's P(no object) < HELD_THRESHOLD
 
@@ -77,11 +78,11 @@ class SlotCarry:
     def of(cls, out: FrameDecoderOutput) -> SlotCarry:
         """The carry of a frame decoder's output (its last prediction)."""
         no_object = out.pred_logits[-1].softmax(-1)[..., -1]  # (N, fQ)
-        return cls(masks=out.pred_masks[-1].detach(), held=(no_object < HELD_THRESHOLD).detach())
-
-    def at(self, index: Tensor | slice) -> SlotCarry:
-        """The carry of some frames (index along N)."""
-        return SlotCarry(self.masks[index], self.held[index])
+        return cls(
+            queries=out.frame_queries[-1],
+            masks=out.pred_masks[-1].detach(),
+            held=(no_object < HELD_THRESHOLD).detach(),
+        )
 
 
 @dataclass
@@ -279,10 +280,11 @@ class FrameDecoder(nn.Module):
         ``pilots`` (training, models built with ``mask_pilots``): see the module docstring.
 
         ``carry`` (an avis option, ``carry_slots``; the previous frame of each of the N frames):
-        a slot that held an object there attends, in the first layer, where its mask lay
-        instead of where its initial prediction points, so it starts from the same instance
-        (objects move little from one frame to the next). No weights; None = the official
-        decoder."""
+        a slot that held an object there starts from its query of that frame instead of its
+        learned one, and attends, in the first layer, where its mask lay there instead of where
+        its initial prediction points, so it starts on the same instance (objects move little
+        from one frame to the next; a track query, as in TrackFormer). The other slots start as
+        in the official decoder. No weights; None = the official decoder."""
         if len(multi_scale_features) != self.num_feature_levels:
             raise ValueError(
                 f"expected {self.num_feature_levels} feature maps, got {len(multi_scale_features)}"
@@ -317,6 +319,9 @@ class FrameDecoder(nn.Module):
         else:
             query_embed = self.query_pos().unsqueeze(1).expand(-1, n, -1)  # (fQ, N, C)
             queries = self.query_feat.weight.unsqueeze(1)
+        if carry is not None:  # held slots start from their query of the previous frame
+            held = carry.held.transpose(0, 1).unsqueeze(-1)  # (fQ, N, 1)
+            queries = torch.where(held, carry.queries.transpose(0, 1).to(queries.dtype), queries)
         fusion = self.audio_fusion(srcs, audio, query_embed)
         output = queries + fusion  # (fQ, N, C)
         num_learned = output.shape[0]
