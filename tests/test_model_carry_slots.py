@@ -23,7 +23,7 @@ from avis.inference.video import (
 )
 from avis.models.avism import build_avism
 from avis.models.config import avism_tiny, get_preset
-from avis.models.frame_decoder import SlotCarry
+from avis.models.frame_decoder import FrameDecoderOutput, SlotCarry
 
 SMALL = dict(num_classes=3, test_short_side=64)  # fmt: skip
 
@@ -58,19 +58,18 @@ def test_each_clip_starts_as_the_official_decoder_and_later_frames_start_from_th
     assert got.frame.frame_queries.shape == want.frame.frame_queries.shape
     assert got.video.pred_masks.shape == want.video.pred_masks.shape
     # frame 1 of clip 0 is the decoder on that frame, started from frame 0's carry
-    held = SlotCarry.of(_frame_output(got.frame, 0))
+    previous = FrameDecoderOutput(  # frame 0 of clip 0, as the decoder handed it on
+        pred_logits=got.frame.pred_logits[:, :1],
+        pred_masks=got.frame.pred_masks[:, :1],
+        frame_queries=got.frame.frame_queries[:, :1],
+        audio_fusion=torch.empty(0),
+    )
+    held = SlotCarry.of(previous)
     assert held.held.any(), "a random model's slots should hold something (P(no object) < 0.5)"
     with torch.no_grad():
         again = _decode_one(carried, frames[:1, 1], audio[:1, 1], (64, 48), held)
     torch.testing.assert_close(again.pred_masks[-1], got.frame.pred_masks[-1, 1:2])
     torch.testing.assert_close(again.pred_logits[-1], got.frame.pred_logits[-1, 1:2])
-
-
-def _frame_output(frame, index: int):
-    """A FrameOutput's last prediction of one frame, as the decoder hands it to SlotCarry.of."""
-    return type("Out", (), {"pred_logits": frame.pred_logits[:, index : index + 1],
-                            "pred_masks": frame.pred_masks[:, index : index + 1],
-                            "frame_queries": frame.frame_queries[:, index : index + 1]})  # fmt: skip
 
 
 def _decode_one(model, frame, audio, size, carry):

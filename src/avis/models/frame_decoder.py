@@ -68,7 +68,8 @@ class PilotQueries:
 @dataclass
 class SlotCarry:
     """What one frame hands the next with ``carry_slots`` (an avis option, see
-    ``FrameDecoder.forward``): where each slot's last mask lay and whether it held an object."""
+    ``FrameDecoder.forward``): each slot's last query, where its last mask lay and whether it
+    held an object."""
 
     queries: Tensor  # (N, fQ, C) the frame's last-layer queries (decoder_norm outputs)
     masks: Tensor  # (N, fQ, Hm, Wm) mask logits of the frame's last prediction (no gradient)
