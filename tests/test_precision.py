@@ -64,7 +64,11 @@ def shipped():
     from avis.data.synth.writer import soundtrack
     from avis.inference.predictor import VideoPredictor
 
-    predictor = VideoPredictor.from_checkpoint()
+    # the network's own instances: component splitting cuts a mask into its connected pieces,
+    # and a piece of a few pixels comes and goes with any change of the products' rounding, so
+    # the heuristic would compare how many pieces a borderline mask has, not the precisions
+    loaded = VideoPredictor.from_checkpoint()
+    predictor = VideoPredictor(loaded.model, loaded.config, loaded.info, split_components=False)
     # a 7-frame scene of the synthetic benchmark (what the shipped model knows), so that it
     # keeps instances whose masks the precisions can be compared on
     spatial = predictor.config.spatial_audio  # a spatial-audio shipped model hears stereo (benchmark v2)
@@ -86,7 +90,7 @@ def test_every_precision_through_the_predictor(shipped, precision):
 
     base, frames, audio, want = shipped
     assert base.precision == "fp32" and want.num_instances > 0
-    predictor = VideoPredictor(base.model, base.config, base.info, precision=precision)
+    predictor = VideoPredictor(base.model, base.config, base.info, precision=precision, split_components=False)
     dtypes: dict[str, set] = {}
 
     def hook(name):
