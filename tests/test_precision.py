@@ -67,8 +67,7 @@ def shipped():
     # the network's own instances: component splitting cuts a mask into its connected pieces,
     # and a piece of a few pixels comes and goes with any change of the products' rounding, so
     # the heuristic would compare how many pieces a borderline mask has, not the precisions
-    loaded = VideoPredictor.from_checkpoint()
-    predictor = VideoPredictor(loaded.model, loaded.config, loaded.info, split_components=False)
+    predictor = VideoPredictor.from_checkpoint(split_components=False)
     # a 7-frame scene of the synthetic benchmark (what the shipped model knows), so that it
     # keeps instances whose masks the precisions can be compared on
     spatial = predictor.config.spatial_audio  # a spatial-audio shipped model hears stereo (benchmark v2)
